@@ -1,0 +1,133 @@
+//! `aqueduct`: the one binary. It parses arguments and wires the library crates together; the
+//! work itself lives in the crates (store, client, smart, sync, sim), so this file reads as a
+//! table of contents.
+
+mod bench_store;
+mod config_cmd;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "aqueduct", version, about = "FHIR integration engine: pull whole patient records out of many EHRs and payer APIs, honestly.", long_about = None)]
+struct Cli {
+    /// Config file (default ./aqueduct.toml).
+    #[arg(long, global = true, env = "AQUEDUCT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Store location: a SQLite file path or a postgres:// URL (overrides the config file).
+    #[arg(long, global = true, env = "AQUEDUCT_STORE")]
+    store: Option<String>,
+    /// More logging (-v info, -vv debug). Logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate and inspect the configuration file.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+    /// Per organization and connection: resources by type, last sync and its outcome, errors.
+    Status(status::StatusArgs),
+    /// Measure the store and the sync engine, printing figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Insert/upsert throughput of raw resources into SQLite (and PostgreSQL with --postgres).
+    Store(bench_store::BenchStoreArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = Context {
+        config_path: cli.config,
+        store: cli.store,
+    };
+    match cli.command {
+        Command::Config(cmd) => config_cmd::run(&ctx, cmd),
+        Command::Status(args) => status::run(&ctx, args).await,
+        Command::Bench(BenchCommand::Store(args)) => bench_store::run(args).await,
+    }
+}
+
+/// What every command may need from the global flags.
+pub struct Context {
+    pub config_path: Option<PathBuf>,
+    pub store: Option<String>,
+}
+
+impl Context {
+    /// The config file, if one exists (explicit paths must exist).
+    pub fn config(&self) -> anyhow::Result<Option<aqueduct_config::Config>> {
+        let path = aqueduct_config::resolve_path(self.config_path.as_deref());
+        let explicit =
+            self.config_path.is_some() || std::env::var_os(aqueduct_config::CONFIG_ENV).is_some();
+        if !explicit && !path.exists() {
+            return Ok(None);
+        }
+        Ok(Some(aqueduct_config::load(&path)?))
+    }
+
+    /// The store location: flag, then config file, then the default file.
+    pub fn store_location(&self, config: Option<&aqueduct_config::Config>) -> String {
+        self.store
+            .clone()
+            .or_else(|| config.map(|c| c.store.location.clone()))
+            .unwrap_or_else(|| aqueduct_config::DEFAULT_STORE.to_string())
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AQUEDUCT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The error and its causes on one line: "cannot open X: permission denied".
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}

@@ -1,0 +1,133 @@
+//! `aqueduct status`: what the store holds, per organization and connection.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::Context;
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Only this organization.
+    #[arg(long)]
+    org: Option<String>,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let config = ctx.config()?;
+    let location = ctx.store_location(config.as_ref());
+    let store = aqueduct_store::open(&location).await?;
+    let orgs: Vec<String> = match args.org {
+        Some(o) => vec![o],
+        None => store
+            .list_organizations()
+            .await?
+            .into_iter()
+            .map(|o| o.name)
+            .collect(),
+    };
+    let mut report = Vec::new();
+    for org in &orgs {
+        let connections = store.status(org).await?;
+        let mut auth = Vec::new();
+        for c in &connections {
+            let last = store
+                .list_auth_events(&c.connection, 1)
+                .await?
+                .into_iter()
+                .next();
+            auth.push(last);
+        }
+        report.push((org.clone(), connections, auth));
+    }
+    if args.json {
+        let out: Vec<serde_json::Value> = report
+            .iter()
+            .map(|(org, conns, auth)| {
+                serde_json::json!({
+                    "organization": org,
+                    "connections": conns.iter().zip(auth).map(|(c, a)| serde_json::json!({
+                        "status": c,
+                        "last_auth_event": a,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "store": location, "organizations": out })
+            )?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("store: {location}");
+    if report.is_empty() {
+        println!("(no organizations yet: run `aqueduct demo` or `aqueduct sync`)");
+    }
+    for (org, conns, auth) in &report {
+        println!("organization {org}");
+        for (c, a) in conns.iter().zip(auth) {
+            println!(
+                "  connection {}  {}  profile={}",
+                c.connection.connection,
+                c.base_url.as_deref().unwrap_or("-"),
+                c.profile.as_deref().unwrap_or("-")
+            );
+            match &c.last_run {
+                Some(r) => {
+                    let stats = c.last_run_stats.clone().unwrap_or_default();
+                    println!(
+                        "    last sync #{} ({}) {} at {}: {} requests, {} errors, {} throttled, {} retries",
+                        r.id,
+                        r.kind,
+                        r.outcome.as_str(),
+                        r.finished_at
+                            .unwrap_or(r.started_at)
+                            .format("%Y-%m-%d %H:%M:%S UTC"),
+                        stats.requests,
+                        stats.errors,
+                        stats.throttled,
+                        stats.retries
+                    );
+                    if let Some(e) = &r.error {
+                        println!("    error: {e}");
+                    }
+                }
+                None => println!("    never synced"),
+            }
+            if let Some(a) = a {
+                println!(
+                    "    last auth event: {} {} at {}{}",
+                    a.event,
+                    a.outcome,
+                    a.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    a.reason
+                        .as_ref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                );
+            }
+            println!(
+                "    failed requests (all runs): {}   findings: {}",
+                c.error_count, c.findings
+            );
+            let total: u64 = c.types.iter().map(|t| t.live).sum();
+            println!("    resources: {total}");
+            for t in &c.types {
+                let mut extra = String::new();
+                if t.deleted > 0 {
+                    extra.push_str(&format!("  ({} deleted upstream)", t.deleted));
+                }
+                if t.invalid > 0 {
+                    extra.push_str(&format!("  ({} not valid FHIR, kept raw)", t.invalid));
+                }
+                println!("      {:<28} {:>8}{extra}", t.resource_type, t.live);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

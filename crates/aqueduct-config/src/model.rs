@@ -1,0 +1,288 @@
+//! The shape of `aqueduct.toml`. Every table denies unknown keys so that a typo is an error
+//! with its path, not a silently ignored setting.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ConfigError, SecretRef};
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub vault: VaultConfig,
+    /// Opt-in for `{ value = "..." }` secrets; off by default so production files stay clean.
+    #[serde(default)]
+    pub allow_inline_secrets: bool,
+    /// Organizations (tenants) by name.
+    #[serde(default)]
+    pub organizations: BTreeMap<String, OrganizationConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A SQLite file path (the default) or a `postgres://` URL.
+    #[serde(default = "default_store")]
+    pub location: String,
+}
+
+pub const DEFAULT_STORE: &str = "aqueduct-data/aqueduct.db";
+
+fn default_store() -> String {
+    DEFAULT_STORE.to_string()
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            location: default_store(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// The 32-byte key (base64) that encrypts credentials at rest.
+    pub key: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationConfig {
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub connections: BTreeMap<String, ConnectionConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// The FHIR base URL.
+    pub base_url: url::Url,
+    /// The vendor profile ("generic", "epic", "cerner", ...).
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// Resource types this connection must retrieve (the workflow contract); empty = the
+    /// profile's defaults.
+    #[serde(default)]
+    pub resource_types: Vec<String>,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Institution overrides of the vendor profile (same keys as a profile file).
+    #[serde(default)]
+    pub overrides: toml::Table,
+    /// Refresh schedule, e.g. "every 6h", "daily 02:00"; none = on demand only.
+    pub schedule: Option<Schedule>,
+}
+
+fn default_profile() -> String {
+    "generic".to_string()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(tag = "method", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// An open server (HAPI test servers...).
+    #[default]
+    None,
+    /// A static bearer token.
+    Bearer { token: SecretRef },
+    /// SMART standalone patient launch (authorization code + PKCE).
+    SmartStandalone {
+        client_id: String,
+        client_secret: Option<SecretRef>,
+        scopes: Option<String>,
+        /// Loopback port for the redirect listener (0 = any free port).
+        #[serde(default)]
+        redirect_port: u16,
+    },
+    /// SMART EHR launch (the EHR calls us with `iss` + `launch`).
+    SmartEhr {
+        client_id: String,
+        client_secret: Option<SecretRef>,
+        scopes: Option<String>,
+    },
+    /// SMART backend services (client_credentials + private_key_jwt).
+    SmartBackend {
+        client_id: String,
+        /// PKCS#8 PEM private key.
+        private_key: SecretRef,
+        /// "RS384" or "ES384".
+        #[serde(default = "default_alg")]
+        algorithm: String,
+        key_id: Option<String>,
+        scopes: Option<String>,
+    },
+    /// A confidential client with a shared secret, client_credentials grant.
+    ClientCredentials {
+        client_id: String,
+        client_secret: SecretRef,
+        scopes: Option<String>,
+    },
+}
+
+fn default_alg() -> String {
+    "ES384".to_string()
+}
+
+/// A refresh schedule: `every <n><s|m|h|d>` or `daily HH:MM` (UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Schedule {
+    Every(std::time::Duration),
+    DailyAt { hour: u8, minute: u8 },
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let bad =
+            || format!("invalid schedule {s:?}: use \"every 6h\" (s, m, h, d) or \"daily 02:00\"");
+        if let Some(rest) = s.strip_prefix("every ") {
+            let rest = rest.trim();
+            let (num, unit) =
+                rest.split_at(rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+            let n: u64 = num.parse().map_err(|_| bad())?;
+            let secs = match unit {
+                "s" => n,
+                "m" => n * 60,
+                "h" => n * 3600,
+                "d" => n * 86_400,
+                _ => return Err(bad()),
+            };
+            if secs == 0 {
+                return Err(bad());
+            }
+            return Ok(Schedule::Every(std::time::Duration::from_secs(secs)));
+        }
+        if let Some(rest) = s.strip_prefix("daily ") {
+            let (h, m) = rest.trim().split_once(':').ok_or_else(bad)?;
+            let hour: u8 = h.parse().map_err(|_| bad())?;
+            let minute: u8 = m.parse().map_err(|_| bad())?;
+            if hour > 23 || minute > 59 {
+                return Err(bad());
+            }
+            return Ok(Schedule::DailyAt { hour, minute });
+        }
+        Err(bad())
+    }
+}
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A connection found by name, with its organization.
+pub struct FoundConnection<'a> {
+    pub organization: &'a str,
+    pub name: &'a str,
+    pub config: &'a ConnectionConfig,
+}
+
+impl Config {
+    /// Checks what serde cannot: names, inline secrets, base URL schemes.
+    pub(crate) fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            line: None,
+            key: Some(key),
+            message,
+        };
+        if let Some(k) = &self.vault.key {
+            if k.is_inline() && !self.allow_inline_secrets {
+                return Err(invalid("vault.key".into(), inline_msg()));
+            }
+        }
+        for (org, oc) in &self.organizations {
+            check_name(org).map_err(|m| invalid(format!("organizations.{org}"), m))?;
+            for (name, cc) in &oc.connections {
+                let path = format!("organizations.{org}.connections.{name}");
+                check_name(name).map_err(|m| invalid(path.clone(), m))?;
+                if !matches!(cc.base_url.scheme(), "http" | "https") {
+                    return Err(invalid(
+                        format!("{path}.base_url"),
+                        "must be an http(s) URL".into(),
+                    ));
+                }
+                for (field, secret) in cc.auth.secrets() {
+                    if secret.is_inline() && !self.allow_inline_secrets {
+                        return Err(invalid(format!("{path}.auth.{field}"), inline_msg()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds a connection by `org/name`, or by bare name when it is unique.
+    pub fn find_connection(&self, spec: &str) -> Result<FoundConnection<'_>, ConfigError> {
+        let unknown = || ConfigError::UnknownConnection(spec.to_string());
+        if let Some((org, name)) = spec.split_once('/') {
+            let (org_key, oc) = self.organizations.get_key_value(org).ok_or_else(unknown)?;
+            let (name_key, cc) = oc.connections.get_key_value(name).ok_or_else(unknown)?;
+            return Ok(FoundConnection {
+                organization: org_key,
+                name: name_key,
+                config: cc,
+            });
+        }
+        let mut found = self.organizations.iter().flat_map(|(o, oc)| {
+            oc.connections
+                .get_key_value(spec)
+                .map(|(n, cc)| FoundConnection {
+                    organization: o,
+                    name: n,
+                    config: cc,
+                })
+        });
+        match (found.next(), found.next()) {
+            (Some(f), None) => Ok(f),
+            _ => Err(unknown()),
+        }
+    }
+}
+
+fn inline_msg() -> String {
+    "inline secret values are refused; use { env = \"VAR\" } or { file = \"path\" }, or set allow_inline_secrets = true".into()
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "name {name:?} must be 1-64 characters of letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
+impl AuthConfig {
+    /// The secret references this auth method holds, by field name.
+    pub fn secrets(&self) -> Vec<(&'static str, &SecretRef)> {
+        match self {
+            AuthConfig::None => vec![],
+            AuthConfig::Bearer { token } => vec![("token", token)],
+            AuthConfig::SmartStandalone { client_secret, .. }
+            | AuthConfig::SmartEhr { client_secret, .. } => {
+                client_secret.iter().map(|s| ("client_secret", s)).collect()
+            }
+            AuthConfig::SmartBackend { private_key, .. } => vec![("private_key", private_key)],
+            AuthConfig::ClientCredentials { client_secret, .. } => {
+                vec![("client_secret", client_secret)]
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The one trait both backends implement. Every method that touches tenant data names the
+//! organization (most name the connection too): isolation lives here, not in callers' filters.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::StoreResult;
+use crate::model::*;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Where the store lives, for messages ("/var/lib/aqueduct/store.db", "postgres://host/db").
+    fn location(&self) -> &str;
+
+    /// The schema version this store is at.
+    async fn schema_version(&self) -> StoreResult<i64>;
+
+    // --- organizations and connections -------------------------------------------------
+
+    async fn upsert_organization(&self, org: &Organization) -> StoreResult<()>;
+    async fn list_organizations(&self) -> StoreResult<Vec<Organization>>;
+    async fn upsert_connection(&self, conn: &ConnectionRecord) -> StoreResult<()>;
+    async fn list_connections(&self, organization: &str) -> StoreResult<Vec<ConnectionRecord>>;
+
+    // --- raw resources ---------------------------------------------------------------------
+
+    /// Writes a batch in one transaction. A resource whose bytes hash the same as the stored
+    /// copy is not rewritten (`unchanged`); one whose bytes differ moves the stored copy to
+    /// history first (`updated`). A tombstoned resource that comes back is revived.
+    async fn write_resources(
+        &self,
+        conn: &ConnectionRef,
+        batch: &[RawResource],
+    ) -> StoreResult<WriteSummary>;
+
+    async fn get_resource(
+        &self,
+        conn: &ConnectionRef,
+        resource_type: &str,
+        logical_id: &str,
+    ) -> StoreResult<Option<StoredResource>>;
+
+    /// Earlier versions of a resource, oldest first (the current one is not included).
+    async fn resource_history(
+        &self,
+        conn: &ConnectionRef,
+        resource_type: &str,
+        logical_id: &str,
+    ) -> StoreResult<Vec<StoredResource>>;
+
+    /// A page of resources of one type ordered by logical id, starting after `after_id`.
+    /// Tombstoned resources are included only when `include_deleted`.
+    async fn list_resources(
+        &self,
+        conn: &ConnectionRef,
+        resource_type: &str,
+        after_id: Option<&str>,
+        limit: u32,
+        include_deleted: bool,
+    ) -> StoreResult<Vec<StoredResource>>;
+
+    /// Logical ids of the live resources of a type held for a patient (for reconciliation).
+    async fn patient_resource_ids(
+        &self,
+        conn: &ConnectionRef,
+        patient_id: &str,
+        resource_type: &str,
+    ) -> StoreResult<Vec<String>>;
+
+    /// Marks resources as deleted upstream. Returns how many were live and are now tombstones.
+    async fn tombstone(
+        &self,
+        conn: &ConnectionRef,
+        resource_type: &str,
+        logical_ids: &[String],
+        at: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+
+    async fn count_by_type(&self, conn: &ConnectionRef) -> StoreResult<Vec<TypeCount>>;
+
+    // --- sync ledger -------------------------------------------------------------------------
+
+    async fn begin_run(&self, conn: &ConnectionRef, kind: &str) -> StoreResult<RunId>;
+    async fn record_requests(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+        entries: &[LedgerEntry],
+    ) -> StoreResult<()>;
+    async fn finish_run(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+        outcome: RunOutcome,
+        summary: Option<&str>,
+        error: Option<&str>,
+    ) -> StoreResult<()>;
+    async fn get_run(&self, conn: &ConnectionRef, run: RunId) -> StoreResult<Option<SyncRun>>;
+    /// Most recent first.
+    async fn list_runs(&self, conn: &ConnectionRef, limit: u32) -> StoreResult<Vec<SyncRun>>;
+    async fn run_requests(&self, conn: &ConnectionRef, run: RunId)
+    -> StoreResult<Vec<LedgerEntry>>;
+    async fn run_request_stats(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+    ) -> StoreResult<RunRequestStats>;
+
+    // --- checkpoints -------------------------------------------------------------------------
+
+    /// Saves a resume point under a key the caller chooses ("patient/123/Observation").
+    async fn save_checkpoint(
+        &self,
+        conn: &ConnectionRef,
+        key: &str,
+        value: &str,
+    ) -> StoreResult<()>;
+    async fn load_checkpoint(&self, conn: &ConnectionRef, key: &str)
+    -> StoreResult<Option<String>>;
+    /// All checkpoints whose key starts with `prefix`, ordered by key.
+    async fn list_checkpoints(
+        &self,
+        conn: &ConnectionRef,
+        prefix: &str,
+    ) -> StoreResult<Vec<(String, String)>>;
+    async fn clear_checkpoints(&self, conn: &ConnectionRef, prefix: &str) -> StoreResult<u64>;
+
+    // --- credentials (ciphertext only: the vault encrypts before it gets here) -------------
+
+    async fn put_secret(
+        &self,
+        conn: &ConnectionRef,
+        name: &str,
+        ciphertext: &[u8],
+    ) -> StoreResult<()>;
+    async fn get_secret(&self, conn: &ConnectionRef, name: &str) -> StoreResult<Option<Vec<u8>>>;
+    async fn delete_secret(&self, conn: &ConnectionRef, name: &str) -> StoreResult<bool>;
+    /// Every stored secret of an organization, for key rotation: (connection, name, ciphertext).
+    async fn list_secrets(&self, organization: &str)
+    -> StoreResult<Vec<(String, String, Vec<u8>)>>;
+
+    // --- auth audit and findings -----------------------------------------------------------
+
+    async fn record_auth_event(&self, conn: &ConnectionRef, event: &AuthEvent) -> StoreResult<()>;
+    /// Most recent first.
+    async fn list_auth_events(
+        &self,
+        conn: &ConnectionRef,
+        limit: u32,
+    ) -> StoreResult<Vec<AuthEvent>>;
+    async fn record_finding(&self, conn: &ConnectionRef, finding: &Finding) -> StoreResult<()>;
+    /// Most recent first.
+    async fn list_findings(&self, conn: &ConnectionRef, limit: u32) -> StoreResult<Vec<Finding>>;
+
+    // --- overview ----------------------------------------------------------------------------
+
+    /// One entry per connection of the organization.
+    async fn status(&self, organization: &str) -> StoreResult<Vec<ConnectionStatus>>;
+}

@@ -1,0 +1,41 @@
+//! The Aqueduct store: raw FHIR resources exactly as received, their history and tombstones,
+//! the sync ledger (one row per run and per HTTP request), checkpoints for resuming, encrypted
+//! credentials, the auth audit log and monitoring findings — behind one [`Store`] trait with two
+//! real backends: SQLite (a single file, the embedded default) and PostgreSQL (scale-out).
+//!
+//! The store owns durability, transactions, schema migrations and tenant isolation: every query
+//! of tenant data names its organization. It must not know FHIR beyond a type name, a logical id
+//! and bytes — it never parses, validates or rewrites a resource — nor anything about vendors,
+//! HTTP or auth (secrets arrive already encrypted). The tables are documented in [`schema`].
+
+mod api;
+mod error;
+mod hash;
+mod model;
+pub mod postgres;
+pub mod sqlite;
+
+#[doc = include_str!("../SCHEMA.md")]
+pub mod schema {}
+
+use std::sync::Arc;
+
+pub use api::Store;
+pub use error::{StoreError, StoreResult};
+pub use hash::content_hash;
+pub use model::*;
+
+/// The newest schema version this build knows; migrations bring older stores up to it.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Opens (creating and migrating as needed) the store at `location`: a `postgres://` or
+/// `postgresql://` URL selects PostgreSQL, anything else is a SQLite file path.
+pub async fn open(location: &str) -> StoreResult<Arc<dyn Store>> {
+    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(location).await?))
+    } else if location.contains("://") {
+        Err(StoreError::BadLocation(location.to_string()))
+    } else {
+        Ok(Arc::new(sqlite::SqliteStore::open(location).await?))
+    }
+}

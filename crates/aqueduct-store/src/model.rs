@@ -1,0 +1,275 @@
+//! The values the store takes and gives back. None of them interprets FHIR: a resource is a
+//! type name, a logical id and bytes; what those bytes mean is the caller's business.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One connection of one organization: the unit every tenant-scoped query names.
+///
+/// There is deliberately no way to query resources without one of these (or at least an
+/// organization name): cross-organization reads cannot happen by forgetting a filter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConnectionRef {
+    pub organization: String,
+    pub connection: String,
+}
+
+impl ConnectionRef {
+    pub fn new(organization: impl Into<String>, connection: impl Into<String>) -> Self {
+        Self {
+            organization: organization.into(),
+            connection: connection.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectionRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.organization, self.connection)
+    }
+}
+
+/// An organization (tenant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Organization {
+    pub name: String,
+    pub display_name: Option<String>,
+}
+
+/// A connection as registered in the store (the configuration file is the source of truth;
+/// the store keeps a copy so that `status` and the ledger can name it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionRecord {
+    pub organization: String,
+    pub name: String,
+    pub base_url: String,
+    pub profile: String,
+}
+
+/// Whether the bytes of a raw resource parsed, as judged by whoever fetched them.
+/// The store keeps every resource whatever its status: nothing is dropped for being invalid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", content = "detail", rename_all = "kebab-case")]
+pub enum ParseStatus {
+    /// Valid JSON that looked like the FHIR resource it claims to be.
+    Ok,
+    /// Valid JSON, but not valid FHIR (missing resourceType, wrong shapes...).
+    InvalidFhir(String),
+    /// Not even JSON.
+    InvalidJson(String),
+}
+
+impl ParseStatus {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ParseStatus::Ok => "ok",
+            ParseStatus::InvalidFhir(_) => "invalid-fhir",
+            ParseStatus::InvalidJson(_) => "invalid-json",
+        }
+    }
+
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            ParseStatus::Ok => None,
+            ParseStatus::InvalidFhir(d) | ParseStatus::InvalidJson(d) => Some(d),
+        }
+    }
+
+    pub(crate) fn from_parts(code: &str, detail: Option<String>) -> Self {
+        match code {
+            "ok" => ParseStatus::Ok,
+            "invalid-json" => ParseStatus::InvalidJson(detail.unwrap_or_default()),
+            _ => ParseStatus::InvalidFhir(detail.unwrap_or_default()),
+        }
+    }
+}
+
+/// A resource exactly as received, with where and when it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawResource {
+    pub resource_type: String,
+    pub logical_id: String,
+    /// `meta.versionId` as the source gave it.
+    pub version_id: Option<String>,
+    /// `meta.lastUpdated` as the source gave it (the source's clock, kept as text).
+    pub last_updated: Option<String>,
+    /// The URL of the request that returned it.
+    pub source_url: String,
+    /// The patient whose record this resource was fetched for, when the fetcher knows it.
+    pub patient_id: Option<String>,
+    pub parse_status: ParseStatus,
+    pub fetched_at: DateTime<Utc>,
+    /// The bytes, never rewritten.
+    pub bytes: Vec<u8>,
+}
+
+/// A resource as stored: the raw record plus the store's own bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResource {
+    pub connection: ConnectionRef,
+    pub resource_type: String,
+    pub logical_id: String,
+    pub version_id: Option<String>,
+    pub last_updated: Option<String>,
+    pub source_url: String,
+    pub patient_id: Option<String>,
+    pub parse_status: ParseStatus,
+    pub fetched_at: DateTime<Utc>,
+    /// Hex SHA-256 of `bytes`.
+    pub content_hash: String,
+    /// How many distinct contents the store has seen for this key (1 for the first).
+    pub version_seq: i64,
+    /// Set when the source no longer has the resource (tombstone); the bytes are kept.
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub bytes: Vec<u8>,
+}
+
+/// What one batch write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteSummary {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+}
+
+impl WriteSummary {
+    pub fn add(&mut self, other: WriteSummary) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+    }
+}
+
+/// Resources of one type held for a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeCount {
+    pub resource_type: String,
+    pub live: u64,
+    pub deleted: u64,
+    pub invalid: u64,
+}
+
+/// How a sync run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunOutcome {
+    Running,
+    Complete,
+    Partial,
+    Failed,
+}
+
+impl RunOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Running => "running",
+            RunOutcome::Complete => "complete",
+            RunOutcome::Partial => "partial",
+            RunOutcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => RunOutcome::Running,
+            "complete" => RunOutcome::Complete,
+            "partial" => RunOutcome::Partial,
+            "failed" => RunOutcome::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// Identifies a sync run in the ledger.
+pub type RunId = i64;
+
+/// One sync run as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncRun {
+    pub id: RunId,
+    pub connection: ConnectionRef,
+    /// What was asked for, e.g. "full", "incremental", "patient:123".
+    pub kind: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: RunOutcome,
+    /// Free-form JSON written by the sync engine at the end (what is missing and why...).
+    pub summary: Option<String>,
+    pub error: Option<String>,
+}
+
+/// One HTTP request made during a sync: every request lands here, success or not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub at: DateTime<Utc>,
+    pub method: String,
+    /// The request with patient and cursor values replaced by placeholders, for aggregation.
+    pub url_template: String,
+    /// The request URL as sent.
+    pub url: String,
+    pub resource_type: Option<String>,
+    pub patient_id: Option<String>,
+    /// HTTP status, or None when no response came (connection error, timeout).
+    pub status: Option<u16>,
+    pub duration_ms: f64,
+    pub bytes: u64,
+    pub resources: u64,
+    /// A short machine-readable cause when the request did not succeed ("timeout", "http-429",
+    /// "invalid-json", ...).
+    pub error_kind: Option<String>,
+    /// False when a page came back short of what it should hold (truncated, error mid-paging).
+    pub page_complete: bool,
+    /// 1 for the first try, 2 for the first retry...
+    pub attempt: u32,
+}
+
+/// Aggregates over a run's requests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunRequestStats {
+    pub requests: u64,
+    pub errors: u64,
+    pub throttled: u64,
+    pub retries: u64,
+    pub bytes: u64,
+    pub resources: u64,
+}
+
+/// An authorization event, without secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthEvent {
+    pub at: DateTime<Utc>,
+    /// "authorize", "token-exchange", "refresh", "revoke", "backend-token", "ehr-launch"...
+    pub event: String,
+    /// "success" or "failure".
+    pub outcome: String,
+    /// Why, in words; never a token or secret.
+    pub reason: Option<String>,
+}
+
+/// Something the monitoring layer should look at (a scope granted narrower than asked, a
+/// resource type that dropped to zero...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub at: DateTime<Utc>,
+    pub run_id: Option<RunId>,
+    /// Machine-readable kind, e.g. "scope-narrowed", "empty-type".
+    pub kind: String,
+    /// "info", "warning" or "critical".
+    pub severity: String,
+    pub resource_type: Option<String>,
+    pub detail: String,
+}
+
+/// Per-connection overview, as `aqueduct status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionStatus {
+    pub connection: ConnectionRef,
+    pub base_url: Option<String>,
+    pub profile: Option<String>,
+    pub types: Vec<TypeCount>,
+    pub last_run: Option<SyncRun>,
+    pub last_run_stats: Option<RunRequestStats>,
+    /// Requests that failed, over all runs.
+    pub error_count: u64,
+    pub findings: u64,
+}

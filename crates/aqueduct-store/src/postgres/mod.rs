@@ -1,0 +1,311 @@
+//! The scale-out backend: PostgreSQL through a deadpool connection pool.
+//!
+//! Same tables and semantics as SQLite (see [`crate::schema`]), with native types
+//! (`timestamptz`, `bytea`, `boolean`). Batches are written with a handful of set-based
+//! statements over `UNNEST`ed arrays rather than one round trip per resource, which is what
+//! makes PostgreSQL keep up with a sync on loopback.
+
+mod migrate;
+mod resources;
+mod tenant;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use crate::api::Store;
+use crate::error::{StoreError, StoreResult};
+use crate::model::*;
+
+pub struct PgStore {
+    location: String,
+    pool: Pool,
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}@{}", &url[..s + 3], user, &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl PgStore {
+    /// Connects, checks the server answers, and migrates the schema.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let location = redact(url);
+        let config: tokio_postgres::Config =
+            url.parse()
+                .map_err(|e: tokio_postgres::Error| StoreError::Connect {
+                    location: location.clone(),
+                    cause: format!("bad URL: {e}"),
+                })?;
+        let mut config = config;
+        config.connect_timeout(std::time::Duration::from_secs(10));
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(8)
+            .build()
+            .map_err(|e| StoreError::Connect {
+                location: location.clone(),
+                cause: e.to_string(),
+            })?;
+        let store = Self { location, pool };
+        let mut client = store.client().await?;
+        migrate::migrate(&mut client, &store.location).await?;
+        Ok(store)
+    }
+
+    pub(crate) async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| StoreError::Connect {
+            location: self.location.clone(),
+            cause: match e {
+                deadpool_postgres::PoolError::Backend(be) => describe(&be),
+                other => other.to_string(),
+            },
+        })
+    }
+}
+
+/// tokio-postgres' Display hides the server's message behind "db error"; show it.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.code().code(), db.message());
+    }
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+pub(crate) fn map_err(
+    location: &str,
+    operation: &'static str,
+    e: tokio_postgres::Error,
+) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        if *code == tokio_postgres::error::SqlState::DISK_FULL {
+            return StoreError::DiskFull {
+                path: location.to_string(),
+            };
+        }
+        if *code == tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION {
+            return StoreError::ReadOnly {
+                path: location.to_string(),
+                cause: db.message().to_string(),
+            };
+        }
+    }
+    if e.is_closed() {
+        return StoreError::Connect {
+            location: location.to_string(),
+            cause: describe(&e),
+        };
+    }
+    StoreError::Query {
+        location: location.to_string(),
+        operation,
+        cause: describe(&e),
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    async fn schema_version(&self) -> StoreResult<i64> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM aqueduct_schema",
+                &[],
+            )
+            .await
+            .map_err(|e| map_err(&self.location, "schema version", e))?;
+        Ok(row.get(0))
+    }
+
+    async fn upsert_organization(&self, org: &Organization) -> StoreResult<()> {
+        tenant::upsert_organization(self, org).await
+    }
+    async fn list_organizations(&self) -> StoreResult<Vec<Organization>> {
+        tenant::list_organizations(self).await
+    }
+    async fn upsert_connection(&self, conn: &ConnectionRecord) -> StoreResult<()> {
+        tenant::upsert_connection(self, conn).await
+    }
+    async fn list_connections(&self, organization: &str) -> StoreResult<Vec<ConnectionRecord>> {
+        tenant::list_connections(self, organization).await
+    }
+    async fn write_resources(
+        &self,
+        conn: &ConnectionRef,
+        batch: &[RawResource],
+    ) -> StoreResult<WriteSummary> {
+        resources::write(self, conn, batch).await
+    }
+    async fn get_resource(
+        &self,
+        conn: &ConnectionRef,
+        t: &str,
+        id: &str,
+    ) -> StoreResult<Option<StoredResource>> {
+        resources::get(self, conn, t, id).await
+    }
+    async fn resource_history(
+        &self,
+        conn: &ConnectionRef,
+        t: &str,
+        id: &str,
+    ) -> StoreResult<Vec<StoredResource>> {
+        resources::history(self, conn, t, id).await
+    }
+    async fn list_resources(
+        &self,
+        conn: &ConnectionRef,
+        t: &str,
+        after_id: Option<&str>,
+        limit: u32,
+        include_deleted: bool,
+    ) -> StoreResult<Vec<StoredResource>> {
+        resources::list(self, conn, t, after_id, limit, include_deleted).await
+    }
+    async fn patient_resource_ids(
+        &self,
+        conn: &ConnectionRef,
+        p: &str,
+        t: &str,
+    ) -> StoreResult<Vec<String>> {
+        resources::patient_ids(self, conn, p, t).await
+    }
+    async fn tombstone(
+        &self,
+        conn: &ConnectionRef,
+        t: &str,
+        ids: &[String],
+        at: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        resources::tombstone(self, conn, t, ids, at).await
+    }
+    async fn count_by_type(&self, conn: &ConnectionRef) -> StoreResult<Vec<TypeCount>> {
+        resources::count_by_type(self, conn).await
+    }
+    async fn begin_run(&self, conn: &ConnectionRef, kind: &str) -> StoreResult<RunId> {
+        tenant::begin_run(self, conn, kind).await
+    }
+    async fn record_requests(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+        entries: &[LedgerEntry],
+    ) -> StoreResult<()> {
+        tenant::record_requests(self, conn, run, entries).await
+    }
+    async fn finish_run(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+        outcome: RunOutcome,
+        summary: Option<&str>,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        tenant::finish_run(self, conn, run, outcome, summary, error).await
+    }
+    async fn get_run(&self, conn: &ConnectionRef, run: RunId) -> StoreResult<Option<SyncRun>> {
+        tenant::get_run(self, conn, run).await
+    }
+    async fn list_runs(&self, conn: &ConnectionRef, limit: u32) -> StoreResult<Vec<SyncRun>> {
+        tenant::list_runs(self, conn, limit).await
+    }
+    async fn run_requests(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        tenant::run_requests(self, conn, run).await
+    }
+    async fn run_request_stats(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+    ) -> StoreResult<RunRequestStats> {
+        tenant::run_request_stats(self, conn, run).await
+    }
+    async fn save_checkpoint(
+        &self,
+        conn: &ConnectionRef,
+        key: &str,
+        value: &str,
+    ) -> StoreResult<()> {
+        tenant::save_checkpoint(self, conn, key, value).await
+    }
+    async fn load_checkpoint(
+        &self,
+        conn: &ConnectionRef,
+        key: &str,
+    ) -> StoreResult<Option<String>> {
+        tenant::load_checkpoint(self, conn, key).await
+    }
+    async fn list_checkpoints(
+        &self,
+        conn: &ConnectionRef,
+        prefix: &str,
+    ) -> StoreResult<Vec<(String, String)>> {
+        tenant::list_checkpoints(self, conn, prefix).await
+    }
+    async fn clear_checkpoints(&self, conn: &ConnectionRef, prefix: &str) -> StoreResult<u64> {
+        tenant::clear_checkpoints(self, conn, prefix).await
+    }
+    async fn put_secret(&self, conn: &ConnectionRef, name: &str, ct: &[u8]) -> StoreResult<()> {
+        tenant::put_secret(self, conn, name, ct).await
+    }
+    async fn get_secret(&self, conn: &ConnectionRef, name: &str) -> StoreResult<Option<Vec<u8>>> {
+        tenant::get_secret(self, conn, name).await
+    }
+    async fn delete_secret(&self, conn: &ConnectionRef, name: &str) -> StoreResult<bool> {
+        tenant::delete_secret(self, conn, name).await
+    }
+    async fn list_secrets(
+        &self,
+        organization: &str,
+    ) -> StoreResult<Vec<(String, String, Vec<u8>)>> {
+        tenant::list_secrets(self, organization).await
+    }
+    async fn record_auth_event(&self, conn: &ConnectionRef, ev: &AuthEvent) -> StoreResult<()> {
+        tenant::record_auth_event(self, conn, ev).await
+    }
+    async fn list_auth_events(
+        &self,
+        conn: &ConnectionRef,
+        limit: u32,
+    ) -> StoreResult<Vec<AuthEvent>> {
+        tenant::list_auth_events(self, conn, limit).await
+    }
+    async fn record_finding(&self, conn: &ConnectionRef, f: &Finding) -> StoreResult<()> {
+        tenant::record_finding(self, conn, f).await
+    }
+    async fn list_findings(&self, conn: &ConnectionRef, limit: u32) -> StoreResult<Vec<Finding>> {
+        tenant::list_findings(self, conn, limit).await
+    }
+    async fn status(&self, organization: &str) -> StoreResult<Vec<ConnectionStatus>> {
+        tenant::status(self, organization).await
+    }
+}

@@ -1,0 +1,54 @@
+//! Versioned migrations for the SQLite backend. Each file runs once, in order, inside a
+//! transaction together with the bump of `aqueduct_schema`.
+
+use rusqlite::Connection;
+
+use crate::error::{StoreError, StoreResult};
+
+pub(crate) const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+
+pub(crate) fn migrate(conn: &mut Connection, location: &str) -> StoreResult<i64> {
+    let query_err = |cause: rusqlite::Error| super::map_err(location, "read schema version", cause);
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS aqueduct_schema (
+            version     INTEGER PRIMARY KEY,
+            applied_at  TEXT NOT NULL
+        );",
+    )
+    .map_err(query_err)?;
+    let current: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM aqueduct_schema",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(query_err)?;
+    let supported = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if current > supported {
+        return Err(StoreError::NewerSchema {
+            location: location.to_string(),
+            found: current,
+            supported,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let fail = |cause: rusqlite::Error| match super::map_err(location, "migrate", cause) {
+            e @ (StoreError::DiskFull { .. } | StoreError::ReadOnly { .. }) => e,
+            other => StoreError::Migration {
+                location: location.to_string(),
+                version: *version,
+                cause: other.to_string(),
+            },
+        };
+        let tx = conn.transaction().map_err(fail)?;
+        tx.execute_batch(sql).map_err(fail)?;
+        tx.execute(
+            "INSERT INTO aqueduct_schema (version, applied_at) VALUES (?1, ?2)",
+            rusqlite::params![version, super::ts(chrono::Utc::now())],
+        )
+        .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+    }
+    Ok(supported.max(current))
+}

@@ -1,0 +1,481 @@
+//! The embedded default backend: one SQLite file in WAL mode.
+//!
+//! rusqlite is synchronous, so every call runs on tokio's blocking pool. One connection writes
+//! (SQLite allows one writer at a time anyway) and another reads, so `status` and the API stay
+//! responsive while a sync writes; WAL lets them run side by side. `synchronous = NORMAL` in WAL
+//! mode keeps the database consistent across a process crash (kill -9): a transaction is either
+//! in the WAL whole or not at all.
+
+mod migrate;
+mod resources;
+mod tenant;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use crate::api::Store;
+use crate::error::{StoreError, StoreResult};
+use crate::model::*;
+
+pub struct SqliteStore {
+    location: String,
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens the store file, creating it (and its directory) on first use, and migrates it.
+    pub async fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        let location = path.display().to_string();
+        let loc = location.clone();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&path, loc))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+
+    fn open_blocking(path: &Path, location: String) -> StoreResult<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::CreateDir {
+                    path: dir.display().to_string(),
+                    cause: e.to_string(),
+                })?;
+            }
+        }
+        let mut writer = open_connection(path, &location, true)?;
+        migrate::migrate(&mut writer, &location)?;
+        let reader = open_connection(path, &location, false)?;
+        Ok(Self {
+            location,
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    /// Caps the file at `pages` pages of 4 KiB. Exists so tests can produce a real "disk
+    /// full" (SQLITE_FULL) without filling a disk.
+    pub async fn set_max_pages(&self, pages: u64) -> StoreResult<()> {
+        let location = self.location.clone();
+        self.write(move |c| {
+            c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                .map_err(|e| map_err(&location, "set max_page_count", e))
+        })
+        .await
+    }
+
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        run_on(self.writer.clone(), f).await
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        run_on(self.reader.clone(), f).await
+    }
+}
+
+async fn run_on<T, F>(conn: Arc<Mutex<Connection>>, f: F) -> StoreResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        // A panic while holding the lock cannot leave a half-applied transaction (rusqlite
+        // rolls back on drop), so a poisoned mutex still guards a consistent connection.
+        let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    })
+    .await
+    .map_err(|e| StoreError::Worker(e.to_string()))?
+}
+
+fn open_connection(path: &Path, location: &str, create: bool) -> StoreResult<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        match map_err(location, "open", e) {
+            StoreError::Query { cause, .. } => StoreError::Open {
+                path: location.to_string(),
+                cause,
+            },
+            other => other,
+        }
+    })?;
+    let setup = "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = NORMAL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = 10000;
+                 PRAGMA cache_size = -16000;";
+    conn.execute_batch(setup)
+        .map_err(|e| match map_err(location, "configure", e) {
+            StoreError::Query { cause, .. } => StoreError::Open {
+                path: location.to_string(),
+                cause,
+            },
+            other => other,
+        })?;
+    Ok(conn)
+}
+
+/// Turns a SQLite error into one that says what happened and where.
+pub(crate) fn map_err(location: &str, operation: &'static str, e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(ffi, _) = &e {
+        match ffi.code {
+            ErrorCode::DiskFull => {
+                return StoreError::DiskFull {
+                    path: location.to_string(),
+                };
+            }
+            ErrorCode::ReadOnly => {
+                return StoreError::ReadOnly {
+                    path: location.to_string(),
+                    cause: e.to_string(),
+                };
+            }
+            ErrorCode::CannotOpen | ErrorCode::NotADatabase | ErrorCode::PermissionDenied => {
+                return StoreError::Open {
+                    path: location.to_string(),
+                    cause: e.to_string(),
+                };
+            }
+            _ => {}
+        }
+    }
+    StoreError::Query {
+        location: location.to_string(),
+        operation,
+        cause: e.to_string(),
+    }
+}
+
+/// Timestamps are stored as RFC 3339 UTC text with microseconds: sortable and readable in the
+/// `sqlite3` shell.
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+pub(crate) fn parse_ts(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    async fn schema_version(&self) -> StoreResult<i64> {
+        let loc = self.location.clone();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM aqueduct_schema",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| map_err(&loc, "schema version", e))
+        })
+        .await
+    }
+
+    async fn upsert_organization(&self, org: &Organization) -> StoreResult<()> {
+        let (loc, org) = (self.location.clone(), org.clone());
+        self.write(move |c| tenant::upsert_organization(c, &loc, &org))
+            .await
+    }
+
+    async fn list_organizations(&self) -> StoreResult<Vec<Organization>> {
+        let loc = self.location.clone();
+        self.read(move |c| tenant::list_organizations(c, &loc))
+            .await
+    }
+
+    async fn upsert_connection(&self, conn: &ConnectionRecord) -> StoreResult<()> {
+        let (loc, rec) = (self.location.clone(), conn.clone());
+        self.write(move |c| tenant::upsert_connection(c, &loc, &rec))
+            .await
+    }
+
+    async fn list_connections(&self, organization: &str) -> StoreResult<Vec<ConnectionRecord>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| tenant::list_connections(c, &loc, &org))
+            .await
+    }
+
+    async fn write_resources(
+        &self,
+        conn: &ConnectionRef,
+        batch: &[RawResource],
+    ) -> StoreResult<WriteSummary> {
+        if batch.is_empty() {
+            return Ok(WriteSummary::default());
+        }
+        let (loc, cr, batch) = (self.location.clone(), conn.clone(), batch.to_vec());
+        self.write(move |c| resources::write(c, &loc, &cr, &batch))
+            .await
+    }
+
+    async fn get_resource(
+        &self,
+        conn: &ConnectionRef,
+        resource_type: &str,
+        logical_id: &str,
+    ) -> StoreResult<Option<StoredResource>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        let (t, id) = (resource_type.to_string(), logical_id.to_string());
+        self.read(move |c| resources::get(c, &loc, &cr, &t, &id))
+            .await
+    }
+
+    async fn resource_history(
+        &self,
+        conn: &ConnectionRef,
+        resource_type: &str,
+        logical_id: &str,
+    ) -> StoreResult<Vec<StoredResource>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        let (t, id) = (resource_type.to_string(), logical_id.to_string());
+        self.read(move |c| resources::history(c, &loc, &cr, &t, &id))
+            .await
+    }
+
+    async fn list_resources(
+        &self,
+        conn: &ConnectionRef,
+        resource_type: &str,
+        after_id: Option<&str>,
+        limit: u32,
+        include_deleted: bool,
+    ) -> StoreResult<Vec<StoredResource>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        let (t, after) = (resource_type.to_string(), after_id.map(str::to_string));
+        self.read(move |c| {
+            resources::list(c, &loc, &cr, &t, after.as_deref(), limit, include_deleted)
+        })
+        .await
+    }
+
+    async fn patient_resource_ids(
+        &self,
+        conn: &ConnectionRef,
+        patient_id: &str,
+        resource_type: &str,
+    ) -> StoreResult<Vec<String>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        let (p, t) = (patient_id.to_string(), resource_type.to_string());
+        self.read(move |c| resources::patient_ids(c, &loc, &cr, &p, &t))
+            .await
+    }
+
+    async fn tombstone(
+        &self,
+        conn: &ConnectionRef,
+        resource_type: &str,
+        logical_ids: &[String],
+        at: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        let (t, ids) = (resource_type.to_string(), logical_ids.to_vec());
+        self.write(move |c| resources::tombstone(c, &loc, &cr, &t, &ids, at))
+            .await
+    }
+
+    async fn count_by_type(&self, conn: &ConnectionRef) -> StoreResult<Vec<TypeCount>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        self.read(move |c| resources::count_by_type(c, &loc, &cr))
+            .await
+    }
+
+    async fn begin_run(&self, conn: &ConnectionRef, kind: &str) -> StoreResult<RunId> {
+        let (loc, cr, kind) = (self.location.clone(), conn.clone(), kind.to_string());
+        self.write(move |c| tenant::begin_run(c, &loc, &cr, &kind))
+            .await
+    }
+
+    async fn record_requests(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+        entries: &[LedgerEntry],
+    ) -> StoreResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (loc, cr, entries) = (self.location.clone(), conn.clone(), entries.to_vec());
+        self.write(move |c| tenant::record_requests(c, &loc, &cr, run, &entries))
+            .await
+    }
+
+    async fn finish_run(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+        outcome: RunOutcome,
+        summary: Option<&str>,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        let (summary, error) = (summary.map(str::to_string), error.map(str::to_string));
+        self.write(move |c| {
+            tenant::finish_run(
+                c,
+                &loc,
+                &cr,
+                run,
+                outcome,
+                summary.as_deref(),
+                error.as_deref(),
+            )
+        })
+        .await
+    }
+
+    async fn get_run(&self, conn: &ConnectionRef, run: RunId) -> StoreResult<Option<SyncRun>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        self.read(move |c| tenant::get_run(c, &loc, &cr, run)).await
+    }
+
+    async fn list_runs(&self, conn: &ConnectionRef, limit: u32) -> StoreResult<Vec<SyncRun>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        self.read(move |c| tenant::list_runs(c, &loc, &cr, limit))
+            .await
+    }
+
+    async fn run_requests(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        self.read(move |c| tenant::run_requests(c, &loc, &cr, run))
+            .await
+    }
+
+    async fn run_request_stats(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+    ) -> StoreResult<RunRequestStats> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        self.read(move |c| tenant::run_request_stats(c, &loc, &cr, run))
+            .await
+    }
+
+    async fn save_checkpoint(
+        &self,
+        conn: &ConnectionRef,
+        key: &str,
+        value: &str,
+    ) -> StoreResult<()> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        let (k, v) = (key.to_string(), value.to_string());
+        self.write(move |c| tenant::save_checkpoint(c, &loc, &cr, &k, &v))
+            .await
+    }
+
+    async fn load_checkpoint(
+        &self,
+        conn: &ConnectionRef,
+        key: &str,
+    ) -> StoreResult<Option<String>> {
+        let (loc, cr, k) = (self.location.clone(), conn.clone(), key.to_string());
+        self.read(move |c| tenant::load_checkpoint(c, &loc, &cr, &k))
+            .await
+    }
+
+    async fn list_checkpoints(
+        &self,
+        conn: &ConnectionRef,
+        prefix: &str,
+    ) -> StoreResult<Vec<(String, String)>> {
+        let (loc, cr, p) = (self.location.clone(), conn.clone(), prefix.to_string());
+        self.read(move |c| tenant::list_checkpoints(c, &loc, &cr, &p))
+            .await
+    }
+
+    async fn clear_checkpoints(&self, conn: &ConnectionRef, prefix: &str) -> StoreResult<u64> {
+        let (loc, cr, p) = (self.location.clone(), conn.clone(), prefix.to_string());
+        self.write(move |c| tenant::clear_checkpoints(c, &loc, &cr, &p))
+            .await
+    }
+
+    async fn put_secret(
+        &self,
+        conn: &ConnectionRef,
+        name: &str,
+        ciphertext: &[u8],
+    ) -> StoreResult<()> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        let (n, ct) = (name.to_string(), ciphertext.to_vec());
+        self.write(move |c| tenant::put_secret(c, &loc, &cr, &n, &ct))
+            .await
+    }
+
+    async fn get_secret(&self, conn: &ConnectionRef, name: &str) -> StoreResult<Option<Vec<u8>>> {
+        let (loc, cr, n) = (self.location.clone(), conn.clone(), name.to_string());
+        self.read(move |c| tenant::get_secret(c, &loc, &cr, &n))
+            .await
+    }
+
+    async fn delete_secret(&self, conn: &ConnectionRef, name: &str) -> StoreResult<bool> {
+        let (loc, cr, n) = (self.location.clone(), conn.clone(), name.to_string());
+        self.write(move |c| tenant::delete_secret(c, &loc, &cr, &n))
+            .await
+    }
+
+    async fn list_secrets(
+        &self,
+        organization: &str,
+    ) -> StoreResult<Vec<(String, String, Vec<u8>)>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| tenant::list_secrets(c, &loc, &org))
+            .await
+    }
+
+    async fn record_auth_event(&self, conn: &ConnectionRef, event: &AuthEvent) -> StoreResult<()> {
+        let (loc, cr, ev) = (self.location.clone(), conn.clone(), event.clone());
+        self.write(move |c| tenant::record_auth_event(c, &loc, &cr, &ev))
+            .await
+    }
+
+    async fn list_auth_events(
+        &self,
+        conn: &ConnectionRef,
+        limit: u32,
+    ) -> StoreResult<Vec<AuthEvent>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        self.read(move |c| tenant::list_auth_events(c, &loc, &cr, limit))
+            .await
+    }
+
+    async fn record_finding(&self, conn: &ConnectionRef, finding: &Finding) -> StoreResult<()> {
+        let (loc, cr, f) = (self.location.clone(), conn.clone(), finding.clone());
+        self.write(move |c| tenant::record_finding(c, &loc, &cr, &f))
+            .await
+    }
+
+    async fn list_findings(&self, conn: &ConnectionRef, limit: u32) -> StoreResult<Vec<Finding>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        self.read(move |c| tenant::list_findings(c, &loc, &cr, limit))
+            .await
+    }
+
+    async fn status(&self, organization: &str) -> StoreResult<Vec<ConnectionStatus>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| tenant::status(c, &loc, &org)).await
+    }
+}

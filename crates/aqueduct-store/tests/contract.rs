@@ -1,0 +1,625 @@
+//! The behaviour both backends must share, run against a real SQLite file and the real local
+//! PostgreSQL. Each test is written once and instantiated per backend.
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod common;
+
+use aqueduct_store::*;
+use chrono::Utc;
+use common::*;
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::TestStore::sqlite().await).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::TestStore::postgres().await).await; })*
+        }
+    };
+}
+
+both_backends!(
+    stored_bytes_come_back_identical,
+    unchanged_resources_are_not_rewritten,
+    changed_resource_keeps_previous_version_in_history,
+    tombstone_keeps_bytes_and_a_returning_resource_is_revived,
+    duplicate_keys_in_one_batch_keep_the_last_copy,
+    invalid_resources_are_stored_and_flagged,
+    organizations_cannot_see_each_other,
+    ledger_records_runs_requests_and_outcomes,
+    checkpoints_are_scoped_by_exact_prefix,
+    secrets_round_trip_per_connection,
+    auth_events_and_findings_are_listed_newest_first,
+    store_from_a_newer_version_is_refused_and_left_intact,
+    listing_pages_through_a_type_in_id_order,
+    patient_resource_ids_cover_live_resources_of_the_patient,
+);
+
+async fn stored_bytes_come_back_identical(t: TestStore) {
+    let c = conn("acme", "epic");
+    // Odd spacing and key order must survive: raw is truth, never re-serialized.
+    let body =
+        "{ \"resourceType\" : \"Patient\",\n  \"id\":\"p1\", \"name\":[{\"family\":\"Ñúñez\"}] }";
+    let s = t
+        .store
+        .write_resources(&c, &[resource("Patient", "p1", body)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s,
+        WriteSummary {
+            inserted: 1,
+            updated: 0,
+            unchanged: 0
+        }
+    );
+    let got = t
+        .store
+        .get_resource(&c, "Patient", "p1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.bytes, body.as_bytes());
+    assert_eq!(got.content_hash, content_hash(body.as_bytes()));
+    assert_eq!(got.version_id.as_deref(), Some("1"));
+    assert_eq!(got.last_updated.as_deref(), Some("2026-01-02T03:04:05Z"));
+    assert_eq!(got.patient_id.as_deref(), Some("p1"));
+    assert_eq!(got.version_seq, 1);
+    assert!(got.deleted_at.is_none());
+    assert!(
+        t.store
+            .get_resource(&c, "Patient", "nope")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn unchanged_resources_are_not_rewritten(t: TestStore) {
+    let c = conn("acme", "epic");
+    let batch: Vec<_> = (0..50)
+        .map(|i| observation(&format!("o{i}"), i as f64))
+        .collect();
+    t.store.write_resources(&c, &batch).await.unwrap();
+    let first = t
+        .store
+        .get_resource(&c, "Observation", "o7")
+        .await
+        .unwrap()
+        .unwrap();
+    let s = t.store.write_resources(&c, &batch).await.unwrap();
+    assert_eq!(
+        s,
+        WriteSummary {
+            inserted: 0,
+            updated: 0,
+            unchanged: 50
+        }
+    );
+    let again = t
+        .store
+        .get_resource(&c, "Observation", "o7")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.fetched_at, first.fetched_at,
+        "an unchanged resource is not rewritten"
+    );
+    assert!(
+        t.store
+            .resource_history(&c, "Observation", "o7")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn changed_resource_keeps_previous_version_in_history(t: TestStore) {
+    let c = conn("acme", "epic");
+    t.store
+        .write_resources(&c, &[observation("o1", 1.0)])
+        .await
+        .unwrap();
+    let mut v2 = observation("o1", 2.0);
+    v2.version_id = Some("2".into());
+    let s = t.store.write_resources(&c, &[v2.clone()]).await.unwrap();
+    assert_eq!(s.updated, 1);
+    let cur = t
+        .store
+        .get_resource(&c, "Observation", "o1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cur.bytes, v2.bytes);
+    assert_eq!(cur.version_seq, 2);
+    let hist = t
+        .store
+        .resource_history(&c, "Observation", "o1")
+        .await
+        .unwrap();
+    assert_eq!(hist.len(), 1);
+    assert_eq!(hist[0].bytes, observation("o1", 1.0).bytes);
+    assert_eq!(hist[0].version_seq, 1);
+}
+
+async fn tombstone_keeps_bytes_and_a_returning_resource_is_revived(t: TestStore) {
+    let c = conn("acme", "epic");
+    t.store
+        .write_resources(&c, &[observation("o1", 1.0), observation("o2", 2.0)])
+        .await
+        .unwrap();
+    let n = t
+        .store
+        .tombstone(
+            &c,
+            "Observation",
+            &["o1".into(), "missing".into()],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let dead = t
+        .store
+        .get_resource(&c, "Observation", "o1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(dead.deleted_at.is_some());
+    assert_eq!(
+        dead.bytes,
+        observation("o1", 1.0).bytes,
+        "a tombstone keeps the raw bytes"
+    );
+    let counts = t.store.count_by_type(&c).await.unwrap();
+    assert_eq!(
+        counts,
+        vec![TypeCount {
+            resource_type: "Observation".into(),
+            live: 1,
+            deleted: 1,
+            invalid: 0
+        }]
+    );
+    // Tombstoning twice does not count twice.
+    assert_eq!(
+        t.store
+            .tombstone(&c, "Observation", &["o1".into()], Utc::now())
+            .await
+            .unwrap(),
+        0
+    );
+    let s = t
+        .store
+        .write_resources(&c, &[observation("o1", 1.0)])
+        .await
+        .unwrap();
+    assert_eq!(s.updated, 1);
+    assert!(
+        t.store
+            .get_resource(&c, "Observation", "o1")
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted_at
+            .is_none()
+    );
+}
+
+async fn duplicate_keys_in_one_batch_keep_the_last_copy(t: TestStore) {
+    let c = conn("acme", "epic");
+    let batch = vec![
+        observation("o1", 1.0),
+        observation("o2", 5.0),
+        observation("o1", 1.0),
+        observation("o1", 3.0),
+    ];
+    let s = t.store.write_resources(&c, &batch).await.unwrap();
+    assert_eq!(
+        s,
+        WriteSummary {
+            inserted: 2,
+            updated: 1,
+            unchanged: 1
+        }
+    );
+    let cur = t
+        .store
+        .get_resource(&c, "Observation", "o1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cur.bytes, observation("o1", 3.0).bytes);
+    assert_eq!(
+        t.store
+            .resource_history(&c, "Observation", "o1")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn invalid_resources_are_stored_and_flagged(t: TestStore) {
+    let c = conn("acme", "epic");
+    let mut broken = resource(
+        "Observation",
+        "bad1",
+        "{\"resourceType\":\"Observation\",\"id\":",
+    );
+    broken.parse_status = ParseStatus::InvalidJson("EOF while parsing at line 1 column 35".into());
+    let mut odd = resource("Observation", "odd1", "{\"id\":\"odd1\",\"status\":42}");
+    odd.parse_status = ParseStatus::InvalidFhir("missing resourceType".into());
+    t.store
+        .write_resources(&c, &[broken.clone(), odd])
+        .await
+        .unwrap();
+    let got = t
+        .store
+        .get_resource(&c, "Observation", "bad1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.bytes, broken.bytes);
+    assert_eq!(got.parse_status, broken.parse_status);
+    let counts = t.store.count_by_type(&c).await.unwrap();
+    assert_eq!(counts[0].invalid, 2);
+    assert_eq!(counts[0].live, 2);
+}
+
+async fn organizations_cannot_see_each_other(t: TestStore) {
+    let a = conn("org-a", "epic");
+    let b = conn("org-b", "epic");
+    t.store
+        .write_resources(&a, &[observation("o1", 1.0)])
+        .await
+        .unwrap();
+    t.store
+        .put_secret(&a, "refresh_token", b"ciphertext-a")
+        .await
+        .unwrap();
+    t.store
+        .save_checkpoint(&a, "patient/p1/Observation", "next")
+        .await
+        .unwrap();
+    assert!(
+        t.store
+            .get_resource(&b, "Observation", "o1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(t.store.count_by_type(&b).await.unwrap().is_empty());
+    assert!(
+        t.store
+            .get_secret(&b, "refresh_token")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(t.store.list_secrets("org-b").await.unwrap().is_empty());
+    assert!(
+        t.store
+            .load_checkpoint(&b, "patient/p1/Observation")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A run of org-a cannot receive ledger rows through org-b's name.
+    let run = t.store.begin_run(&a, "full").await.unwrap();
+    t.store
+        .record_requests(&b, run, &[entry(200, None, 1)])
+        .await
+        .unwrap();
+    assert!(t.store.run_requests(&a, run).await.unwrap().is_empty());
+    assert!(t.store.get_run(&b, run).await.unwrap().is_none());
+    t.store
+        .upsert_connection(&ConnectionRecord {
+            organization: "org-a".into(),
+            name: "epic".into(),
+            base_url: "https://a".into(),
+            profile: "epic".into(),
+        })
+        .await
+        .unwrap();
+    assert!(t.store.list_connections("org-b").await.unwrap().is_empty());
+    assert_eq!(t.store.list_connections("org-a").await.unwrap().len(), 1);
+}
+
+fn entry(status: u16, error: Option<&str>, attempt: u32) -> LedgerEntry {
+    LedgerEntry {
+        at: Utc::now(),
+        method: "GET".into(),
+        url_template: "Observation?patient={patient}".into(),
+        url: "https://ehr.example/fhir/Observation?patient=p1".into(),
+        resource_type: Some("Observation".into()),
+        patient_id: Some("p1".into()),
+        status: Some(status),
+        duration_ms: 12.5,
+        bytes: 2048,
+        resources: if error.is_none() { 10 } else { 0 },
+        error_kind: error.map(str::to_string),
+        page_complete: error.is_none(),
+        attempt,
+    }
+}
+
+async fn ledger_records_runs_requests_and_outcomes(t: TestStore) {
+    let c = conn("acme", "epic");
+    t.store
+        .upsert_connection(&ConnectionRecord {
+            organization: "acme".into(),
+            name: "epic".into(),
+            base_url: "https://ehr.example/fhir".into(),
+            profile: "epic".into(),
+        })
+        .await
+        .unwrap();
+    let run = t.store.begin_run(&c, "full").await.unwrap();
+    assert_eq!(
+        t.store.get_run(&c, run).await.unwrap().unwrap().outcome,
+        RunOutcome::Running
+    );
+    let entries = vec![
+        entry(429, Some("http-429"), 1),
+        entry(200, None, 2),
+        entry(200, None, 1),
+    ];
+    t.store.record_requests(&c, run, &entries).await.unwrap();
+    t.store
+        .write_resources(&c, &[observation("o1", 1.0)])
+        .await
+        .unwrap();
+    t.store
+        .finish_run(
+            &c,
+            run,
+            RunOutcome::Partial,
+            Some("{\"missing\":[\"CarePlan\"]}"),
+            None,
+        )
+        .await
+        .unwrap();
+    let got = t.store.get_run(&c, run).await.unwrap().unwrap();
+    assert_eq!(got.outcome, RunOutcome::Partial);
+    assert!(got.finished_at.is_some());
+    assert_eq!(got.summary.as_deref(), Some("{\"missing\":[\"CarePlan\"]}"));
+    let stored = t.store.run_requests(&c, run).await.unwrap();
+    assert_eq!(stored.len(), 3);
+    assert_eq!(stored[0].status, Some(429));
+    assert_eq!(stored[0].error_kind.as_deref(), Some("http-429"));
+    assert!(!stored[0].page_complete);
+    let stats = t.store.run_request_stats(&c, run).await.unwrap();
+    assert_eq!(
+        stats,
+        RunRequestStats {
+            requests: 3,
+            errors: 1,
+            throttled: 1,
+            retries: 1,
+            bytes: 6144,
+            resources: 20
+        }
+    );
+    let status = t.store.status("acme").await.unwrap();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].last_run.as_ref().unwrap().id, run);
+    assert_eq!(status[0].error_count, 1);
+    assert_eq!(status[0].types[0].live, 1);
+    assert_eq!(
+        status[0].base_url.as_deref(),
+        Some("https://ehr.example/fhir")
+    );
+    let run2 = t.store.begin_run(&c, "incremental").await.unwrap();
+    let runs = t.store.list_runs(&c, 10).await.unwrap();
+    assert_eq!(
+        runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![run2, run]
+    );
+}
+
+async fn checkpoints_are_scoped_by_exact_prefix(t: TestStore) {
+    let c = conn("acme", "epic");
+    t.store
+        .save_checkpoint(&c, "patient/p_1/Observation", "url1")
+        .await
+        .unwrap();
+    t.store
+        .save_checkpoint(&c, "patient/p_1/Condition", "url2")
+        .await
+        .unwrap();
+    t.store
+        .save_checkpoint(&c, "patient/pX1/Condition", "other")
+        .await
+        .unwrap();
+    t.store
+        .save_checkpoint(&c, "patient/p_1/Observation", "url3")
+        .await
+        .unwrap();
+    assert_eq!(
+        t.store
+            .load_checkpoint(&c, "patient/p_1/Observation")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("url3")
+    );
+    let listed = t.store.list_checkpoints(&c, "patient/p_1/").await.unwrap();
+    assert_eq!(
+        listed,
+        vec![
+            ("patient/p_1/Condition".into(), "url2".into()),
+            ("patient/p_1/Observation".into(), "url3".into())
+        ]
+    );
+    assert_eq!(
+        t.store.clear_checkpoints(&c, "patient/p_1/").await.unwrap(),
+        2
+    );
+    assert_eq!(
+        t.store.list_checkpoints(&c, "").await.unwrap().len(),
+        1,
+        "'_' is not a wildcard"
+    );
+}
+
+async fn secrets_round_trip_per_connection(t: TestStore) {
+    let c1 = conn("acme", "epic");
+    let c2 = conn("acme", "payer");
+    t.store
+        .put_secret(&c1, "refresh_token", &[0, 1, 2, 255])
+        .await
+        .unwrap();
+    t.store
+        .put_secret(&c2, "refresh_token", b"other")
+        .await
+        .unwrap();
+    t.store
+        .put_secret(&c1, "refresh_token", &[9, 9])
+        .await
+        .unwrap();
+    assert_eq!(
+        t.store.get_secret(&c1, "refresh_token").await.unwrap(),
+        Some(vec![9, 9])
+    );
+    assert_eq!(t.store.list_secrets("acme").await.unwrap().len(), 2);
+    assert!(t.store.delete_secret(&c1, "refresh_token").await.unwrap());
+    assert!(!t.store.delete_secret(&c1, "refresh_token").await.unwrap());
+    assert_eq!(
+        t.store.get_secret(&c2, "refresh_token").await.unwrap(),
+        Some(b"other".to_vec())
+    );
+}
+
+async fn auth_events_and_findings_are_listed_newest_first(t: TestStore) {
+    let c = conn("acme", "epic");
+    for (i, outcome) in ["success", "failure"].iter().enumerate() {
+        t.store
+            .record_auth_event(
+                &c,
+                &AuthEvent {
+                    at: Utc::now(),
+                    event: "refresh".into(),
+                    outcome: outcome.to_string(),
+                    reason: Some(format!("r{i}")),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let ev = t.store.list_auth_events(&c, 10).await.unwrap();
+    assert_eq!(ev.len(), 2);
+    assert_eq!(ev[0].outcome, "failure");
+    t.store
+        .record_finding(
+            &c,
+            &Finding {
+                at: Utc::now(),
+                run_id: None,
+                kind: "scope-narrowed".into(),
+                severity: "warning".into(),
+                resource_type: Some("Observation".into()),
+                detail: "granted fewer scopes".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let f = t.store.list_findings(&c, 10).await.unwrap();
+    assert_eq!(f[0].kind, "scope-narrowed");
+    assert_eq!(
+        t.store.status("acme").await.unwrap().len(),
+        0,
+        "status lists registered or synced connections only"
+    );
+}
+
+async fn store_from_a_newer_version_is_refused_and_left_intact(t: TestStore) {
+    let c = conn("acme", "epic");
+    t.store
+        .write_resources(&c, &[observation("o1", 1.0)])
+        .await
+        .unwrap();
+    assert_eq!(t.store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    t.raw_sql("INSERT INTO aqueduct_schema (version, applied_at) VALUES (999, CURRENT_TIMESTAMP)")
+        .await;
+    let err = t
+        .reopen()
+        .await
+        .err()
+        .expect("a newer store must be refused");
+    assert!(
+        matches!(err, StoreError::NewerSchema { found: 999, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("newer Aqueduct"), "{err}");
+    // Still readable by the handle that was open, untouched.
+    let got = t
+        .store
+        .get_resource(&c, "Observation", "o1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.bytes, observation("o1", 1.0).bytes);
+}
+
+async fn listing_pages_through_a_type_in_id_order(t: TestStore) {
+    let c = conn("acme", "epic");
+    let batch: Vec<_> = (0..25)
+        .map(|i| observation(&format!("o{i:02}"), i as f64))
+        .collect();
+    t.store.write_resources(&c, &batch).await.unwrap();
+    t.store
+        .tombstone(&c, "Observation", &["o03".into()], Utc::now())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = t
+            .store
+            .list_resources(&c, "Observation", after.as_deref(), 10, false)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|r| r.logical_id.clone());
+        seen.extend(page.into_iter().map(|r| r.logical_id));
+    }
+    assert_eq!(seen.len(), 24);
+    assert!(!seen.contains(&"o03".to_string()));
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted);
+    assert_eq!(
+        t.store
+            .list_resources(&c, "Observation", None, 100, true)
+            .await
+            .unwrap()
+            .len(),
+        25
+    );
+}
+
+async fn patient_resource_ids_cover_live_resources_of_the_patient(t: TestStore) {
+    let c = conn("acme", "epic");
+    let mut other = observation("o9", 9.0);
+    other.patient_id = Some("p2".into());
+    t.store
+        .write_resources(&c, &[observation("o1", 1.0), observation("o2", 2.0), other])
+        .await
+        .unwrap();
+    t.store
+        .tombstone(&c, "Observation", &["o2".into()], Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        t.store
+            .patient_resource_ids(&c, "p1", "Observation")
+            .await
+            .unwrap(),
+        vec!["o1".to_string()]
+    );
+}
