@@ -152,6 +152,44 @@ pub trait Store: Send + Sync + 'static {
     /// Most recent first.
     async fn list_findings(&self, conn: &ConnectionRef, limit: u32) -> StoreResult<Vec<Finding>>;
 
+    // --- inbound event messages and refresh requests -------------------------------------
+
+    /// Stores messages in ONE transaction, committed before this returns, so a caller may
+    /// acknowledge them afterwards. A (sender, control id) already stored is reported as a
+    /// duplicate and not stored again.
+    async fn store_inbound_messages(
+        &self,
+        organization: &str,
+        messages: &[InboundMessage],
+    ) -> StoreResult<Vec<InboundReceipt>>;
+    /// Records that a stored message was turned into resources and events (or why not).
+    async fn mark_inbound_processed(
+        &self,
+        organization: &str,
+        id: i64,
+        error: Option<&str>,
+    ) -> StoreResult<()>;
+    /// Messages in arrival order, starting after `after_id`.
+    async fn list_inbound_messages(
+        &self,
+        organization: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredInboundMessage>>;
+    async fn enqueue_refresh(
+        &self,
+        organization: &str,
+        request: &RefreshRequest,
+    ) -> StoreResult<i64>;
+    /// Pending (not yet handled) requests, oldest first.
+    async fn list_refresh_requests(
+        &self,
+        organization: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, RefreshRequest, DateTime<Utc>)>>;
+    /// Marks a refresh request as handled by the sync layer.
+    async fn complete_refresh(&self, organization: &str, id: i64) -> StoreResult<()>;
+
     // --- overview ----------------------------------------------------------------------------
 
     /// One entry per connection of the organization.

@@ -273,3 +273,51 @@ pub struct ConnectionStatus {
     pub error_count: u64,
     pub findings: u64,
 }
+
+/// A message received from an event feed (HL7 v2 over MLLP), kept exactly as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    /// Who sent it (for HL7 v2: sending application and facility).
+    pub sender: String,
+    /// The sender's message control id; (sender, control id) identifies a message for
+    /// de-duplication.
+    pub control_id: String,
+    pub message_type: String,
+    pub received_at: DateTime<Utc>,
+    pub bytes: Vec<u8>,
+}
+
+/// What storing an inbound message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundReceipt {
+    pub id: i64,
+    /// True when the same (sender, control id) was already stored: acknowledge it again,
+    /// process it once.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInboundMessage {
+    pub id: i64,
+    pub sender: String,
+    pub control_id: String,
+    pub message_type: String,
+    pub received_at: DateTime<Utc>,
+    pub bytes: Vec<u8>,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub process_error: Option<String>,
+}
+
+/// A request to refresh a patient's data, raised by an event (an HL7 v2 message, a FHIR
+/// Subscription notification, a schedule).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRequest {
+    /// How the event names the patient ("MRN-system|value", or a source patient id).
+    pub patient_key: String,
+    /// The connection to refresh, when the event names one; otherwise all that hold the patient.
+    pub connection: Option<String>,
+    /// Why, e.g. "hl7:ADT^A08".
+    pub reason: String,
+    /// Where the event came from, e.g. "mllp://LAB^HOSP/123".
+    pub source: String,
+}

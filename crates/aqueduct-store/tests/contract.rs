@@ -34,6 +34,8 @@ both_backends!(
     store_from_a_newer_version_is_refused_and_left_intact,
     listing_pages_through_a_type_in_id_order,
     patient_resource_ids_cover_live_resources_of_the_patient,
+    inbound_messages_are_stored_once_and_duplicates_reported,
+    refresh_requests_queue_until_handled,
 );
 
 async fn stored_bytes_come_back_identical(t: TestStore) {
@@ -621,5 +623,94 @@ async fn patient_resource_ids_cover_live_resources_of_the_patient(t: TestStore) 
             .await
             .unwrap(),
         vec!["o1".to_string()]
+    );
+}
+
+fn inbound(control: &str) -> InboundMessage {
+    InboundMessage {
+        sender: "LAB^HOSP".into(),
+        control_id: control.into(),
+        message_type: "ADT^A08".into(),
+        received_at: Utc::now(),
+        bytes: format!("MSH|^~\\&|LAB|HOSP|AQ|AQ|20260101||ADT^A08|{control}|P|2.5\r").into_bytes(),
+    }
+}
+
+async fn inbound_messages_are_stored_once_and_duplicates_reported(t: TestStore) {
+    let r = t
+        .store
+        .store_inbound_messages("acme", &[inbound("1"), inbound("2"), inbound("1")])
+        .await
+        .unwrap();
+    assert_eq!(
+        r.iter().map(|x| x.duplicate).collect::<Vec<_>>(),
+        vec![false, false, true]
+    );
+    assert_eq!(r[0].id, r[2].id);
+    let again = t
+        .store
+        .store_inbound_messages("acme", &[inbound("2")])
+        .await
+        .unwrap();
+    assert!(again[0].duplicate);
+    // Another organization has its own namespace of control ids.
+    assert!(
+        !t.store
+            .store_inbound_messages("other", &[inbound("1")])
+            .await
+            .unwrap()[0]
+            .duplicate
+    );
+    let listed = t.store.list_inbound_messages("acme", 0, 10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].bytes, inbound("1").bytes);
+    assert!(listed[0].processed_at.is_none());
+    t.store
+        .mark_inbound_processed("acme", listed[1].id, Some("no PID segment"))
+        .await
+        .unwrap();
+    let listed = t
+        .store
+        .list_inbound_messages("acme", listed[0].id, 10)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].process_error.as_deref(), Some("no PID segment"));
+    assert!(listed[0].processed_at.is_some());
+}
+
+async fn refresh_requests_queue_until_handled(t: TestStore) {
+    let req = RefreshRequest {
+        patient_key: "urn:mrn|123".into(),
+        connection: None,
+        reason: "hl7:ADT^A08".into(),
+        source: "mllp://LAB^HOSP/1".into(),
+    };
+    let a = t.store.enqueue_refresh("acme", &req).await.unwrap();
+    let b = t
+        .store
+        .enqueue_refresh(
+            "acme",
+            &RefreshRequest {
+                connection: Some("epic".into()),
+                ..req.clone()
+            },
+        )
+        .await
+        .unwrap();
+    let pending = t.store.list_refresh_requests("acme", 10).await.unwrap();
+    assert_eq!(pending.iter().map(|p| p.0).collect::<Vec<_>>(), vec![a, b]);
+    assert_eq!(pending[0].1, req);
+    t.store.complete_refresh("acme", a).await.unwrap();
+    t.store.complete_refresh("other", b).await.unwrap(); // wrong tenant: no effect
+    let pending = t.store.list_refresh_requests("acme", 10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].0, b);
+    assert!(
+        t.store
+            .list_refresh_requests("other", 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

@@ -186,3 +186,33 @@ async fn kill9_mid_write_leaves_store_consistent() {
         assert_eq!(content_hash(&r.bytes), r.content_hash);
     }
 }
+
+#[tokio::test]
+async fn a_version_1_store_is_migrated_with_its_data() {
+    let t = TestStore::sqlite().await;
+    let c = conn("acme", "epic");
+    t.store
+        .write_resources(&c, &[observation("o1", 1.0)])
+        .await
+        .unwrap();
+    // Roll the file back to what version 1 wrote.
+    t.raw_sql("DROP TABLE inbound_messages; DROP TABLE refresh_requests; DELETE FROM aqueduct_schema WHERE version = 2;").await;
+    let reopened = t.reopen().await.unwrap();
+    assert_eq!(reopened.schema_version().await.unwrap(), SCHEMA_VERSION);
+    assert_eq!(
+        reopened
+            .get_resource(&c, "Observation", "o1")
+            .await
+            .unwrap()
+            .unwrap()
+            .bytes,
+        observation("o1", 1.0).bytes
+    );
+    assert!(
+        reopened
+            .list_inbound_messages("acme", 0, 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

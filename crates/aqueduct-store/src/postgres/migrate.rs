@@ -3,8 +3,13 @@
 
 use crate::error::{StoreError, StoreResult};
 
-pub(crate) const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_inbound_events.sql"),
+    ),
+];
 
 /// Arbitrary constant shared by every Aqueduct process: "aqueduct" in ASCII, truncated.
 const LOCK_KEY: i64 = 0x6171_7565_6475_6374;

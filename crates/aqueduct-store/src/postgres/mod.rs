@@ -5,6 +5,7 @@
 //! statements over `UNNEST`ed arrays rather than one round trip per resource, which is what
 //! makes PostgreSQL keep up with a sync on loopback.
 
+mod inbound;
 mod migrate;
 mod resources;
 mod tenant;
@@ -307,5 +308,41 @@ impl Store for PgStore {
     }
     async fn status(&self, organization: &str) -> StoreResult<Vec<ConnectionStatus>> {
         tenant::status(self, organization).await
+    }
+    async fn store_inbound_messages(
+        &self,
+        org: &str,
+        messages: &[InboundMessage],
+    ) -> StoreResult<Vec<InboundReceipt>> {
+        inbound::store_messages(self, org, messages).await
+    }
+    async fn mark_inbound_processed(
+        &self,
+        org: &str,
+        id: i64,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        inbound::mark_processed(self, org, id, error).await
+    }
+    async fn list_inbound_messages(
+        &self,
+        org: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredInboundMessage>> {
+        inbound::list_messages(self, org, after_id, limit).await
+    }
+    async fn enqueue_refresh(&self, org: &str, request: &RefreshRequest) -> StoreResult<i64> {
+        inbound::enqueue_refresh(self, org, request).await
+    }
+    async fn list_refresh_requests(
+        &self,
+        org: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, RefreshRequest, DateTime<Utc>)>> {
+        inbound::list_refresh(self, org, limit).await
+    }
+    async fn complete_refresh(&self, org: &str, id: i64) -> StoreResult<()> {
+        inbound::complete_refresh(self, org, id).await
     }
 }

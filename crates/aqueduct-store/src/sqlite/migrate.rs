@@ -5,8 +5,13 @@ use rusqlite::Connection;
 
 use crate::error::{StoreError, StoreResult};
 
-pub(crate) const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/0002_inbound_events.sql"),
+    ),
+];
 
 pub(crate) fn migrate(conn: &mut Connection, location: &str) -> StoreResult<i64> {
     let query_err = |cause: rusqlite::Error| super::map_err(location, "read schema version", cause);

@@ -6,6 +6,7 @@
 //! mode keeps the database consistent across a process crash (kill -9): a transaction is either
 //! in the WAL whole or not at all.
 
+mod inbound;
 mod migrate;
 mod resources;
 mod tenant;
@@ -118,7 +119,9 @@ fn open_connection(path: &Path, location: &str, create: bool) -> StoreResult<Con
                  PRAGMA synchronous = NORMAL;
                  PRAGMA foreign_keys = ON;
                  PRAGMA busy_timeout = 10000;
-                 PRAGMA cache_size = -16000;";
+                 PRAGMA cache_size = -16000;
+                 PRAGMA wal_autocheckpoint = 16384;
+                 PRAGMA journal_size_limit = 67108864;";
     conn.execute_batch(setup)
         .map_err(|e| match map_err(location, "configure", e) {
             StoreError::Query { cause, .. } => StoreError::Open {
@@ -477,5 +480,75 @@ impl Store for SqliteStore {
     async fn status(&self, organization: &str) -> StoreResult<Vec<ConnectionStatus>> {
         let (loc, org) = (self.location.clone(), organization.to_string());
         self.read(move |c| tenant::status(c, &loc, &org)).await
+    }
+
+    async fn store_inbound_messages(
+        &self,
+        organization: &str,
+        messages: &[InboundMessage],
+    ) -> StoreResult<Vec<InboundReceipt>> {
+        let (loc, org, msgs) = (
+            self.location.clone(),
+            organization.to_string(),
+            messages.to_vec(),
+        );
+        self.write(move |c| inbound::store_messages(c, &loc, &org, &msgs))
+            .await
+    }
+
+    async fn mark_inbound_processed(
+        &self,
+        organization: &str,
+        id: i64,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        let (loc, org, err) = (
+            self.location.clone(),
+            organization.to_string(),
+            error.map(str::to_string),
+        );
+        self.write(move |c| inbound::mark_processed(c, &loc, &org, id, err.as_deref()))
+            .await
+    }
+
+    async fn list_inbound_messages(
+        &self,
+        organization: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredInboundMessage>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| inbound::list_messages(c, &loc, &org, after_id, limit))
+            .await
+    }
+
+    async fn enqueue_refresh(
+        &self,
+        organization: &str,
+        request: &RefreshRequest,
+    ) -> StoreResult<i64> {
+        let (loc, org, req) = (
+            self.location.clone(),
+            organization.to_string(),
+            request.clone(),
+        );
+        self.write(move |c| inbound::enqueue_refresh(c, &loc, &org, &req))
+            .await
+    }
+
+    async fn list_refresh_requests(
+        &self,
+        organization: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, RefreshRequest, DateTime<Utc>)>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| inbound::list_refresh(c, &loc, &org, limit))
+            .await
+    }
+
+    async fn complete_refresh(&self, organization: &str, id: i64) -> StoreResult<()> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.write(move |c| inbound::complete_refresh(c, &loc, &org, id))
+            .await
     }
 }

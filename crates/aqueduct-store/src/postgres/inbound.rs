@@ -1,0 +1,169 @@
+//! Inbound event messages and refresh requests in PostgreSQL.
+
+use chrono::{DateTime, Utc};
+
+use super::{PgStore, map_err};
+use crate::error::StoreResult;
+use crate::model::*;
+
+pub(super) async fn store_messages(
+    s: &PgStore,
+    org: &str,
+    messages: &[InboundMessage],
+) -> StoreResult<Vec<InboundReceipt>> {
+    let e = |err| map_err(&s.location, "store inbound messages", err);
+    let mut c = s.client().await?;
+    let tx = c.transaction().await.map_err(e)?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO inbound_messages (organization, sender, control_id, message_type, received_at, raw)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (organization, sender, control_id) DO NOTHING RETURNING id",
+        )
+        .await
+        .map_err(e)?;
+    let find = tx
+        .prepare_cached("SELECT id FROM inbound_messages WHERE organization = $1 AND sender = $2 AND control_id = $3")
+        .await
+        .map_err(e)?;
+    let mut receipts = Vec::with_capacity(messages.len());
+    for m in messages {
+        match tx
+            .query_opt(
+                &insert,
+                &[
+                    &org,
+                    &m.sender,
+                    &m.control_id,
+                    &m.message_type,
+                    &m.received_at,
+                    &m.bytes,
+                ],
+            )
+            .await
+            .map_err(e)?
+        {
+            Some(row) => receipts.push(InboundReceipt {
+                id: row.get(0),
+                duplicate: false,
+            }),
+            None => {
+                let row = tx
+                    .query_one(&find, &[&org, &m.sender, &m.control_id])
+                    .await
+                    .map_err(e)?;
+                receipts.push(InboundReceipt {
+                    id: row.get(0),
+                    duplicate: true,
+                });
+            }
+        }
+    }
+    tx.commit().await.map_err(e)?;
+    Ok(receipts)
+}
+
+pub(super) async fn mark_processed(
+    s: &PgStore,
+    org: &str,
+    id: i64,
+    error: Option<&str>,
+) -> StoreResult<()> {
+    let c = s.client().await?;
+    c.execute(
+        "UPDATE inbound_messages SET processed_at = now(), process_error = $3 WHERE organization = $1 AND id = $2",
+        &[&org, &id, &error],
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| map_err(&s.location, "mark inbound message processed", e))
+}
+
+pub(super) async fn list_messages(
+    s: &PgStore,
+    org: &str,
+    after: i64,
+    limit: u32,
+) -> StoreResult<Vec<StoredInboundMessage>> {
+    let c = s.client().await?;
+    let rows = c
+        .query(
+            "SELECT id, sender, control_id, message_type, received_at, raw, processed_at, process_error
+             FROM inbound_messages WHERE organization = $1 AND id > $2 ORDER BY id LIMIT $3",
+            &[&org, &after, &(limit as i64)],
+        )
+        .await
+        .map_err(|e| map_err(&s.location, "list inbound messages", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| StoredInboundMessage {
+            id: r.get(0),
+            sender: r.get(1),
+            control_id: r.get(2),
+            message_type: r.get(3),
+            received_at: r.get(4),
+            bytes: r.get(5),
+            processed_at: r.get(6),
+            process_error: r.get(7),
+        })
+        .collect())
+}
+
+pub(super) async fn enqueue_refresh(
+    s: &PgStore,
+    org: &str,
+    r: &RefreshRequest,
+) -> StoreResult<i64> {
+    let c = s.client().await?;
+    let row = c
+        .query_one(
+            "INSERT INTO refresh_requests (organization, patient_key, connection, reason, source, requested_at)
+             VALUES ($1, $2, $3, $4, $5, now()) RETURNING id",
+            &[&org, &r.patient_key, &r.connection, &r.reason, &r.source],
+        )
+        .await
+        .map_err(|e| map_err(&s.location, "enqueue refresh", e))?;
+    Ok(row.get(0))
+}
+
+pub(super) async fn list_refresh(
+    s: &PgStore,
+    org: &str,
+    limit: u32,
+) -> StoreResult<Vec<(i64, RefreshRequest, DateTime<Utc>)>> {
+    let c = s.client().await?;
+    let rows = c
+        .query(
+            "SELECT id, patient_key, connection, reason, source, requested_at FROM refresh_requests
+             WHERE organization = $1 AND handled_at IS NULL ORDER BY id LIMIT $2",
+            &[&org, &(limit as i64)],
+        )
+        .await
+        .map_err(|e| map_err(&s.location, "list refresh requests", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                RefreshRequest {
+                    patient_key: r.get(1),
+                    connection: r.get(2),
+                    reason: r.get(3),
+                    source: r.get(4),
+                },
+                r.get(5),
+            )
+        })
+        .collect())
+}
+
+pub(super) async fn complete_refresh(s: &PgStore, org: &str, id: i64) -> StoreResult<()> {
+    let c = s.client().await?;
+    c.execute(
+        "UPDATE refresh_requests SET handled_at = now() WHERE organization = $1 AND id = $2",
+        &[&org, &id],
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| map_err(&s.location, "complete refresh", e))
+}
