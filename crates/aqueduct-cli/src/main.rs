@@ -4,6 +4,7 @@
 
 mod bench_store;
 mod config_cmd;
+mod keys;
 mod status;
 
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ enum Command {
     Config(config_cmd::ConfigCommand),
     /// Per organization and connection: resources by type, last sync and its outcome, errors.
     Status(status::StatusArgs),
+    /// Key pairs for SMART backend services: generate one, print the public JWKS.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Measure the store and the sync engine, printing figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -75,6 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Config(cmd) => config_cmd::run(&ctx, cmd),
         Command::Status(args) => status::run(&ctx, args).await,
+        Command::Keys(cmd) => keys::run(cmd),
         Command::Bench(BenchCommand::Store(args)) => bench_store::run(args).await,
     }
 }

@@ -1,0 +1,122 @@
+//! `aqueduct bench sync`: end-to-end sync throughput against an in-process simulator over real
+//! HTTP on loopback, into a SQLite store in a temporary directory.
+//!
+//! Prints resources/s, requests per patient, peak RSS (VmHWM, which includes the simulator
+//! running in the same process) and, with a rate limit, the total time against the floor of
+//! requests / R and the number of 429s the server sent.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use aqueduct_client::{ClientCredentials, FhirClient, VendorProfile};
+use aqueduct_sim::{SimConfig, Simulator};
+use aqueduct_store::{ConnectionRecord, ConnectionRef, Organization};
+use aqueduct_sync::{SyncMode, SyncOptions, Syncer};
+
+/// Size of the extra large patient added to unthrottled runs (a long history).
+const LARGE_PATIENT: usize = 50_000;
+
+/// Peak resident set size of this process in MiB, from /proc/self/status (Linux only).
+pub fn peak_rss_mib() -> Option<f64> {
+    proc_status_mib("VmHWM:")
+}
+
+/// Current resident set size in MiB.
+pub fn rss_mib() -> Option<f64> {
+    proc_status_mib("VmRSS:")
+}
+
+fn proc_status_mib(key: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub async fn run_bench_sync(patients: usize, resources_per_patient: usize, rate_limit: Option<f64>) -> anyhow::Result<()> {
+    let large = if rate_limit.is_none() { vec![LARGE_PATIENT] } else { vec![] };
+    let sim = Simulator::start(SimConfig {
+        personality: "reference".into(),
+        patients,
+        seed: 42,
+        resources_per_patient,
+        large_patients: large.clone(),
+        rate_limit_per_sec: rate_limit,
+        ..Default::default()
+    })
+    .await
+    .context("starting the simulator")?;
+    let base = sim.base_url();
+    let dir = tempfile::tempdir()?;
+    let store_path = dir.path().join("bench.db");
+    let store = aqueduct_store::open(store_path.to_str().context("temp path is not UTF-8")?).await?;
+    let conn = ConnectionRef::new("bench", "sim");
+    store.upsert_organization(&Organization { name: "bench".into(), display_name: None }).await?;
+    store
+        .upsert_connection(&ConnectionRecord {
+            organization: "bench".into(),
+            name: "sim".into(),
+            base_url: base.clone(),
+            profile: "hapi".into(),
+        })
+        .await?;
+
+    // The server supports $everything with pages of up to 1,000: the profile says so; with a
+    // rate limit, the profile's pace is set to it (what an institution override would do).
+    let mut overrides = String::from("[paging]\nmax_page_size = 1000\n");
+    if let Some(r) = rate_limit {
+        overrides.push_str(&format!("[rate_limit]\nrequests_per_sec = {r}\nburst = 1\n"));
+    } else {
+        overrides.push_str("[rate_limit]\nrequests_per_sec = 0.0\nmax_concurrency = 16\n");
+    }
+    let profile = VendorProfile::resolve_with_toml("hapi", &overrides)?;
+    let auth = ClientCredentials::discover(&base, "sim-confidential-app", "sim-confidential-secret", "system/*.read").await?;
+    let client = FhirClient::new(url::Url::parse(&base)?, &profile, Arc::new(auth))?;
+    let options = SyncOptions {
+        patient_concurrency: 8,
+        type_concurrency: 4,
+        reference_depth: 1,
+        ..Default::default()
+    };
+    let syncer = Syncer::new(store.clone(), client, conn.clone(), profile, options);
+    let ids = sim.patient_ids();
+    // This also makes the simulator generate every record now, so the RSS measured here is
+    // (about) the simulator's share.
+    let expected: usize = ids.iter().map(|p| sim.expected_resource_count(p)).sum();
+    let baseline = rss_mib();
+
+    let started = Instant::now();
+    let report = syncer.sync_patients(&ids, SyncMode::Full).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let resources = report.resources();
+    let stats = sim.stats();
+
+    println!("bench sync: {} patients x ~{resources_per_patient} resources{}", patients, if large.is_empty() { String::new() } else { format!(" + 1 patient of ~{LARGE_PATIENT}") });
+    println!("  outcome            {}", report.outcome.as_str());
+    println!(
+        "  resources          {resources} stored: {} from patient searches (simulator compartments hold {expected}) + {} referenced",
+        resources - report.referenced_fetched,
+        report.referenced_fetched
+    );
+    println!("  duration           {elapsed:.2} s");
+    println!("  throughput         {:.0} resources/s end to end into SQLite", resources as f64 / elapsed.max(1e-9));
+    println!("  requests           {} ({:.1} per patient), {} retries", report.requests, report.requests as f64 / ids.len().max(1) as f64, report.retries);
+    if let Some(r) = rate_limit {
+        let floor = report.requests as f64 / r;
+        println!("  rate limit         {r}/s: total {elapsed:.2} s vs requests/R = {floor:.2} s ({:.0} %)", 100.0 * elapsed / floor.max(1e-9));
+        println!("  throttled          {} 429s from the server, {} throttled answers seen by the client", stats.rate_limited, report.throttled);
+    }
+    match peak_rss_mib() {
+        Some(m) => println!(
+            "  peak RSS           {m:.0} MiB (VmHWM, simulator included; {:.0} MiB before the sync started)",
+            baseline.unwrap_or(0.0)
+        ),
+        None => println!("  peak RSS           unavailable (no /proc/self/status)"),
+    }
+    if !report.partial.is_empty() {
+        println!("  partial            {:?}", report.partial.iter().take(5).collect::<Vec<_>>());
+    }
+    sim.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! The binary as a user meets it: help, version, exit codes, one-line errors, JSON output.
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::process::{Command, Output};
+
+fn aqueduct(args: &[&str], dir: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aqueduct"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("AQUEDUCT_CONFIG")
+        .env_remove("AQUEDUCT_STORE")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_explains_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = aqueduct(&["--help"], dir.path());
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    let commands: Vec<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 4, "{help}");
+    for c in &commands {
+        let sub = aqueduct(&[c, "--help"], dir.path());
+        assert!(sub.status.success(), "{c} --help failed");
+        let s = text(&sub.stdout);
+        assert!(s.lines().next().is_some_and(|l| l.len() > 10), "{c} has no description: {s}");
+    }
+}
+
+#[test]
+fn version_is_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = aqueduct(&["--version"], dir.path());
+    assert!(out.status.success());
+    assert!(text(&out.stdout).starts_with("aqueduct "));
+}
+
+#[test]
+fn a_bad_config_fails_with_one_line_naming_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("aqueduct.toml"), "[store]\nlocaton = \"x.db\"\n").unwrap();
+    let out = aqueduct(&["config", "check"], dir.path());
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("aqueduct.toml:2") && err.contains("store.locaton"), "{err}");
+}
+
+#[test]
+fn config_check_reports_json_for_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("aqueduct.toml"),
+        "[organizations.acme.connections.open]\nbase_url = \"http://127.0.0.1:9/fhir\"\nprofile = \"hapi\"\n",
+    )
+    .unwrap();
+    let out = aqueduct(&["config", "check", "--json"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["connections"][0]["connection"], "open");
+}
+
+#[test]
+fn status_of_a_new_store_creates_it_and_says_it_is_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = aqueduct(&["status", "--json"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["organizations"].as_array().unwrap().len(), 0);
+    assert!(dir.path().join("aqueduct-data/aqueduct.db").exists());
+}
+
+#[test]
+fn status_on_an_unusable_store_fails_with_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("file"), "x").unwrap();
+    let out = aqueduct(&["status", "--store", "file/sub/store.db"], dir.path());
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.starts_with("error: ") && err.contains("file/sub"), "{err}");
+}
+
+#[test]
+fn keys_generate_then_jwks_publishes_only_the_public_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = aqueduct(&["keys", "generate", "--alg", "ES384", "--out", "k.pem"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again = aqueduct(&["keys", "generate", "--out", "k.pem"], dir.path());
+    assert!(!again.status.success(), "an existing key is never overwritten");
+    let out = aqueduct(&["keys", "jwks", "k.pem"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = &v["keys"][0];
+    assert_eq!(key["kty"], "EC");
+    assert_eq!(key["alg"], "ES384");
+    assert!(key.get("d").is_none(), "the private part must not be published");
+}

@@ -1,0 +1,40 @@
+//! Plugs a [`TokenManager`] into the FHIR client as its `AccessTokenSource` (feature
+//! `client-adapter`).
+
+use std::sync::Arc;
+
+use aqueduct_client::{AccessTokenSource, AuthError};
+use async_trait::async_trait;
+
+use crate::error::SmartError;
+use crate::manager::TokenManager;
+
+/// A TokenManager seen as the FHIR client's token source.
+#[derive(Debug, Clone)]
+pub struct SmartTokenSource(pub Arc<TokenManager>);
+
+/// How a SMART failure is reported to the FHIR client.
+pub fn to_auth_error(e: SmartError) -> AuthError {
+    if e.needs_reauthorization() {
+        AuthError::ReauthorizationNeeded(e.to_string())
+    } else if e.is_transient() {
+        AuthError::Transient(e.to_string())
+    } else {
+        AuthError::Other(e.to_string())
+    }
+}
+
+#[async_trait]
+impl AccessTokenSource for SmartTokenSource {
+    async fn token(&self) -> Result<Option<String>, AuthError> {
+        self.0.access_token().await.map(Some).map_err(to_auth_error)
+    }
+
+    async fn on_unauthorized(&self, rejected: &str) -> Result<Option<String>, AuthError> {
+        self.0
+            .refresh_after_unauthorized(rejected)
+            .await
+            .map(Some)
+            .map_err(to_auth_error)
+    }
+}

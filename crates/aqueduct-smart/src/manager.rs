@@ -1,0 +1,189 @@
+//! Per-connection token lifecycle: refresh ahead of expiry, refresh once after a 401 with a
+//! single flight, backend services re-issue.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::Utc;
+use tokio::sync::Mutex;
+
+use crate::client::{SmartClient, SmartConnection, TokenSet};
+use crate::error::SmartError;
+use crate::scopes::GrantedScopes;
+use crate::token::LaunchContext;
+
+/// Hands out a valid access token for one connection. Every refresh happens under one async
+/// mutex, so concurrent callers wait for a single refresh.
+pub struct TokenManager {
+    client: Arc<SmartClient>,
+    connection: SmartConnection,
+    current: Mutex<Option<TokenSet>>,
+    refreshes: AtomicU64,
+}
+
+impl std::fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenManager")
+            .field("connection", &self.connection.conn)
+            .field("refreshes", &self.refreshes.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenManager {
+    pub fn new(client: Arc<SmartClient>, connection: SmartConnection) -> TokenManager {
+        TokenManager {
+            client,
+            connection,
+            current: Mutex::new(None),
+            refreshes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn connection(&self) -> &SmartConnection {
+        &self.connection
+    }
+
+    /// How many refreshes (or backend re-issues) this manager performed.
+    pub fn refresh_count(&self) -> u64 {
+        self.refreshes.load(Ordering::Relaxed)
+    }
+
+    /// Loads the stored tokens when not in memory; for a backend-services connection without
+    /// tokens, obtains the first one.
+    async fn ensure_loaded(&self, slot: &mut Option<TokenSet>) -> Result<(), SmartError> {
+        if slot.is_some() {
+            return Ok(());
+        }
+        if let Some(set) = self.client.load_tokens(&self.connection.conn).await? {
+            *slot = Some(set);
+            return Ok(());
+        }
+        if self.connection.backend_services {
+            self.client.backend_token(&self.connection).await?;
+            *slot = self.client.load_tokens(&self.connection.conn).await?;
+            if slot.is_some() {
+                return Ok(());
+            }
+        }
+        Err(SmartError::NotAuthorized {
+            connection: self.connection.conn.to_string(),
+        })
+    }
+
+    /// Refreshes under the lock. First re-reads the vault: another process sharing the store
+    /// may already have refreshed (and rotated the refresh token); its tokens are adopted when
+    /// usable, and otherwise its newer refresh token is the one used.
+    async fn refresh_locked(
+        &self,
+        slot: &mut Option<TokenSet>,
+        rejected: Option<&str>,
+    ) -> Result<(), SmartError> {
+        let Some(mut current) = slot.clone() else {
+            return Err(SmartError::NotAuthorized {
+                connection: self.connection.conn.to_string(),
+            });
+        };
+        match self.client.load_tokens(&self.connection.conn).await? {
+            None => {
+                // revoked or forgotten meanwhile: do not resurrect it
+                *slot = None;
+                return Err(SmartError::NotAuthorized {
+                    connection: self.connection.conn.to_string(),
+                });
+            }
+            Some(stored) if stored.access_token != current.access_token => {
+                let usable = match rejected {
+                    Some(r) => {
+                        stored.access_token.expose() != r && !stored.needs_refresh(Utc::now())
+                    }
+                    None => !stored.needs_refresh(Utc::now()),
+                };
+                if usable {
+                    *slot = Some(stored);
+                    return Ok(());
+                }
+                current = stored;
+            }
+            Some(_) => {}
+        }
+        let new = self.client.refresh(&self.connection, &current).await?;
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        *slot = Some(new);
+        Ok(())
+    }
+
+    /// A valid access token, refreshed first when less than max(60 s, 10 %) of its lifetime
+    /// is left. A failed refresh is audited and returned (`ReauthorizationNeeded` when the
+    /// server refused it), never swallowed.
+    pub async fn access_token(&self) -> Result<String, SmartError> {
+        let mut slot = self.current.lock().await;
+        self.ensure_loaded(&mut slot).await?;
+        if slot.as_ref().is_some_and(|s| s.needs_refresh(Utc::now())) {
+            self.refresh_locked(&mut slot, None).await?;
+        }
+        slot.as_ref()
+            .map(|s| s.access_token.expose().to_string())
+            .ok_or_else(|| SmartError::NotAuthorized {
+                connection: self.connection.conn.to_string(),
+            })
+    }
+
+    /// After a 401 with `rejected_token`: if the token already changed (another caller
+    /// refreshed), returns the new one; otherwise refreshes once and returns the result.
+    pub async fn refresh_after_unauthorized(
+        &self,
+        rejected_token: &str,
+    ) -> Result<String, SmartError> {
+        let mut slot = self.current.lock().await;
+        self.ensure_loaded(&mut slot).await?;
+        if let Some(s) = slot.as_ref()
+            && s.access_token.expose() != rejected_token
+        {
+            return Ok(s.access_token.expose().to_string());
+        }
+        self.refresh_locked(&mut slot, Some(rejected_token)).await?;
+        slot.as_ref()
+            .map(|s| s.access_token.expose().to_string())
+            .ok_or_else(|| SmartError::NotAuthorized {
+                connection: self.connection.conn.to_string(),
+            })
+    }
+
+    /// The scopes the current token was granted.
+    pub async fn granted_scopes(&self) -> Result<GrantedScopes, SmartError> {
+        let mut slot = self.current.lock().await;
+        self.ensure_loaded(&mut slot).await?;
+        Ok(slot
+            .as_ref()
+            .map(|s| s.granted_scopes.clone())
+            .unwrap_or_default())
+    }
+
+    /// Whether the granted scopes allow reading `resource_type` (false = "scope not granted").
+    pub async fn covers(&self, resource_type: &str) -> Result<bool, SmartError> {
+        Ok(self.granted_scopes().await?.covers(resource_type))
+    }
+
+    /// The launch context (patient, encounter, fhirUser...) of the current authorization.
+    pub async fn context(&self) -> Result<LaunchContext, SmartError> {
+        let mut slot = self.current.lock().await;
+        self.ensure_loaded(&mut slot).await?;
+        Ok(slot.as_ref().map(|s| s.context.clone()).unwrap_or_default())
+    }
+
+    /// Drops the in-memory copy so the next call reloads from the vault.
+    pub async fn reload(&self) {
+        *self.current.lock().await = None;
+    }
+
+    /// Revokes at the server and deletes the stored tokens.
+    pub async fn revoke(&self) -> Result<bool, SmartError> {
+        let mut slot = self.current.lock().await;
+        let r = self.client.revoke(&self.connection).await;
+        if r.is_ok() {
+            *slot = None;
+        }
+        r
+    }
+}

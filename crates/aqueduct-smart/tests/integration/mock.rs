@@ -1,0 +1,536 @@
+//! Fault cases against a scripted authorization server: id_token problems, JWKS failure, token
+//! endpoint errors, incomplete token responses, discovery fallback.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aqueduct_smart::*;
+use aqueduct_store::ConnectionRef;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::common::env;
+
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+const CLIENT: &str = "mock-client";
+
+struct Behavior {
+    smart_config: Option<Value>,
+    metadata: Option<Value>,
+    jwks_status: u16,
+    jwks: Value,
+    token_status: u16,
+    token_body: String,
+    token_calls: u32,
+}
+
+struct Mock {
+    base: String,
+    origin: String,
+    b: Arc<Mutex<Behavior>>,
+    key: SigningKey,
+}
+
+type Shared = Arc<Mutex<Behavior>>;
+
+fn reply(status: u16, body: String) -> axum::response::Response {
+    (
+        StatusCode::from_u16(status).unwrap(),
+        [("content-type", "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+async fn smart_config(State(b): State<Shared>) -> axum::response::Response {
+    match b.lock().unwrap().smart_config.clone() {
+        Some(v) => reply(200, v.to_string()),
+        None => reply(404, "{}".into()),
+    }
+}
+
+async fn metadata(State(b): State<Shared>) -> axum::response::Response {
+    match b.lock().unwrap().metadata.clone() {
+        Some(v) => reply(200, v.to_string()),
+        None => reply(404, "{}".into()),
+    }
+}
+
+async fn jwks_route(State(b): State<Shared>) -> axum::response::Response {
+    let b = b.lock().unwrap();
+    reply(b.jwks_status, b.jwks.to_string())
+}
+
+async fn token_route(State(b): State<Shared>) -> axum::response::Response {
+    let mut b = b.lock().unwrap();
+    b.token_calls += 1;
+    reply(b.token_status, b.token_body.clone())
+}
+
+async fn start_mock() -> Mock {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let base = format!("{origin}/fhir");
+    let key = generate_key(KeyAlgorithm::RS384).unwrap();
+    let b = Arc::new(Mutex::new(Behavior {
+        smart_config: Some(json!({
+            "issuer": base,
+            "jwks_uri": format!("{origin}/jwks"),
+            "authorization_endpoint": format!("{origin}/authorize"),
+            "token_endpoint": format!("{origin}/token"),
+            "revocation_endpoint": format!("{origin}/revoke"),
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "capabilities": ["launch-standalone", "client-public", "permission-v1"],
+        })),
+        metadata: None,
+        jwks_status: 200,
+        jwks: jwks(std::slice::from_ref(&key)),
+        token_status: 200,
+        token_body: "{}".into(),
+        token_calls: 0,
+    }));
+    let app = Router::new()
+        .route("/fhir/.well-known/smart-configuration", get(smart_config))
+        .route("/fhir/metadata", get(metadata))
+        .route("/jwks", get(jwks_route))
+        .route("/token", post(token_route))
+        .route("/revoke", post(|| async { "{}" }))
+        .with_state(b.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Mock {
+        base,
+        origin,
+        b,
+        key,
+    }
+}
+
+fn sign(key: &SigningKey, claims: &Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS384);
+    header.kid = Some(key.kid().to_string());
+    let ek = jsonwebtoken::EncodingKey::from_rsa_pem(key.to_pkcs8_pem().as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, claims, &ek).unwrap()
+}
+
+fn claims(m: &Mock, nonce: &str) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({"iss": m.base, "aud": CLIENT, "sub": "p1", "exp": now + 300, "iat": now,
+           "nonce": nonce, "fhirUser": format!("{}/Patient/p1", m.base)})
+}
+
+fn token_body(id_token: Option<String>) -> Value {
+    let mut v = json!({"access_token": "AT-1", "token_type": "Bearer", "expires_in": 3600,
+        "scope": "launch/patient openid fhirUser offline_access patient/Observation.read",
+        "patient": "p1", "refresh_token": "RT-1"});
+    if let Some(t) = id_token {
+        v["id_token"] = json!(t);
+    }
+    v
+}
+
+fn mock_connection(m: &Mock) -> SmartConnection {
+    let mut sc = SmartConnection::new(ConnectionRef::new("org-m", "mock"), m.base.clone(), CLIENT);
+    sc.resource_types = vec!["Observation".into()];
+    sc
+}
+
+/// Begins a launch, lets `setup` script the server knowing the nonce, completes it.
+async fn attempt(
+    client: &SmartClient,
+    m: &Mock,
+    sc: &SmartConnection,
+    setup: impl FnOnce(&mut Behavior, &str),
+) -> Result<Authorized, SmartError> {
+    let req = client.begin_standalone(sc, REDIRECT).await?;
+    let u = url::Url::parse(&req.url).unwrap();
+    let nonce = u
+        .query_pairs()
+        .find(|(k, _)| k == "nonce")
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default();
+    assert!(u.query_pairs().any(|(k, v)| k == "aud" && v == m.base));
+    assert!(
+        u.query_pairs()
+            .any(|(k, v)| k == "code_challenge_method" && v == "S256")
+    );
+    setup(&mut m.b.lock().unwrap(), &nonce);
+    let params = RedirectParams {
+        code: Some("code-1".into()),
+        state: Some(req.state),
+        ..Default::default()
+    };
+    client.complete(sc, &params).await
+}
+
+fn set_token(b: &mut Behavior, status: u16, body: Value) {
+    b.token_status = status;
+    b.token_body = body.to_string();
+}
+
+#[tokio::test]
+async fn token_and_id_token_faults_leave_credentials_intact() {
+    let env = env().await;
+    let m = start_mock().await;
+    let sc = mock_connection(&m);
+    let key = m.key.clone();
+
+    // clock skew within the leeway is accepted
+    let out = attempt(&env.client, &m, &sc, |b, n| {
+        let mut c = claims(&m, n);
+        c["exp"] = json!(chrono::Utc::now().timestamp() - 30);
+        set_token(b, 200, token_body(Some(sign(&key, &c))));
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.context.patient.as_deref(), Some("p1"));
+    assert_eq!(
+        out.id_token.unwrap().fhir_user.unwrap(),
+        format!("{}/Patient/p1", m.base)
+    );
+    // v1 scopes: the mock does not advertise permission-v2
+    assert!(
+        out.requested_scopes
+            .contains(&"patient/Observation.read".to_string())
+    );
+    let snapshot = env
+        .store
+        .get_secret(&sc.conn, "tokens")
+        .await
+        .unwrap()
+        .unwrap();
+
+    let other = generate_key(KeyAlgorithm::RS384).unwrap();
+    type Setup<'a> = Box<dyn FnOnce(&mut Behavior, &str) + 'a>;
+    type Case<'a> = (&'static str, Setup<'a>, fn(&SmartError) -> bool);
+    let cases: Vec<Case> = vec![
+        (
+            "wrong signature",
+            Box::new(|b, n| {
+                // same kid, other key
+                let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS384);
+                header.kid = Some(key.kid().to_string());
+                let ek = jsonwebtoken::EncodingKey::from_rsa_pem(other.to_pkcs8_pem().as_bytes())
+                    .unwrap();
+                let t = jsonwebtoken::encode(&header, &claims(&m, n), &ek).unwrap();
+                set_token(b, 200, token_body(Some(t)));
+            }),
+            |e| matches!(e, SmartError::IdToken(IdTokenProblem::Signature)),
+        ),
+        (
+            "unknown kid",
+            Box::new(|b, n| set_token(b, 200, token_body(Some(sign(&other, &claims(&m, n)))))),
+            |e| matches!(e, SmartError::IdToken(IdTokenProblem::UnknownKey(_))),
+        ),
+        (
+            "wrong aud",
+            Box::new(|b, n| {
+                let mut c = claims(&m, n);
+                c["aud"] = json!("someone-else");
+                set_token(b, 200, token_body(Some(sign(&key, &c))));
+            }),
+            |e| matches!(e, SmartError::IdToken(IdTokenProblem::Audience)),
+        ),
+        (
+            "wrong iss",
+            Box::new(|b, n| {
+                let mut c = claims(&m, n);
+                c["iss"] = json!("https://evil.example");
+                set_token(b, 200, token_body(Some(sign(&key, &c))));
+            }),
+            |e| matches!(e, SmartError::IdToken(IdTokenProblem::Issuer)),
+        ),
+        (
+            "wrong nonce",
+            Box::new(|b, _| set_token(b, 200, token_body(Some(sign(&key, &claims(&m, "other")))))),
+            |e| matches!(e, SmartError::IdToken(IdTokenProblem::Nonce)),
+        ),
+        (
+            "expired",
+            Box::new(|b, n| {
+                let mut c = claims(&m, n);
+                c["exp"] = json!(chrono::Utc::now().timestamp() - 3600);
+                set_token(b, 200, token_body(Some(sign(&key, &c))));
+            }),
+            |e| matches!(e, SmartError::IdToken(IdTokenProblem::Expired)),
+        ),
+        (
+            "garbage id_token",
+            Box::new(|b, _| set_token(b, 200, token_body(Some("not.a.jwt".into())))),
+            |e| matches!(e, SmartError::IdToken(IdTokenProblem::Malformed(_))),
+        ),
+        (
+            "no id_token",
+            Box::new(|b, _| set_token(b, 200, token_body(None))),
+            |e| matches!(e, SmartError::IdToken(IdTokenProblem::Missing)),
+        ),
+        (
+            "jwks down",
+            Box::new(|b, n| {
+                b.jwks_status = 500;
+                set_token(b, 200, token_body(Some(sign(&key, &claims(&m, n)))));
+            }),
+            |e| matches!(e, SmartError::JwksFetch { .. }),
+        ),
+        (
+            "400 invalid_grant",
+            Box::new(|b, _| {
+                b.jwks_status = 200;
+                set_token(
+                    b,
+                    400,
+                    json!({"error": "invalid_grant", "error_description": "code used"}),
+                );
+            }),
+            |e| matches!(e, SmartError::TokenRejected { status: 400, error, .. } if error == "invalid_grant"),
+        ),
+        (
+            "400 bad PKCE",
+            Box::new(|b, _| {
+                set_token(
+                    b,
+                    400,
+                    json!({"error": "invalid_grant", "error_description": "code_verifier does not match"}),
+                )
+            }),
+            |e| matches!(e, SmartError::TokenRejected { description: Some(d), .. } if d.contains("code_verifier")),
+        ),
+        (
+            "401 invalid_client",
+            Box::new(|b, _| set_token(b, 401, json!({"error": "invalid_client"}))),
+            |e| matches!(e, SmartError::TokenRejected { status: 401, error, .. } if error == "invalid_client"),
+        ),
+        (
+            "500",
+            Box::new(|b, _| set_token(b, 500, json!({"error": "server_error"}))),
+            |e| matches!(e, SmartError::TokenServerError { status: 500, .. }),
+        ),
+        (
+            "missing expires_in",
+            Box::new(|b, n| {
+                let mut v = token_body(Some(sign(&key, &claims(&m, n))));
+                v.as_object_mut().unwrap().remove("expires_in");
+                set_token(b, 200, v);
+            }),
+            |e| matches!(e, SmartError::MissingField("expires_in")),
+        ),
+        (
+            "missing patient",
+            Box::new(|b, n| {
+                let mut v = token_body(Some(sign(&key, &claims(&m, n))));
+                v.as_object_mut().unwrap().remove("patient");
+                set_token(b, 200, v);
+            }),
+            |e| matches!(e, SmartError::MissingField("patient")),
+        ),
+        (
+            "html instead of JSON",
+            Box::new(|b, _| {
+                b.token_status = 200;
+                b.token_body = "<html>login</html>".into();
+            }),
+            |e| matches!(e, SmartError::InvalidTokenResponse(_)),
+        ),
+    ];
+    for (name, setup, check) in cases {
+        let err = attempt(&env.client, &m, &sc, setup).await.unwrap_err();
+        assert!(check(&err), "{name}: got {err:?}");
+        assert!(
+            !err.to_string().contains("AT-1") && !err.to_string().contains("RT-1"),
+            "{name}"
+        );
+        assert_eq!(
+            env.store
+                .get_secret(&sc.conn, "tokens")
+                .await
+                .unwrap()
+                .unwrap(),
+            snapshot,
+            "{name}: stored tokens changed"
+        );
+    }
+    let ev = env.store.list_auth_events(&sc.conn, 200).await.unwrap();
+    assert!(ev.iter().filter(|e| e.outcome == "failure").count() >= 16);
+    assert!(
+        ev.iter()
+            .all(|e| !e.reason.as_deref().unwrap_or("").contains("AT-1"))
+    );
+}
+
+#[tokio::test]
+async fn refresh_faults() {
+    let env = env().await;
+    let m = start_mock().await;
+    let mut sc = mock_connection(&m);
+    sc.openid = false;
+    attempt(&env.client, &m, &sc, |b, _| {
+        set_token(b, 200, token_body(None))
+    })
+    .await
+    .unwrap();
+    let tm = TokenManager::new(env.client.clone(), sc.clone());
+    assert_eq!(tm.access_token().await.unwrap(), "AT-1");
+
+    // a transient server error is returned as such (retry later), and audited
+    set_token(&mut m.b.lock().unwrap(), 503, json!({}));
+    let err = tm.refresh_after_unauthorized("AT-1").await.unwrap_err();
+    assert!(
+        matches!(err, SmartError::TokenServerError { status: 503, .. }),
+        "{err:?}"
+    );
+    // a refused refresh asks for re-authorization
+    set_token(
+        &mut m.b.lock().unwrap(),
+        400,
+        json!({"error": "invalid_grant"}),
+    );
+    let err = tm.refresh_after_unauthorized("AT-1").await.unwrap_err();
+    assert!(
+        matches!(err, SmartError::ReauthorizationNeeded { .. }),
+        "{err:?}"
+    );
+    // a refresh answer without patient or scope keeps the launch context and grants;
+    // without a new refresh token the old one is kept
+    set_token(
+        &mut m.b.lock().unwrap(),
+        200,
+        json!({"access_token": "AT-2", "token_type": "Bearer", "expires_in": 3600}),
+    );
+    assert_eq!(tm.refresh_after_unauthorized("AT-1").await.unwrap(), "AT-2");
+    // the old token was already replaced: no second refresh
+    let calls = m.b.lock().unwrap().token_calls;
+    assert_eq!(tm.refresh_after_unauthorized("AT-1").await.unwrap(), "AT-2");
+    assert_eq!(m.b.lock().unwrap().token_calls, calls);
+    let set = env.client.load_tokens(&sc.conn).await.unwrap().unwrap();
+    assert_eq!(set.context.patient.as_deref(), Some("p1"));
+    assert_eq!(set.refresh_token.unwrap().expose(), "RT-1");
+    assert!(set.granted_scopes.covers("Observation"));
+    let ev = env.store.list_auth_events(&sc.conn, 50).await.unwrap();
+    let refresh: Vec<_> = ev.iter().filter(|e| e.event == "refresh").collect();
+    assert_eq!(refresh.iter().filter(|e| e.outcome == "failure").count(), 2);
+    assert_eq!(refresh.iter().filter(|e| e.outcome == "success").count(), 1);
+    // the Debug of the token set is redacted
+    let dbg = format!("{:?}", env.client.load_tokens(&sc.conn).await.unwrap());
+    assert!(!dbg.contains("AT-2") && !dbg.contains("RT-1"), "{dbg}");
+}
+
+#[tokio::test]
+async fn discovery_fallback_and_capability_checks() {
+    let m = start_mock().await;
+    let http = reqwest::Client::new();
+    // .well-known missing: CapabilityStatement security extension
+    {
+        let mut b = m.b.lock().unwrap();
+        b.smart_config = None;
+        b.metadata = Some(
+            json!({"resourceType": "CapabilityStatement", "rest": [{"mode": "server",
+            "security": {"extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [
+                    {"url": "authorize", "valueUri": format!("{}/authorize", m.origin)},
+                    {"url": "token", "valueUri": format!("{}/token", m.origin)},
+                    {"url": "revoke", "valueUri": format!("{}/revoke", m.origin)}
+                ]}]}}]}),
+        );
+    }
+    let d = Discovery::new(http.clone(), Duration::from_secs(60));
+    let cfg = d.get(&format!("{}/", m.base)).await.unwrap();
+    assert!(cfg.from_capability_statement);
+    assert_eq!(cfg.token_endpoint, format!("{}/token", m.origin));
+    assert_eq!(
+        cfg.revocation_endpoint,
+        Some(format!("{}/revoke", m.origin))
+    );
+    // cached: still answers after the server loses both documents
+    m.b.lock().unwrap().metadata = None;
+    assert!(d.get(&m.base).await.is_ok());
+    d.clear();
+    assert!(matches!(
+        d.get(&m.base).await,
+        Err(SmartError::Discovery { .. })
+    ));
+
+    // a server that only offers plain PKCE is refused before the user is sent anywhere
+    m.b.lock().unwrap().smart_config = Some(json!({
+        "authorization_endpoint": format!("{}/authorize", m.origin),
+        "token_endpoint": format!("{}/token", m.origin),
+        "code_challenge_methods_supported": ["plain"],
+    }));
+    let env = env().await;
+    let sc = mock_connection(&m);
+    assert!(matches!(
+        env.client.begin_standalone(&sc, REDIRECT).await,
+        Err(SmartError::Unsupported { .. })
+    ));
+    // a confidential client whose methods the server does not offer
+    let cfg = SmartConfiguration {
+        token_endpoint: "https://x/token".into(),
+        token_endpoint_auth_methods_supported: vec!["private_key_jwt".into()],
+        ..Default::default()
+    };
+    let secret = ClientCredentials::Secret(SecretString::new("s"));
+    assert!(matches!(
+        choose_auth_method(&secret, None, &cfg),
+        Err(SmartError::Unsupported { .. })
+    ));
+    let cfg = SmartConfiguration {
+        token_endpoint_auth_methods_supported: vec!["client_secret_post".into()],
+        ..cfg
+    };
+    assert_eq!(
+        choose_auth_method(&secret, None, &cfg).unwrap(),
+        TokenAuthMethod::ClientSecretPost
+    );
+    // the EHR-launch capability is respected
+    m.b.lock().unwrap().smart_config = Some(json!({
+        "authorization_endpoint": format!("{}/authorize", m.origin),
+        "token_endpoint": format!("{}/token", m.origin),
+        "capabilities": ["launch-standalone"],
+    }));
+    let env = crate::common::env().await;
+    let err = env
+        .client
+        .begin_ehr_launch("org-m", std::slice::from_ref(&sc), &m.base, "L1", REDIRECT)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SmartError::Unsupported { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn expiring_token_without_refresh_token_needs_reauthorization() {
+    let env = env().await;
+    let m = start_mock().await;
+    let mut sc = mock_connection(&m);
+    sc.openid = false;
+    sc.offline_access = false;
+    attempt(&env.client, &m, &sc, |b, _| {
+        set_token(
+            b,
+            200,
+            json!({"access_token": "AT-1", "token_type": "Bearer", "expires_in": 1, "patient": "p1"}),
+        )
+    })
+    .await
+    .unwrap();
+    let calls = m.b.lock().unwrap().token_calls;
+    let tm = TokenManager::new(env.client.clone(), sc.clone());
+    match tm.access_token().await {
+        Err(SmartError::ReauthorizationNeeded { reason, .. }) => {
+            assert!(reason.contains("no refresh token"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        m.b.lock().unwrap().token_calls,
+        calls,
+        "no call without a refresh token"
+    );
+    // granted scopes absent from the response = the requested ones (RFC 6749 5.1)
+    assert!(tm.covers("Observation").await.unwrap());
+}
