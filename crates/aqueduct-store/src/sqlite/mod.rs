@@ -115,12 +115,13 @@ fn open_connection(path: &Path, location: &str, create: bool) -> StoreResult<Con
             other => other,
         }
     })?;
-    let setup = "PRAGMA journal_mode = WAL;
+    let setup = "PRAGMA page_size = 16384;
+                 PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = NORMAL;
                  PRAGMA foreign_keys = ON;
                  PRAGMA busy_timeout = 10000;
                  PRAGMA cache_size = -16000;
-                 PRAGMA wal_autocheckpoint = 16384;
+                 PRAGMA wal_autocheckpoint = 4096;
                  PRAGMA journal_size_limit = 67108864;";
     conn.execute_batch(setup)
         .map_err(|e| match map_err(location, "configure", e) {
@@ -167,7 +168,7 @@ pub(crate) fn map_err(location: &str, operation: &'static str, e: rusqlite::Erro
 /// Timestamps are stored as RFC 3339 UTC text with microseconds: sortable and readable in the
 /// `sqlite3` shell.
 pub(crate) fn ts(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 pub(crate) fn parse_ts(s: &str) -> DateTime<Utc> {
