@@ -1,0 +1,196 @@
+//! Injected faults. Each is written `name[:param][@rate]`, e.g. `server-error-500@0.1`
+//! (10 % of FHIR requests), `timeout:2` (sleep 2 s), `token-expires-mid-sync:5` (tokens die
+//! after 5 FHIR requests). Without `@rate` a fault fires on every request it applies to.
+//! Whether a fault fires is a pure function of (seed, fault name, per-fault request counter),
+//! so a run is reproducible when requests arrive in the same order.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+use crate::SimError;
+
+macro_rules! faults {
+    ($( $(#[$doc:meta])* $var:ident => $name:literal ),* $(,)?) => {
+        /// A fault the simulator injects into FHIR responses.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Fault {
+            $( $(#[$doc])* $var { rate: f64 }, )*
+            /// `timeout[:secs]`: sleep (default 30 s) before answering.
+            Timeout { rate: f64, secs: f64 },
+            /// `token-expires-mid-sync[:n]`: access tokens stop working after n FHIR requests (default 5).
+            TokenExpiresMidSync { after_requests: u64 },
+        }
+
+        impl Fault {
+            /// The kebab-case name used by `FromStr` and `Display`.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( Fault::$var { .. } => $name, )*
+                    Fault::Timeout { .. } => "timeout",
+                    Fault::TokenExpiresMidSync { .. } => "token-expires-mid-sync",
+                }
+            }
+
+            /// Fraction of eligible requests the fault fires on.
+            pub fn rate(&self) -> f64 {
+                match self {
+                    $( Fault::$var { rate } => *rate, )*
+                    Fault::Timeout { rate, .. } => *rate,
+                    Fault::TokenExpiresMidSync { .. } => 1.0,
+                }
+            }
+
+            /// Every fault name, for help texts.
+            pub fn all_names() -> &'static [&'static str] {
+                &[$( $name, )* "timeout", "token-expires-mid-sync"]
+            }
+
+            fn with_rate(name: &str, rate: f64, param: Option<f64>) -> Option<Fault> {
+                match name {
+                    $( $name => Some(Fault::$var { rate }), )*
+                    "timeout" => Some(Fault::Timeout { rate, secs: param.unwrap_or(30.0) }),
+                    "token-expires-mid-sync" => Some(Fault::TokenExpiresMidSync {
+                        after_requests: param.map(|p| p as u64).unwrap_or(5).max(1),
+                    }),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+faults! {
+    /// 429 with `Retry-After: 1`.
+    RateLimit429 => "rate-limit-429",
+    /// 429 with `X-RateLimit-Limit/Remaining/Reset` and no `Retry-After`.
+    RateLimitHeaders => "rate-limit-headers",
+    /// 503 with `Retry-After: 1`.
+    Unavailable503 => "unavailable-503",
+    /// 500 with an OperationOutcome.
+    ServerError500 => "server-error-500",
+    /// Connection closed without a usable response.
+    DropConnection => "drop-connection",
+    /// A JSON body cut in half (Content-Length matches the cut body).
+    TruncatedBody => "truncated-body",
+    /// A body that is not JSON at all.
+    InvalidJson => "invalid-json",
+    /// 200 searchset with no entries although the search has matches.
+    EmptyBundle => "empty-bundle",
+    /// A searchset carrying an OperationOutcome entry (search.mode = outcome).
+    OutcomeInBundle => "outcome-in-bundle",
+    /// The next link points to a URL that answers 404.
+    BrokenNextLink => "broken-next-link",
+    /// The next link equals the self link.
+    LoopingNextLink => "looping-next-link",
+    /// Page 2 and later answer 500.
+    ErrorMidPaging => "error-mid-paging",
+    /// Each page after the first repeats the last two entries of the previous one.
+    DuplicateEntries => "duplicate-entries",
+    /// Resources in searchsets have no `id` (and entries no fullUrl).
+    MissingIds => "missing-ids",
+    /// The CapabilityStatement claims types and search parameters that answer 404/400.
+    LyingCapability => "lying-capability",
+    /// Data frozen at its first version: updates, creations and deletions are invisible.
+    StaleData => "stale-data",
+    /// An HTML error page with status 200 and Content-Type text/html.
+    HtmlError200 => "html-error-200",
+}
+
+impl FromStr for Fault {
+    type Err = SimError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let bad = || SimError::InvalidFault(s.to_string());
+        let (head, rate) = match s.split_once('@') {
+            Some((h, r)) => {
+                let r: f64 = r.parse().map_err(|_| bad())?;
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(bad());
+                }
+                (h, r)
+            }
+            None => (s, 1.0),
+        };
+        let (name, param) = match head.split_once(':') {
+            Some((n, p)) => {
+                let v = p.trim_end_matches('s').parse::<f64>().map_err(|_| bad())?;
+                if !v.is_finite() || v < 0.0 {
+                    return Err(bad());
+                }
+                (n, Some(v))
+            }
+            None => (head, None),
+        };
+        Fault::with_rate(name, rate, param).ok_or_else(bad)
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())?;
+        match self {
+            Fault::Timeout { secs, .. } => write!(f, ":{secs}")?,
+            Fault::TokenExpiresMidSync { after_requests } => write!(f, ":{after_requests}")?,
+            _ => {}
+        }
+        if self.rate() < 1.0 {
+            write!(f, "@{}", self.rate())?;
+        }
+        Ok(())
+    }
+}
+
+/// Deterministic coin: does the n-th eligible request for this fault get it?
+pub fn fires(seed: u64, name: &str, n: u64, rate: f64) -> bool {
+    if rate >= 1.0 {
+        return true;
+    }
+    if rate <= 0.0 {
+        return false;
+    }
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update(name.as_bytes());
+    h.update(n.to_le_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    (u64::from_le_bytes(b) as f64 / u64::MAX as f64) < rate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for name in Fault::all_names() {
+            let f: Fault = name.parse().expect(name);
+            assert!(f.to_string().starts_with(name));
+        }
+        let f: Fault = "server-error-500@0.1".parse().expect("parse");
+        assert_eq!(f, Fault::ServerError500 { rate: 0.1 });
+        assert_eq!(f.to_string(), "server-error-500@0.1");
+        let t: Fault = "timeout:2@0.5".parse().expect("parse");
+        assert_eq!(
+            t,
+            Fault::Timeout {
+                rate: 0.5,
+                secs: 2.0
+            }
+        );
+        assert!("nonsense".parse::<Fault>().is_err());
+        assert!("server-error-500@2".parse::<Fault>().is_err());
+    }
+
+    #[test]
+    fn rate_is_roughly_respected_and_deterministic() {
+        let hits = (0..10_000).filter(|n| fires(7, "x", *n, 0.1)).count();
+        assert!((800..1200).contains(&hits), "{hits}");
+        let again = (0..10_000).filter(|n| fires(7, "x", *n, 0.1)).count();
+        assert_eq!(hits, again);
+    }
+}
