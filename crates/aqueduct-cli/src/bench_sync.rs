@@ -34,8 +34,16 @@ fn proc_status_mib(key: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-pub async fn run_bench_sync(patients: usize, resources_per_patient: usize, rate_limit: Option<f64>) -> anyhow::Result<()> {
-    let large = if rate_limit.is_none() { vec![LARGE_PATIENT] } else { vec![] };
+pub async fn run_bench_sync(
+    patients: usize,
+    resources_per_patient: usize,
+    rate_limit: Option<f64>,
+) -> anyhow::Result<()> {
+    let large = if rate_limit.is_none() {
+        vec![LARGE_PATIENT]
+    } else {
+        vec![]
+    };
     let sim = Simulator::start(SimConfig {
         personality: "reference".into(),
         patients,
@@ -50,9 +58,15 @@ pub async fn run_bench_sync(patients: usize, resources_per_patient: usize, rate_
     let base = sim.base_url();
     let dir = tempfile::tempdir()?;
     let store_path = dir.path().join("bench.db");
-    let store = aqueduct_store::open(store_path.to_str().context("temp path is not UTF-8")?).await?;
+    let store =
+        aqueduct_store::open(store_path.to_str().context("temp path is not UTF-8")?).await?;
     let conn = ConnectionRef::new("bench", "sim");
-    store.upsert_organization(&Organization { name: "bench".into(), display_name: None }).await?;
+    store
+        .upsert_organization(&Organization {
+            name: "bench".into(),
+            display_name: None,
+        })
+        .await?;
     store
         .upsert_connection(&ConnectionRecord {
             organization: "bench".into(),
@@ -66,12 +80,20 @@ pub async fn run_bench_sync(patients: usize, resources_per_patient: usize, rate_
     // rate limit, the profile's pace is set to it (what an institution override would do).
     let mut overrides = String::from("[paging]\nmax_page_size = 1000\n");
     if let Some(r) = rate_limit {
-        overrides.push_str(&format!("[rate_limit]\nrequests_per_sec = {r}\nburst = 1\n"));
+        overrides.push_str(&format!(
+            "[rate_limit]\nrequests_per_sec = {r}\nburst = 1\n"
+        ));
     } else {
         overrides.push_str("[rate_limit]\nrequests_per_sec = 0.0\nmax_concurrency = 16\n");
     }
     let profile = VendorProfile::resolve_with_toml("hapi", &overrides)?;
-    let auth = ClientCredentials::discover(&base, "sim-confidential-app", "sim-confidential-secret", "system/*.read").await?;
+    let auth = ClientCredentials::discover(
+        &base,
+        "sim-confidential-app",
+        "sim-confidential-secret",
+        "system/*.read",
+    )
+    .await?;
     let client = FhirClient::new(url::Url::parse(&base)?, &profile, Arc::new(auth))?;
     let options = SyncOptions {
         patient_concurrency: 8,
@@ -92,7 +114,15 @@ pub async fn run_bench_sync(patients: usize, resources_per_patient: usize, rate_
     let resources = report.resources();
     let stats = sim.stats();
 
-    println!("bench sync: {} patients x ~{resources_per_patient} resources{}", patients, if large.is_empty() { String::new() } else { format!(" + 1 patient of ~{LARGE_PATIENT}") });
+    println!(
+        "bench sync: {} patients x ~{resources_per_patient} resources{}",
+        patients,
+        if large.is_empty() {
+            String::new()
+        } else {
+            format!(" + 1 patient of ~{LARGE_PATIENT}")
+        }
+    );
     println!("  outcome            {}", report.outcome.as_str());
     println!(
         "  resources          {resources} stored: {} from patient searches (simulator compartments hold {expected}) + {} referenced",
@@ -100,12 +130,26 @@ pub async fn run_bench_sync(patients: usize, resources_per_patient: usize, rate_
         report.referenced_fetched
     );
     println!("  duration           {elapsed:.2} s");
-    println!("  throughput         {:.0} resources/s end to end into SQLite", resources as f64 / elapsed.max(1e-9));
-    println!("  requests           {} ({:.1} per patient), {} retries", report.requests, report.requests as f64 / ids.len().max(1) as f64, report.retries);
+    println!(
+        "  throughput         {:.0} resources/s end to end into SQLite",
+        resources as f64 / elapsed.max(1e-9)
+    );
+    println!(
+        "  requests           {} ({:.1} per patient), {} retries",
+        report.requests,
+        report.requests as f64 / ids.len().max(1) as f64,
+        report.retries
+    );
     if let Some(r) = rate_limit {
         let floor = report.requests as f64 / r;
-        println!("  rate limit         {r}/s: total {elapsed:.2} s vs requests/R = {floor:.2} s ({:.0} %)", 100.0 * elapsed / floor.max(1e-9));
-        println!("  throttled          {} 429s from the server, {} throttled answers seen by the client", stats.rate_limited, report.throttled);
+        println!(
+            "  rate limit         {r}/s: total {elapsed:.2} s vs requests/R = {floor:.2} s ({:.0} %)",
+            100.0 * elapsed / floor.max(1e-9)
+        );
+        println!(
+            "  throttled          {} 429s from the server, {} throttled answers seen by the client",
+            stats.rate_limited, report.throttled
+        );
     }
     match peak_rss_mib() {
         Some(m) => println!(
@@ -115,7 +159,10 @@ pub async fn run_bench_sync(patients: usize, resources_per_patient: usize, rate_
         None => println!("  peak RSS           unavailable (no /proc/self/status)"),
     }
     if !report.partial.is_empty() {
-        println!("  partial            {:?}", report.partial.iter().take(5).collect::<Vec<_>>());
+        println!(
+            "  partial            {:?}",
+            report.partial.iter().take(5).collect::<Vec<_>>()
+        );
     }
     sim.shutdown().await;
     Ok(())

@@ -38,6 +38,9 @@ enum Command {
     /// Key pairs for SMART backend services: generate one, print the public JWKS.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Run the EHR simulator by hand: a FHIR R4 server with a vendor personality, a SMART
+    /// authorization server, Bulk export and injectable faults.
+    Sim(aqueduct_sim::SimArgs),
     /// Measure the store and the sync engine, printing figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -80,6 +83,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(cmd) => config_cmd::run(&ctx, cmd),
         Command::Status(args) => status::run(&ctx, args).await,
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Sim(args) => {
+            aqueduct_sim::run_standalone(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(BenchCommand::Store(args)) => bench_store::run(args).await,
     }
 }
