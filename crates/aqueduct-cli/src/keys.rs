@@ -4,8 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use aqueduct_smart::{KeyAlgorithm, SigningKey, generate_key, jwks};
 use anyhow::Context as _;
+use aqueduct_smart::{KeyAlgorithm, SigningKey, generate_key, jwks};
 use clap::Subcommand;
 
 #[derive(Subcommand)]
@@ -45,7 +45,10 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot write key file {}", out.display()))?;
             println!("wrote {} private key to {}", alg.as_str(), out.display());
             println!("kid: {}", key.kid());
-            println!("reference it in aqueduct.toml as: private_key = {{ file = \"{}\" }}", out.display());
+            println!(
+                "reference it in aqueduct.toml as: private_key = {{ file = \"{}\" }}",
+                out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::Jwks { keys, alg } => {

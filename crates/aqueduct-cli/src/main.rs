@@ -4,8 +4,10 @@
 
 mod bench_store;
 mod config_cmd;
+mod connect;
 mod keys;
 mod status;
+mod wiring;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +37,9 @@ enum Command {
     Config(config_cmd::ConfigCommand),
     /// Per organization and connection: resources by type, last sync and its outcome, errors.
     Status(status::StatusArgs),
+    /// SMART standalone launch for a connection: prints the authorization URL, listens on a
+    /// loopback redirect URI, completes the exchange and stores the tokens (encrypted).
+    Connect(connect::ConnectArgs),
     /// Key pairs for SMART backend services: generate one, print the public JWKS.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -83,6 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(cmd) => config_cmd::run(&ctx, cmd),
         Command::Status(args) => status::run(&ctx, args).await,
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Connect(args) => connect::run(&ctx, args).await,
         Command::Sim(args) => {
             aqueduct_sim::run_standalone(args).await?;
             Ok(ExitCode::SUCCESS)

@@ -29,6 +29,12 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
             .map(|o| o.name)
             .collect(),
     };
+    // Token details live encrypted in the vault: shown when the vault key is at hand.
+    let smart = config
+        .as_ref()
+        .and_then(|c| crate::wiring::vault_key(c).ok())
+        .or_else(|| aqueduct_smart::VaultKey::from_env().ok())
+        .and_then(|k| aqueduct_smart::SmartClient::new(store.clone(), k).ok());
     let mut report = Vec::new();
     for org in &orgs {
         let connections = store.status(org).await?;
@@ -39,7 +45,27 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
                 .await?
                 .into_iter()
                 .next();
-            auth.push(last);
+            let tokens = match &smart {
+                Some(s) => match s.load_tokens(&c.connection).await {
+                    Ok(Some(t)) => Some(TokenView {
+                        granted_scopes: t.granted_scopes.to_scope_string(),
+                        expires_at: t.expires_at,
+                        refresh_token: t.refresh_token.is_some(),
+                        patient: t.context.patient.clone(),
+                        error: None,
+                    }),
+                    Ok(None) => None,
+                    Err(e) => Some(TokenView {
+                        error: Some(e.to_string()),
+                        ..TokenView::default()
+                    }),
+                },
+                None => None,
+            };
+            auth.push(AuthView {
+                last_event: last,
+                tokens,
+            });
         }
         report.push((org.clone(), connections, auth));
     }
@@ -51,7 +77,8 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
                     "organization": org,
                     "connections": conns.iter().zip(auth).map(|(c, a)| serde_json::json!({
                         "status": c,
-                        "last_auth_event": a,
+                        "last_auth_event": a.last_event,
+                        "tokens": a.tokens,
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -99,7 +126,27 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
                 }
                 None => println!("    never synced"),
             }
-            if let Some(a) = a {
+            if let Some(t) = &a.tokens {
+                match &t.error {
+                    Some(e) => println!("    tokens: cannot be read ({e})"),
+                    None => println!(
+                        "    tokens: expire {}{}, refresh token {}{}\n    granted scopes: {}",
+                        t.expires_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        if t.expires_at < chrono::Utc::now() {
+                            " (expired)"
+                        } else {
+                            ""
+                        },
+                        if t.refresh_token { "yes" } else { "no" },
+                        t.patient
+                            .as_ref()
+                            .map(|p| format!(", patient {p}"))
+                            .unwrap_or_default(),
+                        t.granted_scopes
+                    ),
+                }
+            }
+            if let Some(a) = &a.last_event {
                 println!(
                     "    last auth event: {} {} at {}{}",
                     a.event,
@@ -130,4 +177,18 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(serde::Serialize, Default)]
+struct TokenView {
+    granted_scopes: String,
+    expires_at: chrono::DateTime<chrono::Utc>,
+    refresh_token: bool,
+    patient: Option<String>,
+    error: Option<String>,
+}
+
+struct AuthView {
+    last_event: Option<aqueduct_store::AuthEvent>,
+    tokens: Option<TokenView>,
 }

@@ -36,7 +36,10 @@ fn help_explains_every_subcommand() {
         let sub = aqueduct(&[c, "--help"], dir.path());
         assert!(sub.status.success(), "{c} --help failed");
         let s = text(&sub.stdout);
-        assert!(s.lines().next().is_some_and(|l| l.len() > 10), "{c} has no description: {s}");
+        assert!(
+            s.lines().next().is_some_and(|l| l.len() > 10),
+            "{c} has no description: {s}"
+        );
     }
 }
 
@@ -51,12 +54,19 @@ fn version_is_printed() {
 #[test]
 fn a_bad_config_fails_with_one_line_naming_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("aqueduct.toml"), "[store]\nlocaton = \"x.db\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("aqueduct.toml"),
+        "[store]\nlocaton = \"x.db\"\n",
+    )
+    .unwrap();
     let out = aqueduct(&["config", "check"], dir.path());
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("aqueduct.toml:2") && err.contains("store.locaton"), "{err}");
+    assert!(
+        err.contains("aqueduct.toml:2") && err.contains("store.locaton"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -91,21 +101,33 @@ fn status_on_an_unusable_store_fails_with_the_path() {
     let out = aqueduct(&["status", "--store", "file/sub/store.db"], dir.path());
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.starts_with("error: ") && err.contains("file/sub"), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("file/sub"),
+        "{err}"
+    );
 }
 
 #[test]
 fn keys_generate_then_jwks_publishes_only_the_public_part() {
     let dir = tempfile::tempdir().unwrap();
-    let out = aqueduct(&["keys", "generate", "--alg", "ES384", "--out", "k.pem"], dir.path());
+    let out = aqueduct(
+        &["keys", "generate", "--alg", "ES384", "--out", "k.pem"],
+        dir.path(),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let again = aqueduct(&["keys", "generate", "--out", "k.pem"], dir.path());
-    assert!(!again.status.success(), "an existing key is never overwritten");
+    assert!(
+        !again.status.success(),
+        "an existing key is never overwritten"
+    );
     let out = aqueduct(&["keys", "jwks", "k.pem"], dir.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let key = &v["keys"][0];
     assert_eq!(key["kty"], "EC");
     assert_eq!(key["alg"], "ES384");
-    assert!(key.get("d").is_none(), "the private part must not be published");
+    assert!(
+        key.get("d").is_none(),
+        "the private part must not be published"
+    );
 }

@@ -1,0 +1,127 @@
+//! A newcomer's path: run the simulator, write a config, `aqueduct connect`, approve in the
+//! "browser" (an HTTP GET of the printed URL), then see the grant in `aqueduct status`.
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_sim(personality: &str) -> (Killed, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aqueduct"))
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--personality",
+            personality,
+            "--patients",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let base = loop {
+        let line = lines.next().expect("simulator exited").unwrap();
+        if let Some(i) = line.find("http://") {
+            break line[i..].split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep reading so the simulator never writes into a closed pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Killed(child), base)
+}
+
+#[tokio::test]
+async fn connect_runs_a_standalone_launch_and_status_shows_the_grant() {
+    let (_sim, base) = start_sim("epic");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("aqueduct.toml"),
+        format!(
+            r#"allow_inline_secrets = true
+[vault]
+key = {{ value = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" }}
+[organizations.acme.connections.epic]
+base_url = "{base}"
+profile = "epic"
+resource_types = ["Patient", "Observation", "Condition"]
+auth = {{ method = "smart-standalone", client_id = "sim-public-app" }}
+"#
+        ),
+    )
+    .unwrap();
+    let mut connect = Command::new(env!("CARGO_BIN_EXE_aqueduct"))
+        .args(["connect", "acme/epic", "--json", "--timeout-secs", "30"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = connect.stderr.take().unwrap();
+    let url = {
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("connect exited before printing the URL")
+                .unwrap();
+            if let Some(u) = line.strip_prefix("authorize at: ") {
+                break u.to_string();
+            }
+        }
+    };
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    assert!(url.contains("aud="), "{url}");
+    // The browser: the simulator auto-approves and redirects to the loopback listener.
+    let resp = reqwest::get(&url).await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let out = tokio::task::spawn_blocking(move || connect.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["patient"].as_str().is_some_and(|p| !p.is_empty()), "{v}");
+    assert!(
+        v["granted_scopes"]
+            .as_str()
+            .unwrap()
+            .contains("Observation"),
+        "{v}"
+    );
+    assert_eq!(v["refresh_token"], true);
+
+    let status = Command::new(env!("CARGO_BIN_EXE_aqueduct"))
+        .args(["status", "--json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let conn = &s["organizations"][0]["connections"][0];
+    assert_eq!(conn["last_auth_event"]["outcome"], "success", "{s}");
+    assert!(
+        conn["tokens"]["granted_scopes"]
+            .as_str()
+            .unwrap()
+            .contains("Observation"),
+        "{s}"
+    );
+    assert!(conn["tokens"]["expires_at"].as_str().is_some(), "{s}");
+    // Tokens are stored encrypted: the raw store never holds the access token in clear.
+    let db = std::fs::read(dir.path().join("aqueduct-data/aqueduct.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&db).contains("\"access_token\""));
+}
