@@ -190,6 +190,37 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a refresh request as handled by the sync layer.
     async fn complete_refresh(&self, organization: &str, id: i64) -> StoreResult<()>;
 
+    // --- normalized data (derived from raw, rebuildable) ------------------------------------
+
+    /// Replaces, in one transaction, all normalized rows of each given source resource.
+    async fn write_normalized(
+        &self,
+        conn: &ConnectionRef,
+        sources: &[NormalizedSource],
+        rules_version: &str,
+    ) -> StoreResult<()>;
+    /// Rows of one kind, optionally for one patient, ordered by effective time then source.
+    async fn list_normalized(
+        &self,
+        conn: &ConnectionRef,
+        kind: &str,
+        patient_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredNormalized>>;
+    /// Codes resolved as "unmapped", grouped with their counts, most frequent first.
+    async fn unmapped_codes(
+        &self,
+        organization: &str,
+        connection: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<UnmappedCode>>;
+    async fn put_code_mapping(
+        &self,
+        conn: &ConnectionRef,
+        mapping: &CodeMapping,
+    ) -> StoreResult<()>;
+    async fn list_code_mappings(&self, conn: &ConnectionRef) -> StoreResult<Vec<CodeMapping>>;
+
     // --- overview ----------------------------------------------------------------------------
 
     /// One entry per connection of the organization.

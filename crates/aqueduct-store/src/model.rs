@@ -321,3 +321,71 @@ pub struct RefreshRequest {
     /// Where the event came from, e.g. "mllp://LAB^HOSP/123".
     pub source: String,
 }
+
+/// One normalized row derived from a raw resource (a blood-pressure panel gives two). The store
+/// keeps the columns it indexes and the row itself as JSON; what the JSON holds is the
+/// normalize layer's business.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NormalizedRecord {
+    /// Position among the rows derived from the same resource.
+    pub ordinal: u32,
+    /// "observation", "condition", "medication", "patient", "encounter"...
+    pub kind: String,
+    pub patient_id: Option<String>,
+    /// UTC RFC 3339 instant, for ordering.
+    pub effective: Option<String>,
+    /// The code the row ended up with.
+    pub code_system: Option<String>,
+    pub code: Option<String>,
+    pub display: Option<String>,
+    /// How the code was obtained: "standard", "mapped", "inferred", "unmapped" or "none".
+    pub resolution: String,
+    /// The code (or text) as the source gave it.
+    pub source_system: Option<String>,
+    pub source_code: Option<String>,
+    pub source_text: Option<String>,
+    /// The whole normalized row, as JSON.
+    pub data: String,
+}
+
+/// All the normalized rows of one raw resource, with its lineage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalizedSource {
+    pub resource_type: String,
+    pub logical_id: String,
+    /// The content hash of the raw version these rows were derived from.
+    pub content_hash: String,
+    pub records: Vec<NormalizedRecord>,
+}
+
+/// A normalized row as stored, with its lineage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredNormalized {
+    pub resource_type: String,
+    pub logical_id: String,
+    pub content_hash: String,
+    pub rules_version: String,
+    #[serde(flatten)]
+    pub record: NormalizedRecord,
+}
+
+/// A source code no rule could resolve, with how often it occurs: the review queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmappedCode {
+    pub connection: String,
+    pub kind: String,
+    pub source_system: Option<String>,
+    pub source_code: Option<String>,
+    pub source_text: Option<String>,
+    pub count: u64,
+}
+
+/// A per-connection mapping of a local code to a standard one, maintained by the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeMapping {
+    pub source_system: String,
+    pub source_code: String,
+    pub target_system: String,
+    pub target_code: String,
+    pub target_display: Option<String>,
+}

@@ -36,6 +36,8 @@ both_backends!(
     patient_resource_ids_cover_live_resources_of_the_patient,
     inbound_messages_are_stored_once_and_duplicates_reported,
     refresh_requests_queue_until_handled,
+    normalized_rows_replace_per_source_and_feed_the_review_queue,
+    code_mappings_are_per_connection,
 );
 
 async fn stored_bytes_come_back_identical(t: TestStore) {
@@ -709,6 +711,161 @@ async fn refresh_requests_queue_until_handled(t: TestStore) {
     assert!(
         t.store
             .list_refresh_requests("other", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn row(
+    ordinal: u32,
+    kind: &str,
+    resolution: &str,
+    code: Option<&str>,
+    effective: &str,
+) -> NormalizedRecord {
+    NormalizedRecord {
+        ordinal,
+        kind: kind.into(),
+        patient_id: Some("p1".into()),
+        effective: Some(effective.into()),
+        code_system: code.map(|_| "http://loinc.org".to_string()),
+        code: code.map(str::to_string),
+        display: None,
+        resolution: resolution.into(),
+        source_system: Some("urn:local".into()),
+        source_code: Some("GLU-LOCAL".into()),
+        source_text: Some("Glucose".into()),
+        data: "{\"value\":5.4}".into(),
+    }
+}
+
+async fn normalized_rows_replace_per_source_and_feed_the_review_queue(t: TestStore) {
+    let c = conn("acme", "epic");
+    let bp = NormalizedSource {
+        resource_type: "Observation".into(),
+        logical_id: "bp1".into(),
+        content_hash: "h1".into(),
+        records: vec![
+            row(
+                0,
+                "observation",
+                "standard",
+                Some("8480-6"),
+                "2026-01-02T00:00:00Z",
+            ),
+            row(
+                1,
+                "observation",
+                "standard",
+                Some("8462-4"),
+                "2026-01-02T00:00:00Z",
+            ),
+        ],
+    };
+    let lab = NormalizedSource {
+        resource_type: "Observation".into(),
+        logical_id: "lab1".into(),
+        content_hash: "h2".into(),
+        records: vec![row(
+            0,
+            "observation",
+            "unmapped",
+            None,
+            "2026-01-01T00:00:00Z",
+        )],
+    };
+    t.store
+        .write_normalized(&c, &[bp.clone(), lab.clone()], "rules-1")
+        .await
+        .unwrap();
+    let rows = t
+        .store
+        .list_normalized(&c, "observation", Some("p1"), 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0].logical_id, "lab1", "ordered by effective time");
+    assert_eq!(rows[1].record.code.as_deref(), Some("8480-6"));
+    assert_eq!(rows[1].rules_version, "rules-1");
+    let queue = t.store.unmapped_codes("acme", None, 10).await.unwrap();
+    assert_eq!(queue.len(), 1);
+    assert_eq!(queue[0].source_code.as_deref(), Some("GLU-LOCAL"));
+    assert_eq!(queue[0].count, 1);
+    // Re-normalizing a source replaces its rows: the panel now gives one row, the lab is mapped.
+    let bp2 = NormalizedSource {
+        records: vec![row(
+            0,
+            "observation",
+            "standard",
+            Some("85354-9"),
+            "2026-01-02T00:00:00Z",
+        )],
+        ..bp
+    };
+    let lab2 = NormalizedSource {
+        records: vec![row(
+            0,
+            "observation",
+            "mapped",
+            Some("2345-7"),
+            "2026-01-01T00:00:00Z",
+        )],
+        ..lab
+    };
+    t.store
+        .write_normalized(&c, &[bp2, lab2], "rules-2")
+        .await
+        .unwrap();
+    let rows = t
+        .store
+        .list_normalized(&c, "observation", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.rules_version == "rules-2"));
+    assert!(
+        t.store
+            .unmapped_codes("acme", Some("epic"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        t.store
+            .list_normalized(&conn("other", "epic"), "observation", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn code_mappings_are_per_connection(t: TestStore) {
+    let a = conn("acme", "epic");
+    let m = CodeMapping {
+        source_system: "urn:local".into(),
+        source_code: "GLU".into(),
+        target_system: "http://loinc.org".into(),
+        target_code: "2345-7".into(),
+        target_display: Some("Glucose".into()),
+    };
+    t.store.put_code_mapping(&a, &m).await.unwrap();
+    t.store
+        .put_code_mapping(
+            &a,
+            &CodeMapping {
+                target_code: "2339-0".into(),
+                ..m.clone()
+            },
+        )
+        .await
+        .unwrap();
+    let got = t.store.list_code_mappings(&a).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].target_code, "2339-0");
+    assert!(
+        t.store
+            .list_code_mappings(&conn("acme", "payer"))
             .await
             .unwrap()
             .is_empty()

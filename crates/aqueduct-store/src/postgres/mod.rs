@@ -7,6 +7,7 @@
 
 mod inbound;
 mod migrate;
+mod normalized;
 mod resources;
 mod tenant;
 
@@ -344,5 +345,40 @@ impl Store for PgStore {
     }
     async fn complete_refresh(&self, org: &str, id: i64) -> StoreResult<()> {
         inbound::complete_refresh(self, org, id).await
+    }
+    async fn write_normalized(
+        &self,
+        conn: &ConnectionRef,
+        sources: &[NormalizedSource],
+        rules_version: &str,
+    ) -> StoreResult<()> {
+        normalized::write(self, conn, sources, rules_version).await
+    }
+    async fn list_normalized(
+        &self,
+        conn: &ConnectionRef,
+        kind: &str,
+        patient_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredNormalized>> {
+        normalized::list(self, conn, kind, patient_id, limit).await
+    }
+    async fn unmapped_codes(
+        &self,
+        org: &str,
+        connection: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<UnmappedCode>> {
+        normalized::unmapped(self, org, connection, limit).await
+    }
+    async fn put_code_mapping(
+        &self,
+        conn: &ConnectionRef,
+        mapping: &CodeMapping,
+    ) -> StoreResult<()> {
+        normalized::put_mapping(self, conn, mapping).await
+    }
+    async fn list_code_mappings(&self, conn: &ConnectionRef) -> StoreResult<Vec<CodeMapping>> {
+        normalized::list_mappings(self, conn).await
     }
 }

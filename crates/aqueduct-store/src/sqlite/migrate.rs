@@ -11,6 +11,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/sqlite/0002_inbound_events.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/sqlite/0003_normalized.sql"),
+    ),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection, location: &str) -> StoreResult<i64> {

@@ -8,6 +8,7 @@
 
 mod inbound;
 mod migrate;
+mod normalized;
 mod resources;
 mod tenant;
 
@@ -550,6 +551,70 @@ impl Store for SqliteStore {
     async fn complete_refresh(&self, organization: &str, id: i64) -> StoreResult<()> {
         let (loc, org) = (self.location.clone(), organization.to_string());
         self.write(move |c| inbound::complete_refresh(c, &loc, &org, id))
+            .await
+    }
+
+    async fn write_normalized(
+        &self,
+        conn: &ConnectionRef,
+        sources: &[NormalizedSource],
+        rules_version: &str,
+    ) -> StoreResult<()> {
+        let (loc, cr, src, rv) = (
+            self.location.clone(),
+            conn.clone(),
+            sources.to_vec(),
+            rules_version.to_string(),
+        );
+        self.write(move |c| normalized::write(c, &loc, &cr, &src, &rv))
+            .await
+    }
+
+    async fn list_normalized(
+        &self,
+        conn: &ConnectionRef,
+        kind: &str,
+        patient_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredNormalized>> {
+        let (loc, cr, k, p) = (
+            self.location.clone(),
+            conn.clone(),
+            kind.to_string(),
+            patient_id.map(str::to_string),
+        );
+        self.read(move |c| normalized::list(c, &loc, &cr, &k, p.as_deref(), limit))
+            .await
+    }
+
+    async fn unmapped_codes(
+        &self,
+        organization: &str,
+        connection: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<UnmappedCode>> {
+        let (loc, org, cn) = (
+            self.location.clone(),
+            organization.to_string(),
+            connection.map(str::to_string),
+        );
+        self.read(move |c| normalized::unmapped(c, &loc, &org, cn.as_deref(), limit))
+            .await
+    }
+
+    async fn put_code_mapping(
+        &self,
+        conn: &ConnectionRef,
+        mapping: &CodeMapping,
+    ) -> StoreResult<()> {
+        let (loc, cr, m) = (self.location.clone(), conn.clone(), mapping.clone());
+        self.write(move |c| normalized::put_mapping(c, &loc, &cr, &m))
+            .await
+    }
+
+    async fn list_code_mappings(&self, conn: &ConnectionRef) -> StoreResult<Vec<CodeMapping>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        self.read(move |c| normalized::list_mappings(c, &loc, &cr))
             .await
     }
 }
