@@ -221,6 +221,34 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     async fn list_code_mappings(&self, conn: &ConnectionRef) -> StoreResult<Vec<CodeMapping>>;
 
+    // --- monitoring ------------------------------------------------------------------------
+
+    /// Per resource type totals of a run, from its ledger.
+    async fn run_type_totals(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+    ) -> StoreResult<Vec<RunTypeTotals>>;
+    /// Resources a run returned per patient, from its ledger.
+    async fn run_patient_totals(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+    ) -> StoreResult<Vec<(String, u64)>>;
+    /// Ledger entries of an organization at or after `since`, oldest first, with their
+    /// connection (for metrics and alert windows).
+    async fn requests_since(
+        &self,
+        organization: &str,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, LedgerEntry)>>;
+    /// Newest `meta.lastUpdated` and fetch time per resource type.
+    async fn freshness(&self, conn: &ConnectionRef) -> StoreResult<Vec<TypeFreshness>>;
+    /// Creates or updates an alert, keyed by (connection, rule, subject).
+    async fn upsert_alert(&self, organization: &str, alert: &Alert) -> StoreResult<()>;
+    async fn list_alerts(&self, organization: &str, only_firing: bool) -> StoreResult<Vec<Alert>>;
+
     // --- overview ----------------------------------------------------------------------------
 
     /// One entry per connection of the organization.

@@ -389,3 +389,44 @@ pub struct CodeMapping {
     pub target_code: String,
     pub target_display: Option<String>,
 }
+
+/// What one run got for one resource type, summed from its ledger.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTypeTotals {
+    pub resource_type: String,
+    pub requests: u64,
+    pub resources: u64,
+    /// Requests that did not succeed.
+    pub errors: u64,
+    /// Pages that came back short (truncated, error mid-paging).
+    pub incomplete_pages: u64,
+}
+
+/// How fresh the data of one type is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeFreshness {
+    pub resource_type: String,
+    /// The newest `meta.lastUpdated` held (the source's clock, as text).
+    pub newest_last_updated: Option<String>,
+    /// When Aqueduct last received a resource of this type.
+    pub newest_fetched_at: Option<DateTime<Utc>>,
+}
+
+/// An alert raised by a monitoring rule; kept so that alerts are de-duplicated and resolve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    pub connection: String,
+    /// The rule that raised it ("error-rate", "p95-latency", "type-dropped-to-zero"...).
+    pub rule: String,
+    /// What it is about within the connection (a resource type, a host, "" for the whole).
+    pub subject: String,
+    /// "firing" or "resolved".
+    pub state: String,
+    pub severity: String,
+    pub detail: String,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// The state the sinks were last told about, so each transition is sent once.
+    pub notified_state: Option<String>,
+}

@@ -38,6 +38,8 @@ both_backends!(
     refresh_requests_queue_until_handled,
     normalized_rows_replace_per_source_and_feed_the_review_queue,
     code_mappings_are_per_connection,
+    run_totals_and_freshness_come_from_ledger_and_resources,
+    alerts_are_keyed_and_can_resolve,
 );
 
 async fn stored_bytes_come_back_identical(t: TestStore) {
@@ -866,6 +868,121 @@ async fn code_mappings_are_per_connection(t: TestStore) {
     assert!(
         t.store
             .list_code_mappings(&conn("acme", "payer"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn run_totals_and_freshness_come_from_ledger_and_resources(t: TestStore) {
+    let c = conn("acme", "epic");
+    let run = t.store.begin_run(&c, "full").await.unwrap();
+    let mut cond = entry(200, None, 1);
+    cond.resource_type = Some("Condition".into());
+    cond.patient_id = Some("p2".into());
+    t.store
+        .record_requests(
+            &c,
+            run,
+            &[entry(200, None, 1), entry(500, Some("http-500"), 1), cond],
+        )
+        .await
+        .unwrap();
+    let totals = t.store.run_type_totals(&c, run).await.unwrap();
+    assert_eq!(totals.len(), 2);
+    assert_eq!(
+        totals[1],
+        RunTypeTotals {
+            resource_type: "Observation".into(),
+            requests: 2,
+            resources: 10,
+            errors: 1,
+            incomplete_pages: 1
+        }
+    );
+    let per_patient = t.store.run_patient_totals(&c, run).await.unwrap();
+    assert_eq!(
+        per_patient,
+        vec![("p1".to_string(), 10), ("p2".to_string(), 10)]
+    );
+    let since = t
+        .store
+        .requests_since("acme", Utc::now() - chrono::Duration::minutes(5), 100)
+        .await
+        .unwrap();
+    assert_eq!(since.len(), 3);
+    assert_eq!(since[0].0, "epic");
+    assert!(
+        t.store
+            .requests_since("other", Utc::now() - chrono::Duration::minutes(5), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut newer = observation("o2", 2.0);
+    newer.last_updated = Some("2026-05-01T00:00:00Z".into());
+    t.store
+        .write_resources(&c, &[observation("o1", 1.0), newer])
+        .await
+        .unwrap();
+    let f = t.store.freshness(&c).await.unwrap();
+    assert_eq!(f[0].resource_type, "Observation");
+    assert_eq!(
+        f[0].newest_last_updated.as_deref(),
+        Some("2026-05-01T00:00:00Z")
+    );
+    assert!(f[0].newest_fetched_at.is_some());
+}
+
+async fn alerts_are_keyed_and_can_resolve(t: TestStore) {
+    let now = Utc::now();
+    let a = Alert {
+        connection: "epic".into(),
+        rule: "error-rate".into(),
+        subject: "".into(),
+        state: "firing".into(),
+        severity: "critical".into(),
+        detail: "12% of 200 requests failed in 15 min".into(),
+        first_seen: now,
+        last_seen: now,
+        resolved_at: None,
+        notified_state: Some("firing".into()),
+    };
+    t.store.upsert_alert("acme", &a).await.unwrap();
+    t.store
+        .upsert_alert(
+            "acme",
+            &Alert {
+                rule: "p95-latency".into(),
+                ..a.clone()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.store.list_alerts("acme", true).await.unwrap().len(), 2);
+    t.store
+        .upsert_alert(
+            "acme",
+            &Alert {
+                state: "resolved".into(),
+                resolved_at: Some(now),
+                ..a.clone()
+            },
+        )
+        .await
+        .unwrap();
+    let firing = t.store.list_alerts("acme", true).await.unwrap();
+    assert_eq!(firing.len(), 1);
+    assert_eq!(firing[0].rule, "p95-latency");
+    let all = t.store.list_alerts("acme", false).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(
+        all.iter()
+            .any(|x| x.state == "resolved" && x.resolved_at.is_some())
+    );
+    assert!(
+        t.store
+            .list_alerts("other", false)
             .await
             .unwrap()
             .is_empty()

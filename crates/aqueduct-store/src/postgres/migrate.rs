@@ -3,16 +3,12 @@
 
 use crate::error::{StoreError, StoreResult};
 
+#[rustfmt::skip]
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
-    (
-        2,
-        include_str!("../../migrations/postgres/0002_inbound_events.sql"),
-    ),
-    (
-        3,
-        include_str!("../../migrations/postgres/0003_normalized.sql"),
-    ),
+    (2, include_str!("../../migrations/postgres/0002_inbound_events.sql")),
+    (3, include_str!("../../migrations/postgres/0003_normalized.sql")),
+    (4, include_str!("../../migrations/postgres/0004_alerts.sql")),
 ];
 
 /// Arbitrary constant shared by every Aqueduct process: "aqueduct" in ASCII, truncated.

@@ -7,6 +7,7 @@
 
 mod inbound;
 mod migrate;
+mod monitor;
 mod normalized;
 mod resources;
 mod tenant;
@@ -380,5 +381,36 @@ impl Store for PgStore {
     }
     async fn list_code_mappings(&self, conn: &ConnectionRef) -> StoreResult<Vec<CodeMapping>> {
         normalized::list_mappings(self, conn).await
+    }
+    async fn run_type_totals(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+    ) -> StoreResult<Vec<RunTypeTotals>> {
+        monitor::run_type_totals(self, conn, run).await
+    }
+    async fn run_patient_totals(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+    ) -> StoreResult<Vec<(String, u64)>> {
+        monitor::run_patient_totals(self, conn, run).await
+    }
+    async fn requests_since(
+        &self,
+        org: &str,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, LedgerEntry)>> {
+        monitor::requests_since(self, org, since, limit).await
+    }
+    async fn freshness(&self, conn: &ConnectionRef) -> StoreResult<Vec<TypeFreshness>> {
+        monitor::freshness(self, conn).await
+    }
+    async fn upsert_alert(&self, org: &str, alert: &Alert) -> StoreResult<()> {
+        monitor::upsert_alert(self, org, alert).await
+    }
+    async fn list_alerts(&self, org: &str, only_firing: bool) -> StoreResult<Vec<Alert>> {
+        monitor::list_alerts(self, org, only_firing).await
     }
 }

@@ -5,16 +5,12 @@ use rusqlite::Connection;
 
 use crate::error::{StoreError, StoreResult};
 
+#[rustfmt::skip]
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
-    (
-        2,
-        include_str!("../../migrations/sqlite/0002_inbound_events.sql"),
-    ),
-    (
-        3,
-        include_str!("../../migrations/sqlite/0003_normalized.sql"),
-    ),
+    (2, include_str!("../../migrations/sqlite/0002_inbound_events.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_normalized.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_alerts.sql")),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection, location: &str) -> StoreResult<i64> {

@@ -8,6 +8,7 @@
 
 mod inbound;
 mod migrate;
+mod monitor;
 mod normalized;
 mod resources;
 mod tenant;
@@ -615,6 +616,58 @@ impl Store for SqliteStore {
     async fn list_code_mappings(&self, conn: &ConnectionRef) -> StoreResult<Vec<CodeMapping>> {
         let (loc, cr) = (self.location.clone(), conn.clone());
         self.read(move |c| normalized::list_mappings(c, &loc, &cr))
+            .await
+    }
+
+    async fn run_type_totals(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+    ) -> StoreResult<Vec<RunTypeTotals>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        self.read(move |c| monitor::run_type_totals(c, &loc, &cr, run))
+            .await
+    }
+
+    async fn run_patient_totals(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+    ) -> StoreResult<Vec<(String, u64)>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        self.read(move |c| monitor::run_patient_totals(c, &loc, &cr, run))
+            .await
+    }
+
+    async fn requests_since(
+        &self,
+        organization: &str,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, LedgerEntry)>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| monitor::requests_since(c, &loc, &org, since, limit))
+            .await
+    }
+
+    async fn freshness(&self, conn: &ConnectionRef) -> StoreResult<Vec<TypeFreshness>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        self.read(move |c| monitor::freshness(c, &loc, &cr)).await
+    }
+
+    async fn upsert_alert(&self, organization: &str, alert: &Alert) -> StoreResult<()> {
+        let (loc, org, a) = (
+            self.location.clone(),
+            organization.to_string(),
+            alert.clone(),
+        );
+        self.write(move |c| monitor::upsert_alert(c, &loc, &org, &a))
+            .await
+    }
+
+    async fn list_alerts(&self, organization: &str, only_firing: bool) -> StoreResult<Vec<Alert>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| monitor::list_alerts(c, &loc, &org, only_firing))
             .await
     }
 }
