@@ -31,42 +31,50 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<ExitCode> {
         .config()?
         .context("aqueduct connect needs a config file (aqueduct.toml)")?;
     let resolved = ResolvedConnection::from_config(&config, &args.connection)?;
-    let configured_port = match &resolved.config.auth {
-        aqueduct_config::AuthConfig::SmartStandalone { redirect_port, .. } => *redirect_port,
+    let sc = resolved.smart_connection()?.with_context(|| {
+        format!(
+            "connection {} uses auth method {}; `connect` needs a SMART method (smart-standalone, smart-backend or client-credentials)",
+            resolved.conn,
+            crate::config_cmd::auth_name(&resolved.config.auth)
+        )
+    })?;
+    let store = aqueduct_store::open(&ctx.store_location(Some(&config))).await?;
+    resolved.register(store.as_ref()).await?;
+    let smart = Arc::new(SmartClient::new(store.clone(), vault_key(&config)?)?);
+    let json = args.json;
+    let authorized = match &resolved.config.auth {
+        aqueduct_config::AuthConfig::SmartStandalone { redirect_port, .. } => {
+            let options = LoopbackOptions {
+                port: if args.port != 0 {
+                    args.port
+                } else {
+                    *redirect_port
+                },
+                path: "/callback".into(),
+                timeout: Duration::from_secs(args.timeout_secs),
+            };
+            run_standalone_launch(&smart, &sc, options, |url| {
+                if json {
+                    eprintln!("authorize at: {url}");
+                } else {
+                    println!(
+                        "Open this URL in a browser to authorize {}:\n\n  {url}\n",
+                        resolved.conn
+                    );
+                    println!("Waiting for the redirect...");
+                }
+            })
+            .await?
+        }
+        // Backend services and confidential client_credentials need no person: one token request.
+        aqueduct_config::AuthConfig::SmartBackend { .. }
+        | aqueduct_config::AuthConfig::ClientCredentials { .. } => smart.backend_token(&sc).await?,
         other => anyhow::bail!(
-            "connection {} uses auth method {}; `connect` runs a SMART standalone launch (method = \"smart-standalone\")",
+            "connection {} uses auth method {}; the EHR starts that flow (EHR launch), not `connect`",
             resolved.conn,
             crate::config_cmd::auth_name(other)
         ),
     };
-    let sc = resolved
-        .smart_connection()?
-        .context("SMART settings missing")?;
-    let store = aqueduct_store::open(&ctx.store_location(Some(&config))).await?;
-    resolved.register(store.as_ref()).await?;
-    let smart = Arc::new(SmartClient::new(store.clone(), vault_key(&config)?)?);
-    let options = LoopbackOptions {
-        port: if args.port != 0 {
-            args.port
-        } else {
-            configured_port
-        },
-        path: "/callback".into(),
-        timeout: Duration::from_secs(args.timeout_secs),
-    };
-    let json = args.json;
-    let authorized = run_standalone_launch(&smart, &sc, options, |url| {
-        if json {
-            eprintln!("authorize at: {url}");
-        } else {
-            println!(
-                "Open this URL in a browser to authorize {}:\n\n  {url}\n",
-                resolved.conn
-            );
-            println!("Waiting for the redirect...");
-        }
-    })
-    .await?;
     let granted = authorized.granted_scopes.to_scope_string();
     if json {
         let out = serde_json::json!({

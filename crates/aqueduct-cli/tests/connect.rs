@@ -42,7 +42,26 @@ fn start_sim(personality: &str) -> (Killed, String) {
 
 #[tokio::test]
 async fn connect_runs_a_standalone_launch_and_status_shows_the_grant() {
-    let (_sim, base) = start_sim("epic");
+    standalone_launch(
+        "epic",
+        "epic",
+        r#"{ method = "smart-standalone", client_id = "sim-public-app" }"#,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn connect_a_payer_with_a_confidential_client() {
+    standalone_launch(
+        "payer",
+        "cms-payer",
+        r#"{ method = "smart-standalone", client_id = "sim-confidential-app", client_secret = { value = "sim-confidential-secret" } }"#,
+    )
+    .await;
+}
+
+async fn standalone_launch(personality: &str, profile: &str, auth: &str) {
+    let (_sim, base) = start_sim(personality);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("aqueduct.toml"),
@@ -52,9 +71,9 @@ async fn connect_runs_a_standalone_launch_and_status_shows_the_grant() {
 key = {{ value = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" }}
 [organizations.acme.connections.epic]
 base_url = "{base}"
-profile = "epic"
+profile = "{profile}"
 resource_types = ["Patient", "Observation", "Condition"]
-auth = {{ method = "smart-standalone", client_id = "sim-public-app" }}
+auth = {auth}
 "#
         ),
     )
@@ -124,4 +143,63 @@ auth = {{ method = "smart-standalone", client_id = "sim-public-app" }}
     // Tokens are stored encrypted: the raw store never holds the access token in clear.
     let db = std::fs::read(dir.path().join("aqueduct-data/aqueduct.db")).unwrap();
     assert!(!String::from_utf8_lossy(&db).contains("\"access_token\""));
+}
+
+#[tokio::test]
+async fn connect_gets_a_backend_services_token_with_a_generated_key() {
+    let (_sim, base) = start_sim("reference");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_aqueduct"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    assert!(
+        run(&["keys", "generate", "--alg", "RS384", "--out", "backend.pem"])
+            .status
+            .success()
+    );
+    let jwks = run(&["keys", "jwks", "backend.pem"]);
+    assert!(jwks.status.success());
+    // Registration at the EHR: the simulator's admin interface takes the public JWKS.
+    let client = reqwest::Client::new();
+    let origin = base.split("/fhir").next().unwrap();
+    let reg = client
+        .post(format!("{origin}/admin/backend-clients/aqueduct-backend"))
+        .body(jwks.stdout.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(reg.status().is_success(), "{}", reg.status());
+    std::fs::write(
+        dir.path().join("aqueduct.toml"),
+        format!(
+            r#"allow_inline_secrets = true
+[vault]
+key = {{ value = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" }}
+[organizations.acme.connections.ref]
+base_url = "{base}"
+profile = "hapi"
+resource_types = ["Patient", "Observation"]
+auth = {{ method = "smart-backend", client_id = "aqueduct-backend", private_key = {{ file = "backend.pem" }}, algorithm = "RS384" }}
+"#
+        ),
+    )
+    .unwrap();
+    let out = run(&["connect", "ref", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["granted_scopes"].as_str().unwrap().contains("system/"),
+        "{v}"
+    );
+    let status = run(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("granted scopes: system/"), "{text}");
 }

@@ -2,6 +2,14 @@
 
 use std::net::SocketAddr;
 
+/// Like println!, but a closed stdout (a reader that went away) is not a reason to panic.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 use crate::{Fault, SimConfig, SimError, Simulator};
 
 /// Arguments of `aqueduct sim`.
@@ -46,17 +54,17 @@ pub async fn run_standalone(args: SimArgs) -> Result<(), SimError> {
         ..SimConfig::default()
     };
     let server = Simulator::start_on(args.listen, config).await?;
-    println!(
+    say!(
         "Aqueduct EHR simulator ({}) serving FHIR R4 at {}",
         server.personality().name,
         server.base_url()
     );
-    println!(
+    say!(
         "  SMART configuration: {}/.well-known/smart-configuration",
         server.base_url()
     );
     for c in server.clients() {
-        println!(
+        say!(
             "  client {:<24} {:?}{}",
             c.client_id,
             c.kind,
@@ -66,21 +74,25 @@ pub async fn run_standalone(args: SimArgs) -> Result<(), SimError> {
         );
     }
     let ids = server.patient_ids();
-    println!(
+    say!(
         "  patients: {} (e.g. {})",
         ids.len(),
         ids.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
     );
-    println!("  group for Bulk export: Group/{}", server.group_id());
+    say!("  group for Bulk export: Group/{}", server.group_id());
     let faults = args
         .faults
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>();
     if !faults.is_empty() {
-        println!("  faults: {}", faults.join(", "));
+        say!("  faults: {}", faults.join(", "));
     }
-    println!("Ctrl-C to stop.");
+    say!(
+        "  backend-services clients: POST {}/admin/backend-clients/CLIENT_ID with the client's public JWKS",
+        server.base_url().split("/fhir").next().unwrap_or("")
+    );
+    say!("Ctrl-C to stop.");
     let _ = tokio::signal::ctrl_c().await;
     server.shutdown().await;
     Ok(())

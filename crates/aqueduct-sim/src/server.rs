@@ -280,6 +280,21 @@ async fn route(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Outcome {
+    // What an EHR's developer portal does: register a backend-services client by its public
+    // JWKS. Simulator-only; real servers do this out of band.
+    if let Some(client_id) = path.strip_prefix("/admin/backend-clients/") {
+        if method != Method::POST || client_id.is_empty() || client_id.contains('/') {
+            return Outcome::Reply(Reply::json(404, &serde_json::json!({"error": "not_found"})));
+        }
+        let jwks = std::str::from_utf8(body).unwrap_or("");
+        return Outcome::Reply(match st.auth.register_backend_client(client_id, jwks) {
+            Ok(()) => Reply::json(201, &serde_json::json!({"client_id": client_id})),
+            Err(e) => Reply::json(
+                400,
+                &serde_json::json!({"error": "invalid_jwks", "error_description": e.to_string()}),
+            ),
+        });
+    }
     if let Some(rest) = path.strip_prefix("/oauth2/") {
         let form = || parse_query(std::str::from_utf8(body).unwrap_or(""));
         let r = match (method, rest) {
