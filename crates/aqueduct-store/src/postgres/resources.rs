@@ -10,6 +10,29 @@ use crate::error::StoreResult;
 use crate::hash::content_hash;
 use crate::model::*;
 
+const INSERT_NEW: &str = "INSERT INTO resources (organization, connection, resource_type, logical_id,
+                    version_id, last_updated, fetched_at, content_hash, source_url, patient_id,
+                    parse_status, parse_error, version_seq, deleted_at, raw)
+                 SELECT $1, $2, u.t, u.i, u.v, u.lu, u.fa, u.h, u.su, u.p, u.ps, u.pe, 1, NULL, u.raw
+                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+                             $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                             $13::bytea[]) AS u(t, i, v, lu, fa, h, su, p, ps, pe, raw)";
+
+const UPSERT: &str = "INSERT INTO resources (organization, connection, resource_type, logical_id,
+                    version_id, last_updated, fetched_at, content_hash, source_url, patient_id,
+                    parse_status, parse_error, version_seq, deleted_at, raw)
+                 SELECT $1, $2, u.t, u.i, u.v, u.lu, u.fa, u.h, u.su, u.p, u.ps, u.pe, 1, NULL, u.raw
+                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+                             $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                             $13::bytea[]) AS u(t, i, v, lu, fa, h, su, p, ps, pe, raw)
+                 ON CONFLICT (organization, connection, resource_type, logical_id) DO UPDATE SET
+                    version_id = EXCLUDED.version_id, last_updated = EXCLUDED.last_updated,
+                    fetched_at = EXCLUDED.fetched_at, content_hash = EXCLUDED.content_hash,
+                    source_url = EXCLUDED.source_url,
+                    patient_id = COALESCE(EXCLUDED.patient_id, resources.patient_id),
+                    parse_status = EXCLUDED.parse_status, parse_error = EXCLUDED.parse_error,
+                    version_seq = resources.version_seq + 1, deleted_at = NULL, raw = EXCLUDED.raw";
+
 const COLUMNS: &str = "resource_type, logical_id, version_id, last_updated, source_url, \
      patient_id, parse_status, parse_error, fetched_at, content_hash, version_seq, deleted_at, raw";
 
@@ -49,14 +72,48 @@ fn rounds(batch: &[RawResource]) -> Vec<Vec<&RawResource>> {
     rounds
 }
 
+/// Writes a batch. New keys go in with a plain INSERT (ON CONFLICT costs ~40% more per row);
+/// if another writer inserted one of them meanwhile, the unique index says so and the whole
+/// transaction is redone with upserts, so concurrent workers never lose or duplicate a row.
 pub(super) async fn write(
     store: &PgStore,
     conn: &ConnectionRef,
     batch: &[RawResource],
 ) -> StoreResult<WriteSummary> {
-    let loc = &store.location;
-    let e = |err| map_err(loc, "write resources", err);
-    let mut client = store.client().await?;
+    match write_attempt(store, conn, batch, false).await {
+        Err(Attempt::Pg(e))
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+        {
+            write_attempt(store, conn, batch, true)
+                .await
+                .map_err(|a| a.into_store(&store.location))
+        }
+        other => other.map_err(|a| a.into_store(&store.location)),
+    }
+}
+
+enum Attempt {
+    Pg(tokio_postgres::Error),
+    Store(crate::error::StoreError),
+}
+
+impl Attempt {
+    fn into_store(self, loc: &str) -> crate::error::StoreError {
+        match self {
+            Attempt::Pg(e) => map_err(loc, "write resources", e),
+            Attempt::Store(e) => e,
+        }
+    }
+}
+
+async fn write_attempt(
+    store: &PgStore,
+    conn: &ConnectionRef,
+    batch: &[RawResource],
+    upsert_all: bool,
+) -> Result<WriteSummary, Attempt> {
+    let e = Attempt::Pg;
+    let mut client = store.client().await.map_err(Attempt::Store)?;
     let tx = client.transaction().await.map_err(e)?;
     let mut summary = WriteSummary::default();
     let now = Utc::now();
@@ -131,7 +188,18 @@ pub(super) async fn write(
             .map_err(e)?;
         }
 
-        if !write_idx.is_empty() {
+        // Known-new keys: a plain INSERT, unless redoing after a race.
+        let (plain_idx, upsert_idx): (Vec<usize>, Vec<usize>) = if upsert_all {
+            (Vec::new(), write_idx)
+        } else {
+            write_idx
+                .into_iter()
+                .partition(|i| !changed_idx.contains(i))
+        };
+        for (write_idx, upsert) in [(plain_idx, false), (upsert_idx, true)] {
+            if write_idx.is_empty() {
+                continue;
+            }
             let pick = |f: &dyn Fn(&RawResource) -> Option<&str>| -> Vec<Option<&str>> {
                 write_idx.iter().map(|&i| f(round[i])).collect()
             };
@@ -157,20 +225,9 @@ pub(super) async fn write(
                 .map(|&i| round[i].bytes.as_slice())
                 .collect();
             tx.execute(
-                &tx.prepare_cached("INSERT INTO resources (organization, connection, resource_type, logical_id,
-                    version_id, last_updated, fetched_at, content_hash, source_url, patient_id,
-                    parse_status, parse_error, version_seq, deleted_at, raw)
-                 SELECT $1, $2, u.t, u.i, u.v, u.lu, u.fa, u.h, u.su, u.p, u.ps, u.pe, 1, NULL, u.raw
-                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
-                             $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-                             $13::bytea[]) AS u(t, i, v, lu, fa, h, su, p, ps, pe, raw)
-                 ON CONFLICT (organization, connection, resource_type, logical_id) DO UPDATE SET
-                    version_id = EXCLUDED.version_id, last_updated = EXCLUDED.last_updated,
-                    fetched_at = EXCLUDED.fetched_at, content_hash = EXCLUDED.content_hash,
-                    source_url = EXCLUDED.source_url,
-                    patient_id = COALESCE(EXCLUDED.patient_id, resources.patient_id),
-                    parse_status = EXCLUDED.parse_status, parse_error = EXCLUDED.parse_error,
-                    version_seq = resources.version_seq + 1, deleted_at = NULL, raw = EXCLUDED.raw").await.map_err(e)?,
+                &tx.prepare_cached(if upsert { UPSERT } else { INSERT_NEW })
+                    .await
+                    .map_err(e)?,
                 &[
                     &conn.organization,
                     &conn.connection,
