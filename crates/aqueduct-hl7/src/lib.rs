@@ -1,0 +1,49 @@
+//! HL7 v2 over MLLP for Aqueduct, usable as a library on its own. This crate owns HL7 v2
+//! parsing and encoding ([`Message`], zero-copy with lazy unescaping), MLLP framing
+//! ([`MllpCodec`]), the listener ([`listen`]) that acknowledges a message only once it is
+//! durably committed, the sender ([`send`]), and the mapping of ADT and ORU messages to FHIR
+//! resources and refresh events ([`fhir::convert`]). It does not know sync, SMART or vendors,
+//! and it persists only through the [`aqueduct_store::Store`] trait.
+//!
+//! ```
+//! use aqueduct_hl7::{Message, decode_text};
+//! let bytes = b"\xEF\xBB\xBFMSH|^~\\&|LAB|HOSP|||20240101||ORU^R01|42|P|2.5\rPID|1||123^^^HOSP^MR~9^^^SSA^SS||Doe^John\\T\\Jim\r";
+//! let text = decode_text(bytes)?; // MSH-18 honoured, BOM skipped
+//! let m = Message::parse(&text)?;
+//! assert_eq!(m.get("PID-5.2").as_deref(), Some("John&Jim"));
+//! assert_eq!(m.get("PID-3(2).1").as_deref(), Some("9"));
+//! assert_eq!(m.segments("PID").count(), 1);
+//! assert_eq!(Message::parse(&m.encode())?, m);
+//! # Ok::<(), aqueduct_hl7::Hl7Error>(())
+//! ```
+//!
+//! ```no_run
+//! # async fn run(store: std::sync::Arc<dyn aqueduct_store::Store>) -> Result<(), aqueduct_hl7::Hl7Error> {
+//! use aqueduct_hl7::{ListenerOptions, listen, send};
+//! let listener = listen("0.0.0.0:2575", store, "acme".into(), ListenerOptions::default()).await?;
+//! let acks = send(listener.local_addr(), [b"MSH|^~\\&|A|B|||2024||ADT^A08|1|P|2.5\r".to_vec()]).await;
+//! assert!(acks[0].accepted());
+//! let stats = listener.shutdown().await; // finishes in-flight messages
+//! # Ok(()) }
+//! ```
+
+pub mod ack;
+mod builder;
+pub mod cli;
+pub mod client;
+mod error;
+pub mod fhir;
+pub mod listener;
+pub mod message;
+pub mod mllp;
+
+pub use ack::{AckCode, AckContext, AckError, AckResult, build_ack};
+pub use builder::MessageBuilder;
+pub use cli::{ListenArgs, SendArgs, run_listen, run_send};
+pub use client::{SendOptions, send, send_with};
+pub use error::Hl7Error;
+pub use listener::{Listener, ListenerOptions, ListenerStats, listen};
+pub use message::{
+    Delimiters, Message, Path, Segment, decode_text, escape, split_messages, unescape,
+};
+pub use mllp::{MllpCodec, MllpFrame};

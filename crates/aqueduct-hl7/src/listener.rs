@@ -1,0 +1,782 @@
+//! The MLLP listener: many concurrent connections, a message acknowledged (AA) only once it is
+//! durably committed to the store, duplicates acknowledged again but processed once, malformed
+//! messages rejected (AR) with an ERR segment, store failures answered AE (never AA).
+//!
+//! Pipeline: each connection reads frames and hands valid messages to one committer task,
+//! which writes everything that arrived meanwhile in ONE store transaction (group commit) and
+//! answers each waiting connection; the connection writes ACKs in order. New (non-duplicate)
+//! messages then go to a converter task that maps them to FHIR resources and refresh requests
+//! and marks them processed (with the error when conversion fails). Unprocessed messages left
+//! by an earlier run are converted at start-up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aqueduct_store::{InboundMessage, InboundReceipt, Store};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio_util::codec::FramedRead;
+use tracing::{debug, info, warn};
+
+use crate::ack::{AckCode, AckContext, AckError, build_ack};
+use crate::error::Hl7Error;
+use crate::fhir::sender_of;
+use crate::message::{Message, decode_text};
+use crate::mllp::{MllpCodec, MllpFrame, frame};
+
+/// How the listener behaves.
+#[derive(Debug, Clone)]
+pub struct ListenerOptions {
+    /// Frames larger than this are rejected (AR) without being buffered.
+    pub max_message_bytes: usize,
+    /// A connection silent for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections beyond this are closed at once.
+    pub max_connections: usize,
+    /// At most this many messages per store transaction.
+    pub max_batch: usize,
+    /// Messages a connection may have waiting for their ACK (pipelining senders).
+    pub max_in_flight_per_connection: usize,
+    /// Convert stored messages to FHIR resources and refresh requests.
+    pub convert: bool,
+    /// At start-up, convert messages an earlier run stored but did not process.
+    pub recover_unprocessed: bool,
+    /// Stored messages waiting for conversion held in memory; beyond this they wait in the
+    /// store (unprocessed) and are picked up by a scan once the queue drains.
+    pub conversion_queue: usize,
+    /// The connection named in the refresh requests raised by messages (the FHIR connection
+    /// that serves the same facility); None asks to refresh every connection holding the
+    /// patient.
+    pub refresh_connection: Option<String>,
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        ListenerOptions {
+            max_message_bytes: 1 << 20,
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 512,
+            max_batch: 512,
+            max_in_flight_per_connection: 64,
+            convert: true,
+            recover_unprocessed: true,
+            conversion_queue: 4096,
+            refresh_connection: None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connections: AtomicU64,
+    received: AtomicU64,
+    accepted: AtomicU64,
+    duplicates: AtomicU64,
+    rejected: AtomicU64,
+    store_errors: AtomicU64,
+    oversized: AtomicU64,
+    truncated: AtomicU64,
+    garbage_bytes: AtomicU64,
+    batches: AtomicU64,
+    converted: AtomicU64,
+    conversion_errors: AtomicU64,
+}
+
+/// Counters since the listener started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ListenerStats {
+    pub connections: u64,
+    /// Frames holding a message (oversized ones not included).
+    pub received: u64,
+    /// Acknowledged AA after being stored for the first time.
+    pub accepted: u64,
+    /// Acknowledged AA as duplicates of a stored message.
+    pub duplicates: u64,
+    /// Answered AR (malformed, oversized).
+    pub rejected: u64,
+    /// Answered AE because the store failed.
+    pub store_errors: u64,
+    pub oversized: u64,
+    /// Connections that ended in the middle of a frame.
+    pub truncated: u64,
+    /// Bytes skipped outside frames.
+    pub garbage_bytes: u64,
+    /// Store transactions written.
+    pub batches: u64,
+    pub converted: u64,
+    pub conversion_errors: u64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> ListenerStats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ListenerStats {
+            connections: g(&self.connections),
+            received: g(&self.received),
+            accepted: g(&self.accepted),
+            duplicates: g(&self.duplicates),
+            rejected: g(&self.rejected),
+            store_errors: g(&self.store_errors),
+            oversized: g(&self.oversized),
+            truncated: g(&self.truncated),
+            garbage_bytes: g(&self.garbage_bytes),
+            batches: g(&self.batches),
+            converted: g(&self.converted),
+            conversion_errors: g(&self.conversion_errors),
+        }
+    }
+}
+
+fn inc(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+type CommitReply = Result<InboundReceipt, String>;
+
+struct Job {
+    message: InboundMessage,
+    reply: oneshot::Sender<CommitReply>,
+}
+
+struct ConvertJob {
+    id: i64,
+    bytes: Vec<u8>,
+    received_at: DateTime<Utc>,
+}
+
+enum Pending {
+    Ready(String),
+    Commit {
+        rx: oneshot::Receiver<CommitReply>,
+        ctx: AckContext,
+    },
+}
+
+struct Shared {
+    options: ListenerOptions,
+    counters: Arc<Counters>,
+    commit_tx: mpsc::Sender<Job>,
+}
+
+/// A running listener. Dropping it does not stop it: call [`Listener::shutdown`].
+pub struct Listener {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    counters: Arc<Counters>,
+}
+
+impl Listener {
+    /// The address it listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn stats(&self) -> ListenerStats {
+        self.counters.snapshot()
+    }
+
+    /// A receiver that turns true when shutdown starts.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Serves until `signal` completes (Ctrl-C, a cancellation future), then shuts down
+    /// gracefully like [`Listener::shutdown`].
+    pub async fn serve_until(self, signal: impl std::future::Future<Output = ()>) -> ListenerStats {
+        signal.await;
+        self.shutdown().await
+    }
+
+    /// Stops accepting, lets every connection finish the messages it already received (they
+    /// are stored and acknowledged), waits for conversion of stored messages to finish, and
+    /// returns the final counters.
+    pub async fn shutdown(self) -> ListenerStats {
+        let _ = self.shutdown.send(true);
+        if let Err(e) = self.task.await {
+            warn!("the HL7 listener task failed: {e}");
+        }
+        self.counters.snapshot()
+    }
+}
+
+/// Binds `bind` and serves MLLP until [`Listener::shutdown`]. Messages are stored for
+/// `organization` through `store`.
+pub async fn listen(
+    bind: impl ToSocketAddrs,
+    store: Arc<dyn Store>,
+    organization: String,
+    options: ListenerOptions,
+) -> Result<Listener, Hl7Error> {
+    let socket = TcpListener::bind(bind).await?;
+    let local_addr = socket.local_addr()?;
+    let counters = Arc::new(Counters::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (commit_tx, commit_rx) = mpsc::channel::<Job>(options.max_batch.max(1) * 4);
+    let (conv_tx, conv_rx) = mpsc::channel::<ConvertJob>(options.conversion_queue.max(1));
+    let overflow = Arc::new(Overflow::default());
+    let started_at = Utc::now();
+
+    let converter = tokio::spawn(converter(
+        store.clone(),
+        organization.clone(),
+        conv_rx,
+        overflow.clone(),
+        counters.clone(),
+        (options.recover_unprocessed && options.convert).then_some(started_at),
+        options.refresh_connection.clone(),
+    ));
+    let committer = tokio::spawn(committer(
+        store,
+        organization.clone(),
+        commit_rx,
+        options.convert.then_some(conv_tx),
+        overflow,
+        options.max_batch.max(1),
+        counters.clone(),
+    ));
+    let shared = Arc::new(Shared {
+        options,
+        counters: counters.clone(),
+        commit_tx,
+    });
+    info!(%local_addr, organization, "HL7 MLLP listener started");
+    let task = tokio::spawn(accept_loop(
+        socket,
+        shared,
+        shutdown_rx,
+        committer,
+        converter,
+    ));
+    Ok(Listener {
+        local_addr,
+        shutdown: shutdown_tx,
+        task,
+        counters,
+    })
+}
+
+async fn signalled(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    committer: tokio::task::JoinHandle<()>,
+    converter: tokio::task::JoinHandle<()>,
+) {
+    let slots = Arc::new(Semaphore::new(shared.options.max_connections.max(1)));
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = signalled(&mut shutdown) => break,
+            accepted = socket.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    while conns.try_join_next().is_some() {}
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        warn!(%peer, "too many HL7 connections: closing this one");
+                        drop(stream);
+                        continue;
+                    };
+                    inc(&shared.counters.connections);
+                    let _ = stream.set_nodelay(true);
+                    let shared = shared.clone();
+                    let rx = shutdown.clone();
+                    conns.spawn(async move {
+                        connection(stream, peer, shared, rx).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    drop(socket);
+    info!("HL7 listener stopping: finishing in-flight messages");
+    while conns.join_next().await.is_some() {}
+    drop(shared); // closes the commit channel once every connection is done
+    let _ = committer.await;
+    let _ = converter.await;
+    info!("HL7 listener stopped");
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    debug!(%peer, "HL7 connection opened");
+    let (rd, wr) = stream.into_split();
+    let mut frames = FramedRead::new(rd, MllpCodec::new(shared.options.max_message_bytes));
+    let (tx, rx) = mpsc::channel::<Pending>(shared.options.max_in_flight_per_connection.max(1));
+    let writer = tokio::spawn(write_acks(wr, rx, shared.counters.clone(), peer));
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = signalled(&mut shutdown) => break,
+            r = tokio::time::timeout(shared.options.idle_timeout, frames.next()) => r,
+        };
+        let frame = match next {
+            Err(_) => {
+                debug!(%peer, "HL7 connection idle: closing");
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                warn!(%peer, "HL7 connection error: {e}");
+                if matches!(e, Hl7Error::TruncatedFrame { .. }) {
+                    inc(&shared.counters.truncated);
+                }
+                break;
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        let pending = handle_frame(&shared, frame, peer).await;
+        if tx.send(pending).await.is_err() {
+            break;
+        }
+    }
+    shared
+        .counters
+        .garbage_bytes
+        .fetch_add(frames.decoder().garbage_bytes(), Ordering::Relaxed);
+    drop(tx);
+    let _ = writer.await;
+    debug!(%peer, "HL7 connection closed");
+}
+
+/// Checks what the listener needs before storing: a parsable MSH with a type and control id.
+#[allow(clippy::result_large_err)]
+fn inspect(bytes: &Bytes) -> Result<(AckContext, InboundMessage), (AckContext, AckError)> {
+    let text = decode_text(bytes).map_err(|e| {
+        (
+            AckContext::from_head(bytes),
+            AckError::new(207, e.to_string()).at("MSH", 18),
+        )
+    })?;
+    let m = Message::parse(&text).map_err(|e| {
+        let err = match &e {
+            Hl7Error::BadDelimiters(_) => AckError::new(102, e.to_string()).at("MSH", 2),
+            _ => AckError::new(100, e.to_string()),
+        };
+        (AckContext::from_head(bytes), err)
+    })?;
+    let ctx = AckContext::from_message(&m);
+    let Some(message_type) = m.message_type() else {
+        return Err((
+            ctx,
+            AckError::new(101, "MSH-9 (message type) is missing").at("MSH", 9),
+        ));
+    };
+    let Some(control_id) = m.control_id() else {
+        return Err((
+            ctx,
+            AckError::new(101, "MSH-10 (message control id) is missing").at("MSH", 10),
+        ));
+    };
+    let message = InboundMessage {
+        sender: sender_of(&m),
+        control_id: control_id.into_owned(),
+        message_type,
+        received_at: Utc::now(),
+        bytes: bytes.to_vec(),
+    };
+    Ok((ctx, message))
+}
+
+async fn handle_frame(shared: &Shared, frame: MllpFrame, peer: SocketAddr) -> Pending {
+    let counters = &shared.counters;
+    match frame {
+        MllpFrame::Oversized { size, head } => {
+            inc(&counters.oversized);
+            inc(&counters.rejected);
+            let ctx = AckContext::from_head(&head);
+            warn!(%peer, size, control_id = ctx.control_id, "HL7 message over the size limit rejected");
+            let err = AckError::new(
+                207,
+                format!(
+                    "message of {size} bytes exceeds the limit of {} bytes",
+                    shared.options.max_message_bytes
+                ),
+            );
+            Pending::Ready(build_ack(&ctx, AckCode::AR, Some(&err)))
+        }
+        MllpFrame::Message(bytes) => {
+            inc(&counters.received);
+            match inspect(&bytes) {
+                Err((ctx, err)) => {
+                    inc(&counters.rejected);
+                    warn!(%peer, control_id = ctx.control_id, "HL7 message rejected: {}", err.text);
+                    Pending::Ready(build_ack(&ctx, AckCode::AR, Some(&err)))
+                }
+                Ok((ctx, message)) => {
+                    let (reply, rx) = oneshot::channel();
+                    if shared.commit_tx.send(Job { message, reply }).await.is_err() {
+                        let err = AckError::new(207, "the listener is shutting down");
+                        return Pending::Ready(build_ack(&ctx, AckCode::AE, Some(&err)));
+                    }
+                    Pending::Commit { rx, ctx }
+                }
+            }
+        }
+    }
+}
+
+async fn write_acks(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Pending>,
+    counters: Arc<Counters>,
+    peer: SocketAddr,
+) {
+    let mut broken = false;
+    while let Some(p) = rx.recv().await {
+        let ack = match p {
+            Pending::Ready(a) => a,
+            Pending::Commit { rx, ctx } => match rx.await {
+                Ok(Ok(receipt)) => {
+                    inc(if receipt.duplicate {
+                        &counters.duplicates
+                    } else {
+                        &counters.accepted
+                    });
+                    build_ack(&ctx, AckCode::AA, None)
+                }
+                Ok(Err(e)) => {
+                    inc(&counters.store_errors);
+                    let err = AckError::new(207, format!("the message could not be stored: {e}"));
+                    build_ack(&ctx, AckCode::AE, Some(&err))
+                }
+                Err(_) => {
+                    inc(&counters.store_errors);
+                    let err =
+                        AckError::new(207, "the message could not be stored (listener stopped)");
+                    build_ack(&ctx, AckCode::AE, Some(&err))
+                }
+            },
+        };
+        if broken {
+            continue;
+        }
+        if let Err(e) = wr.write_all(&frame(ack.as_bytes())).await {
+            debug!(%peer, "cannot write ACK: {e}");
+            broken = true;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn committer(
+    store: Arc<dyn Store>,
+    organization: String,
+    mut rx: mpsc::Receiver<Job>,
+    conv_tx: Option<mpsc::Sender<ConvertJob>>,
+    overflow: Arc<Overflow>,
+    max_batch: usize,
+    counters: Arc<Counters>,
+) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut jobs, max_batch).await > 0 {
+        let (messages, replies): (Vec<InboundMessage>, Vec<_>) =
+            jobs.drain(..).map(|j| (j.message, j.reply)).unzip();
+        let outcome = commit(&store, &organization, &messages, &counters).await;
+        let outcome = match outcome {
+            Err(e) if messages.len() > 1 => {
+                // one bad message must not fail the others: retry one by one
+                warn!(
+                    count = messages.len(),
+                    "storing a batch of HL7 messages failed ({e}); retrying one by one"
+                );
+                let mut each = Vec::with_capacity(messages.len());
+                for m in &messages {
+                    each.push(
+                        commit(&store, &organization, std::slice::from_ref(m), &counters)
+                            .await
+                            .map(|r| r[0]),
+                    );
+                }
+                each
+            }
+            Err(e) => vec![Err(e)],
+            Ok(receipts) => receipts.into_iter().map(Ok).collect(),
+        };
+        for ((result, reply), message) in outcome.into_iter().zip(replies).zip(messages) {
+            match result {
+                Ok(receipt) => {
+                    let _ = reply.send(Ok(receipt));
+                    if receipt.duplicate {
+                        continue;
+                    }
+                    if let Some(tx) = &conv_tx {
+                        let job = ConvertJob {
+                            id: receipt.id,
+                            bytes: message.bytes,
+                            received_at: message.received_at,
+                        };
+                        if let Err(mpsc::error::TrySendError::Full(job)) = tx.try_send(job) {
+                            // stays in the store, unprocessed: converted by a scan later
+                            overflow.add(job.id);
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// One store transaction; an answer with the wrong number of receipts is an error.
+async fn commit(
+    store: &Arc<dyn Store>,
+    organization: &str,
+    messages: &[InboundMessage],
+    counters: &Counters,
+) -> Result<Vec<InboundReceipt>, String> {
+    inc(&counters.batches);
+    match store.store_inbound_messages(organization, messages).await {
+        Ok(r) if r.len() == messages.len() => Ok(r),
+        Ok(r) => Err(format!(
+            "the store returned {} receipts for {} messages",
+            r.len(),
+            messages.len()
+        )),
+        Err(e) => {
+            warn!(count = messages.len(), "storing HL7 messages failed: {e}");
+            Err(e.to_string())
+        }
+    }
+}
+
+async fn mark(
+    store: &Arc<dyn Store>,
+    organization: &str,
+    id: i64,
+    error: Option<String>,
+    counters: &Counters,
+) {
+    match &error {
+        None => inc(&counters.converted),
+        Some(e) => {
+            inc(&counters.conversion_errors);
+            debug!(id, "HL7 conversion failed: {e}");
+        }
+    }
+    if let Err(e) = store
+        .mark_inbound_processed(organization, id, error.as_deref())
+        .await
+    {
+        warn!(id, "cannot mark HL7 message processed: {e}");
+    }
+}
+
+/// Converts a batch of stored messages: resources of messages without merges are written in
+/// one transaction per connection; a merge (which reads the prior record) is applied alone,
+/// in order.
+async fn process_batch(
+    store: &Arc<dyn Store>,
+    organization: &str,
+    jobs: Vec<ConvertJob>,
+    counters: &Counters,
+    refresh_connection: Option<&str>,
+) {
+    let mut pending: Vec<(
+        i64,
+        crate::fhir::Converted,
+        Vec<aqueduct_store::RawResource>,
+    )> = Vec::new();
+    for job in jobs {
+        let mut converted = match crate::fhir::convert_bytes(&job.bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                mark(store, organization, job.id, Some(e.to_string()), counters).await;
+                continue;
+            }
+        };
+        for w in &converted.warnings {
+            debug!(id = job.id, "HL7 conversion warning: {w}");
+        }
+        if let Some(rc) = refresh_connection {
+            for r in &mut converted.refresh {
+                r.connection = Some(rc.to_string());
+            }
+        }
+        if !converted.merges.is_empty() {
+            flush(store, organization, &mut pending, counters).await;
+        }
+        match crate::fhir::resources_to_write(store, organization, &converted, job.received_at)
+            .await
+        {
+            Ok(resources) => pending.push((job.id, converted, resources)),
+            Err(e) => {
+                mark(store, organization, job.id, Some(e.to_string()), counters).await;
+                continue;
+            }
+        }
+        if pending.last().is_some_and(|p| !p.1.merges.is_empty()) {
+            flush(store, organization, &mut pending, counters).await;
+        }
+    }
+    flush(store, organization, &mut pending, counters).await;
+}
+
+async fn flush(
+    store: &Arc<dyn Store>,
+    organization: &str,
+    pending: &mut Vec<(
+        i64,
+        crate::fhir::Converted,
+        Vec<aqueduct_store::RawResource>,
+    )>,
+    counters: &Counters,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    let mut groups: std::collections::BTreeMap<String, Vec<aqueduct_store::RawResource>> =
+        std::collections::BTreeMap::new();
+    for (_, c, resources) in pending.iter_mut() {
+        groups
+            .entry(c.connection.clone())
+            .or_default()
+            .append(resources);
+    }
+    let mut failed: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for (connection, batch) in groups {
+        let conn = aqueduct_store::ConnectionRef::new(organization, connection.clone());
+        if let Err(e) = store.write_resources(&conn, &batch).await {
+            warn!(connection, "writing converted HL7 resources failed: {e}");
+            failed.insert(
+                connection,
+                format!("storing the converted resources failed: {e}"),
+            );
+        }
+    }
+    for (id, c, _) in pending.drain(..) {
+        let mut error = failed.get(&c.connection).cloned();
+        if error.is_none() {
+            for r in &c.refresh {
+                if let Err(e) = store.enqueue_refresh(organization, r).await {
+                    error = Some(format!("enqueueing the refresh request failed: {e}"));
+                    break;
+                }
+            }
+        }
+        mark(store, organization, id, error, counters).await;
+    }
+}
+
+/// Committed messages that did not fit in the conversion queue: they stay unprocessed in the
+/// store and are converted by a scan of the store once the queue has drained, so that memory
+/// stays bounded when messages arrive faster than they can be converted.
+#[derive(Debug, Default)]
+struct Overflow(std::sync::Mutex<Option<(i64, i64)>>);
+
+impl Overflow {
+    fn add(&self, id: i64) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *g = Some(match *g {
+            None => (id, id),
+            Some((lo, hi)) => (lo.min(id), hi.max(id)),
+        });
+    }
+
+    fn take(&self) -> Option<(i64, i64)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Converts the unprocessed messages stored after id `after` (up to `upto`, received before
+/// `before`).
+async fn convert_stored(
+    store: &Arc<dyn Store>,
+    organization: &str,
+    mut after: i64,
+    upto: Option<i64>,
+    before: Option<DateTime<Utc>>,
+    counters: &Counters,
+    refresh_connection: Option<&str>,
+) {
+    loop {
+        let page = match store.list_inbound_messages(organization, after, 256).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("cannot list unprocessed HL7 messages: {e}");
+                return;
+            }
+        };
+        let Some(last) = page.last() else { return };
+        after = last.id;
+        let jobs: Vec<ConvertJob> = page
+            .into_iter()
+            .filter(|m| {
+                m.processed_at.is_none()
+                    && upto.is_none_or(|u| m.id <= u)
+                    && before.is_none_or(|b| m.received_at < b)
+            })
+            .map(|m| ConvertJob {
+                id: m.id,
+                bytes: m.bytes,
+                received_at: m.received_at,
+            })
+            .collect();
+        if !jobs.is_empty() {
+            debug!(count = jobs.len(), "converting stored HL7 messages");
+            process_batch(store, organization, jobs, counters, refresh_connection).await;
+        }
+        if upto.is_some_and(|u| after >= u) {
+            return;
+        }
+    }
+}
+
+async fn converter(
+    store: Arc<dyn Store>,
+    organization: String,
+    mut rx: mpsc::Receiver<ConvertJob>,
+    overflow: Arc<Overflow>,
+    counters: Arc<Counters>,
+    // convert what an earlier run left unprocessed (received before this time)
+    recover_before: Option<DateTime<Utc>>,
+    refresh_connection: Option<String>,
+) {
+    let rc = refresh_connection.as_deref();
+    if let Some(before) = recover_before {
+        convert_stored(&store, &organization, 0, None, Some(before), &counters, rc).await;
+    }
+    let mut jobs = Vec::with_capacity(256);
+    while rx.recv_many(&mut jobs, 256).await > 0 {
+        process_batch(
+            &store,
+            &organization,
+            std::mem::take(&mut jobs),
+            &counters,
+            rc,
+        )
+        .await;
+        if rx.is_empty() {
+            if let Some((lo, hi)) = overflow.take() {
+                convert_stored(&store, &organization, lo - 1, Some(hi), None, &counters, rc).await;
+            }
+        }
+    }
+    if let Some((lo, hi)) = overflow.take() {
+        convert_stored(&store, &organization, lo - 1, Some(hi), None, &counters, rc).await;
+    }
+}
