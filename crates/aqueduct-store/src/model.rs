@@ -430,3 +430,9 @@ pub struct Alert {
     /// The state the sinks were last told about, so each transition is sent once.
     pub notified_state: Option<String>,
 }
+
+/// A duration that cannot be stored (NaN, infinite, negative) is recorded as 0 rather than
+/// failing the ledger write: the request still happened and must be counted.
+pub(crate) fn finite(ms: f64) -> f64 {
+    if ms.is_finite() && ms >= 0.0 { ms } else { 0.0 }
+}

@@ -994,13 +994,24 @@ async fn concurrent_writers_of_the_same_new_keys_both_succeed(t: TestStore) {
     // Two workers fetching overlapping data: both see the keys as new, one loses the race.
     let c = conn("acme", "epic");
     for round in 0..5 {
-        let batch: Vec<_> = (0..200).map(|i| observation(&format!("r{round}-{i}"), i as f64)).collect();
-        let (a, b) = tokio::join!(t.store.write_resources(&c, &batch), t.store.write_resources(&c, &batch));
+        let batch: Vec<_> = (0..200)
+            .map(|i| observation(&format!("r{round}-{i}"), i as f64))
+            .collect();
+        let (a, b) = tokio::join!(
+            t.store.write_resources(&c, &batch),
+            t.store.write_resources(&c, &batch)
+        );
         let (a, b) = (a.unwrap(), b.unwrap());
         assert_eq!(a.inserted + b.inserted, 200, "{a:?} {b:?}");
         assert_eq!(a.unchanged + b.unchanged, 200, "{a:?} {b:?}");
     }
     let counts = t.store.count_by_type(&c).await.unwrap();
     assert_eq!(counts[0].live, 1000);
-    assert!(t.store.resource_history(&c, "Observation", "r0-1").await.unwrap().is_empty());
+    assert!(
+        t.store
+            .resource_history(&c, "Observation", "r0-1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

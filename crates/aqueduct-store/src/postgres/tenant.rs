@@ -111,7 +111,10 @@ pub(super) async fn record_requests(
     let rtype: Vec<Option<&str>> = entries.iter().map(|e| e.resource_type.as_deref()).collect();
     let patient: Vec<Option<&str>> = entries.iter().map(|e| e.patient_id.as_deref()).collect();
     let status: Vec<Option<i32>> = entries.iter().map(|e| e.status.map(i32::from)).collect();
-    let duration: Vec<f64> = entries.iter().map(|e| e.duration_ms).collect();
+    let duration: Vec<f64> = entries
+        .iter()
+        .map(|e| crate::model::finite(e.duration_ms))
+        .collect();
     let bytes: Vec<i64> = entries.iter().map(|e| e.bytes as i64).collect();
     let resources: Vec<i64> = entries.iter().map(|e| e.resources as i64).collect();
     let kind: Vec<Option<&str>> = entries.iter().map(|e| e.error_kind.as_deref()).collect();

@@ -129,7 +129,7 @@ pub(super) fn record_requests(
                 en.resource_type,
                 en.patient_id,
                 en.status,
-                en.duration_ms,
+                finite(en.duration_ms),
                 en.bytes as i64,
                 en.resources as i64,
                 en.error_kind,
