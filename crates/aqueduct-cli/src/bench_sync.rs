@@ -164,6 +164,78 @@ pub async fn run_bench_sync(
             report.partial.iter().take(5).collect::<Vec<_>>()
         );
     }
+    if let Some(r) = rate_limit {
+        unaware_pass(&sim, &base, r).await?;
+    }
     sim.shutdown().await;
+    Ok(())
+}
+
+/// The same population synced by a client that does not know the server's limit (its
+/// profile paces at 4R): the server's 429s + Retry-After and the adaptive concurrency do the
+/// work. Into a fresh store, with a fresh limiter.
+async fn unaware_pass(sim: &aqueduct_sim::SimServer, base: &str, r: f64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("bench-unaware.db");
+    let store = aqueduct_store::open(path.to_str().context("temp path is not UTF-8")?).await?;
+    let conn = ConnectionRef::new("bench", "sim");
+    store
+        .upsert_organization(&Organization {
+            name: "bench".into(),
+            display_name: None,
+        })
+        .await?;
+    store
+        .upsert_connection(&ConnectionRecord {
+            organization: "bench".into(),
+            name: "sim".into(),
+            base_url: base.to_string(),
+            profile: "hapi".into(),
+        })
+        .await?;
+    let overrides = format!(
+        "[paging]\nmax_page_size = 1000\n[rate_limit]\nrequests_per_sec = {}\n",
+        r * 4.0
+    );
+    let profile = VendorProfile::resolve_with_toml("hapi", &overrides)?;
+    let auth = ClientCredentials::discover(
+        base,
+        "sim-confidential-app",
+        "sim-confidential-secret",
+        "system/*.read",
+    )
+    .await?;
+    let client = FhirClient::builder(url::Url::parse(base)?, &profile)
+        .auth(Arc::new(auth))
+        .limiter_registry(Arc::new(aqueduct_client::LimiterRegistry::new()))
+        .build()?;
+    let syncer = Syncer::new(
+        store,
+        client,
+        conn,
+        profile,
+        SyncOptions {
+            patient_concurrency: 8,
+            ..Default::default()
+        },
+    );
+    let before = sim.stats().rate_limited;
+    let started = Instant::now();
+    let report = syncer
+        .sync_patients(&sim.patient_ids(), SyncMode::Full)
+        .await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let floor = report.requests as f64 / r;
+    println!(
+        "  unaware client     profile paced at {:.0}/s against a server limited to {r}/s:",
+        r * 4.0
+    );
+    println!(
+        "                     outcome {}, {} resources, {elapsed:.2} s vs requests/R = {floor:.2} s, {} 429s, {} retries",
+        report.outcome.as_str(),
+        report.resources(),
+        sim.stats().rate_limited - before,
+        report.retries
+    );
     Ok(())
 }

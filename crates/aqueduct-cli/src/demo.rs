@@ -53,7 +53,10 @@ pub async fn run_demo(store_location: &str, patients: usize, json: bool) -> anyh
         .await
         .with_context(|| format!("opening the store at {store_location}"))?;
     store
-        .upsert_organization(&Organization { name: ORG.into(), display_name: Some("Aqueduct demo".into()) })
+        .upsert_organization(&Organization {
+            name: ORG.into(),
+            display_name: Some("Aqueduct demo".into()),
+        })
         .await?;
 
     let mut sims: Vec<SimServer> = Vec::new();
@@ -84,9 +87,14 @@ pub async fn run_demo(store_location: &str, patients: usize, json: bool) -> anyh
             })
             .await?;
         let profile = VendorProfile::resolve_with_toml(src.profile, src.overrides)?;
-        let auth = ClientCredentials::discover(&base, "sim-confidential-app", "sim-confidential-secret", "system/*.read")
-            .await
-            .with_context(|| format!("discovering the token endpoint of {base}"))?;
+        let auth = ClientCredentials::discover(
+            &base,
+            "sim-confidential-app",
+            "sim-confidential-secret",
+            "system/*.read",
+        )
+        .await
+        .with_context(|| format!("discovering the token endpoint of {base}"))?;
         let client = FhirClient::new(url::Url::parse(&base)?, &profile, Arc::new(auth))?;
         let syncer = Syncer::new(
             store.clone(),
@@ -98,7 +106,10 @@ pub async fn run_demo(store_location: &str, patients: usize, json: bool) -> anyh
         let name = src.connection;
         tasks.spawn(async move {
             let result: anyhow::Result<SyncReport> = async {
-                let ids = syncer.discover_patients().await.context("discovering patients")?;
+                let ids = syncer
+                    .discover_patients()
+                    .await
+                    .context("discovering patients")?;
                 Ok(syncer.sync_patients(&ids, SyncMode::Full).await?)
             }
             .await;
@@ -158,7 +169,12 @@ fn print_report(name: &str, base: &str, r: &anyhow::Result<SyncReport>) {
         rep.failed_requests,
         rep.bytes as f64 / 1e6
     );
-    println!("   resources {} ({} referenced, {} external references not followed)", rep.resources(), rep.referenced_fetched, rep.external_references);
+    println!(
+        "   resources {} ({} referenced, {} external references not followed)",
+        rep.resources(),
+        rep.referenced_fetched,
+        rep.external_references
+    );
     for (t, c) in &rep.by_type {
         let mut extra = String::new();
         if c.duplicates > 0 {
@@ -173,11 +189,16 @@ fn print_report(name: &str, base: &str, r: &anyhow::Result<SyncReport>) {
         println!("     {t:<22} {:>7}{extra}", c.fetched);
     }
     if !rep.skipped_types.is_empty() {
-        println!("   not offered by the server: {}", rep.skipped_types.join(", "));
+        println!(
+            "   not offered by the server: {}",
+            rep.skipped_types.join(", ")
+        );
     }
     let mut missing: BTreeMap<(String, &str), (usize, String)> = BTreeMap::new();
     for p in &rep.partial {
-        let e = missing.entry((p.resource_type.clone(), p.reason.as_str())).or_insert((0, p.detail.clone()));
+        let e = missing
+            .entry((p.resource_type.clone(), p.reason.as_str()))
+            .or_insert((0, p.detail.clone()));
         e.0 += 1;
     }
     for ((t, reason), (n, detail)) in &missing {

@@ -2,11 +2,19 @@
 //! work itself lives in the crates (store, client, smart, sync, sim), so this file reads as a
 //! table of contents.
 
+mod after_sync;
 mod bench_store;
+mod bench_sync;
 mod config_cmd;
 mod connect;
+mod demo;
+mod doctor_cmd;
+mod events_cmd;
 mod keys;
+mod monitor_cmd;
+mod report;
 mod status;
+mod sync_cmd;
 mod wiring;
 
 use std::path::PathBuf;
@@ -32,6 +40,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job, on the embedded default: start simulated EHRs and a payer in-process,
+    /// authorize them with SMART, sync a population into the store, report per source.
+    Demo(DemoArgs),
+    /// Sync one configured connection (whole records, checkpointed, every request in the
+    /// ledger); exits 0 when complete, 2 when partial, 1 when failed.
+    Sync(sync_cmd::SyncArgs),
     /// Validate and inspect the configuration file.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -43,6 +57,14 @@ enum Command {
     /// Key pairs for SMART backend services: generate one, print the public JWKS.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Probe what a live FHIR endpoint really supports; write an observed profile.
+    Doctor(doctor_cmd::DoctorArgs),
+    /// Findings, metrics and alerts from the sync ledger.
+    #[command(flatten)]
+    Monitor(monitor_cmd::MonitorCommand),
+    /// HL7 v2 over MLLP: a durable listener and a sender.
+    #[command(subcommand)]
+    Hl7(events_cmd::Hl7Command),
     /// Run the EHR simulator by hand: a FHIR R4 server with a vendor personality, a SMART
     /// authorization server, Bulk export and injectable faults.
     Sim(aqueduct_sim::SimArgs),
@@ -55,6 +77,9 @@ enum Command {
 enum BenchCommand {
     /// Insert/upsert throughput of raw resources into SQLite (and PostgreSQL with --postgres).
     Store(bench_store::BenchStoreArgs),
+    /// End-to-end sync throughput against the in-process simulator, requests per patient,
+    /// peak memory, and behaviour under a rate limit.
+    Sync(BenchSyncArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,7 +119,49 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Store(args)) => bench_store::run(args).await,
+        Command::Bench(BenchCommand::Sync(args)) => {
+            bench_sync::run_bench_sync(args.patients, args.resources_per_patient, args.rate_limit)
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            let config = ctx.config()?;
+            demo::run_demo(
+                &ctx.store_location(config.as_ref()),
+                args.patients,
+                args.json,
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync(args) => sync_cmd::run(&ctx, args).await,
+        Command::Doctor(args) => doctor_cmd::run(&ctx, args).await,
+        Command::Monitor(cmd) => monitor_cmd::run(&ctx, cmd).await,
+        Command::Hl7(cmd) => events_cmd::run(&ctx, cmd).await,
     }
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Patients per simulated source.
+    #[arg(long, default_value_t = 100)]
+    patients: usize,
+    /// Print the reports as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct BenchSyncArgs {
+    /// Patients in the simulated population.
+    #[arg(long, default_value_t = 1000)]
+    patients: usize,
+    /// Mean resources per patient.
+    #[arg(long, default_value_t = 300)]
+    resources_per_patient: usize,
+    /// Simulated server rate limit in requests/s (measures pacing instead of throughput).
+    #[arg(long)]
+    rate_limit: Option<f64>,
 }
 
 /// What every command may need from the global flags.

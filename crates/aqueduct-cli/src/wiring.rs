@@ -55,6 +55,18 @@ impl ResolvedConnection {
         }
     }
 
+    /// The types the connection's scopes must cover: what it retrieves plus what its records
+    /// point to (reference resolution reads those too).
+    pub fn scope_types(&self) -> Vec<String> {
+        let mut types = self.resource_types();
+        for t in aqueduct_sync::refs::REFERENCE_TARGET_TYPES {
+            if !types.iter().any(|x| x == t) {
+                types.push(t.to_string());
+            }
+        }
+        types
+    }
+
     /// Registers the connection in the store so `status` and the ledger can name it.
     pub async fn register(&self, store: &dyn Store) -> anyhow::Result<()> {
         store
@@ -73,7 +85,7 @@ impl ResolvedConnection {
         let what = |field: &str| format!("{} of connection {}", field, self.conn);
         let sc = |client_id: &str| {
             let mut sc = SmartConnection::new(self.conn.clone(), self.base_url(), client_id);
-            sc.resource_types = self.resource_types();
+            sc.resource_types = self.scope_types();
             sc.aud = match self.profile.aud_for(&self.base_url()) {
                 Some(v) => AudRule::Custom(v),
                 None => AudRule::Omit,

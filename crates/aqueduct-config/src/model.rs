@@ -20,6 +20,21 @@ pub struct Config {
     /// Organizations (tenants) by name.
     #[serde(default)]
     pub organizations: BTreeMap<String, OrganizationConfig>,
+    /// Silent-failure detection thresholds (keys of the monitor's `MonitorConfig`).
+    #[serde(default)]
+    pub monitor: toml::Table,
+    /// Alert rules (keys of the monitor's `AlertRules`).
+    #[serde(default)]
+    pub alerts: toml::Table,
+    /// Where alerts are posted, signed with HMAC-SHA256 when a secret is given.
+    pub alert_webhook: Option<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: url::Url,
+    pub secret: Option<SecretRef>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -196,6 +211,11 @@ impl Config {
             key: Some(key),
             message,
         };
+        if let Some(s) = self.alert_webhook.as_ref().and_then(|w| w.secret.as_ref()) {
+            if s.is_inline() && !self.allow_inline_secrets {
+                return Err(invalid("alert_webhook.secret".into(), inline_msg()));
+            }
+        }
         if let Some(k) = &self.vault.key {
             if k.is_inline() && !self.allow_inline_secrets {
                 return Err(invalid("vault.key".into(), inline_msg()));

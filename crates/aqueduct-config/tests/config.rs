@@ -8,20 +8,32 @@ fn err(text: &str) -> String {
 
 #[test]
 fn the_shipped_example_is_valid() {
-    let c = load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../aqueduct.example.toml"))).unwrap();
+    let c = load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../aqueduct.example.toml"
+    )))
+    .unwrap();
     let acme = &c.organizations["acme"];
     assert_eq!(acme.connections.len(), 3);
     let epic = &acme.connections["epic-main"];
     assert_eq!(epic.profile, "epic");
-    assert_eq!(epic.schedule, Some(Schedule::Every(std::time::Duration::from_secs(6 * 3600))));
-    assert_eq!(epic.overrides.get("page_size").and_then(|v| v.as_integer()), Some(500));
+    assert_eq!(
+        epic.schedule,
+        Some(Schedule::Every(std::time::Duration::from_secs(6 * 3600)))
+    );
+    assert_eq!(
+        epic.overrides.get("page_size").and_then(|v| v.as_integer()),
+        Some(500)
+    );
     assert!(matches!(epic.auth, AuthConfig::SmartBackend { .. }));
     assert_eq!(acme.connections["open-hapi"].auth, AuthConfig::None);
 }
 
 #[test]
 fn unknown_keys_are_rejected_with_path_and_line() {
-    let e = err("[store]\nlocation = \"x.db\"\n\n[organizations.acme.connections.epic]\nbase_url = \"https://e.example/fhir\"\npage_sise = 5\n");
+    let e = err(
+        "[store]\nlocation = \"x.db\"\n\n[organizations.acme.connections.epic]\nbase_url = \"https://e.example/fhir\"\npage_sise = 5\n",
+    );
     assert!(e.contains("aqueduct.toml:6"), "{e}");
     assert!(e.contains("organizations.acme.connections.epic"), "{e}");
     assert!(e.contains("page_sise"), "{e}");
@@ -29,7 +41,9 @@ fn unknown_keys_are_rejected_with_path_and_line() {
 
 #[test]
 fn wrong_types_are_rejected_with_path_and_line() {
-    let e = err("[organizations.acme.connections.epic]\nbase_url = \"https://e.example/fhir\"\nresource_types = \"Patient\"\n");
+    let e = err(
+        "[organizations.acme.connections.epic]\nbase_url = \"https://e.example/fhir\"\nresource_types = \"Patient\"\n",
+    );
     assert!(e.contains(":3"), "{e}");
     assert!(e.contains("resource_types"), "{e}");
 }
@@ -50,16 +64,24 @@ fn syntax_errors_name_the_line() {
 fn inline_secrets_are_refused_unless_allowed() {
     let text = "[organizations.acme.connections.x]\nbase_url = \"https://e.example\"\nauth = { method = \"bearer\", token = { value = \"abc\" } }\n";
     let e = err(text);
-    assert!(e.contains("organizations.acme.connections.x.auth.token"), "{e}");
+    assert!(
+        e.contains("organizations.acme.connections.x.auth.token"),
+        "{e}"
+    );
     assert!(!e.contains("abc"), "the secret must not be echoed: {e}");
     let ok = parse(&format!("allow_inline_secrets = true\n{text}"), "t").unwrap();
-    let tok = ok.find_connection("x").unwrap().config.auth.secrets()[0].1.resolve("token").unwrap();
+    let tok = ok.find_connection("x").unwrap().config.auth.secrets()[0]
+        .1
+        .resolve("token")
+        .unwrap();
     assert_eq!(tok, "abc");
 }
 
 #[test]
 fn a_plain_string_secret_is_refused() {
-    let e = err("[organizations.acme.connections.x]\nbase_url = \"https://e.example\"\nauth = { method = \"bearer\", token = \"abc\" }\n");
+    let e = err(
+        "[organizations.acme.connections.x]\nbase_url = \"https://e.example\"\nauth = { method = \"bearer\", token = \"abc\" }\n",
+    );
     assert!(e.contains("secret must be a reference"), "{e}");
 }
 
@@ -68,8 +90,15 @@ fn secrets_resolve_from_env_and_file_and_report_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("secret.txt");
     std::fs::write(&f, "from-file\n").unwrap();
-    assert_eq!(SecretRef::File(f.display().to_string()).resolve("x").unwrap(), "from-file");
-    let e = SecretRef::Env("AQUEDUCT_TEST_SURELY_UNSET".into()).resolve("client secret of acme/epic").unwrap_err();
+    assert_eq!(
+        SecretRef::File(f.display().to_string())
+            .resolve("x")
+            .unwrap(),
+        "from-file"
+    );
+    let e = SecretRef::Env("AQUEDUCT_TEST_SURELY_UNSET".into())
+        .resolve("client secret of acme/epic")
+        .unwrap_err();
     assert!(e.to_string().contains("AQUEDUCT_TEST_SURELY_UNSET"), "{e}");
     assert!(e.to_string().contains("acme/epic"), "{e}");
     assert!(format!("{:?}", SecretRef::Inline("hunter2".into())).contains("redacted"));
@@ -77,10 +106,24 @@ fn secrets_resolve_from_env_and_file_and_report_what_is_missing() {
 
 #[test]
 fn schedules_parse_or_explain() {
-    assert_eq!("every 15m".parse::<Schedule>().unwrap(), Schedule::Every(std::time::Duration::from_secs(900)));
-    assert_eq!("daily 02:30".parse::<Schedule>().unwrap(), Schedule::DailyAt { hour: 2, minute: 30 });
+    assert_eq!(
+        "every 15m".parse::<Schedule>().unwrap(),
+        Schedule::Every(std::time::Duration::from_secs(900))
+    );
+    assert_eq!(
+        "daily 02:30".parse::<Schedule>().unwrap(),
+        Schedule::DailyAt {
+            hour: 2,
+            minute: 30
+        }
+    );
     for bad in ["every 0h", "every h", "daily 25:00", "hourly", "every 5y"] {
-        assert!(bad.parse::<Schedule>().unwrap_err().contains("invalid schedule"), "{bad}");
+        assert!(
+            bad.parse::<Schedule>()
+                .unwrap_err()
+                .contains("invalid schedule"),
+            "{bad}"
+        );
     }
 }
 
@@ -94,7 +137,14 @@ fn bad_names_are_rejected() {
 fn connections_are_found_by_qualified_or_unique_name() {
     let text = "[organizations.a.connections.epic]\nbase_url = \"https://a.example\"\n[organizations.b.connections.epic]\nbase_url = \"https://b.example\"\n[organizations.b.connections.payer]\nbase_url = \"https://p.example\"\n";
     let c = parse(text, "t").unwrap();
-    assert_eq!(c.find_connection("b/epic").unwrap().config.base_url.as_str(), "https://b.example/");
+    assert_eq!(
+        c.find_connection("b/epic")
+            .unwrap()
+            .config
+            .base_url
+            .as_str(),
+        "https://b.example/"
+    );
     assert_eq!(c.find_connection("payer").unwrap().organization, "b");
     assert!(c.find_connection("epic").is_err(), "ambiguous");
     assert!(c.find_connection("nope").is_err());

@@ -107,6 +107,7 @@ const CHECKPOINT_PREFIX: &str = "aqueduct-monitor/";
 
 /// The kinds of finding [`assess_run`] records.
 pub const FINDING_KINDS: &[&str] = &[
+    "unresolved-references",
     "run-failed",
     "type-dropped-to-zero",
     "type-count-drop",
@@ -575,8 +576,29 @@ fn partial_types(this: &SyncRun, summary: &RunSummary, out: &mut Findings) {
         .notes
         .iter()
         .filter_map(|n| n.as_str())
-        .filter(|n| n.contains("outcome in results") || n.contains("OperationOutcome"))
+        // Only outcomes the server put inside a successful Bundle; a failed request's error
+        // text also quotes its OperationOutcome, but that is an error, not an in-band one.
+        .filter(|n| n.contains("server outcome in results"))
         .collect();
+    let unresolved: Vec<&str> = summary
+        .notes
+        .iter()
+        .filter_map(|n| n.as_str())
+        .filter(|n| n.contains("could not be fetched") || n.contains(" not fetched: "))
+        .collect();
+    if !unresolved.is_empty() {
+        out.push(
+            "unresolved-references",
+            WARNING,
+            None,
+            format!(
+                "{} reference problem(s) in run {}: resources the records point to (practitioners, locations, attachments...) could not be fetched, so the records are incomplete. E.g.: {}.",
+                unresolved.len(),
+                this.id,
+                unresolved.iter().take(3).copied().collect::<Vec<_>>().join("; ")
+            ),
+        );
+    }
     if !outcomes.is_empty() {
         out.push(
             "in-band-error",

@@ -196,7 +196,7 @@ async fn a_version_1_store_is_migrated_with_its_data() {
         .await
         .unwrap();
     // Roll the file back to what version 1 wrote.
-    t.raw_sql("DROP TABLE alerts; DROP TABLE normalized; DROP TABLE code_mappings; DROP TABLE inbound_messages; DROP TABLE refresh_requests; DELETE FROM aqueduct_schema WHERE version >= 2;").await;
+    t.raw_sql("DROP INDEX resources_by_patient; CREATE INDEX resources_by_patient ON resources (organization, connection, patient_id, resource_type); DROP TABLE alerts; DROP TABLE normalized; DROP TABLE code_mappings; DROP TABLE inbound_messages; DROP TABLE refresh_requests; DELETE FROM aqueduct_schema WHERE version >= 2;").await;
     let reopened = t.reopen().await.unwrap();
     assert_eq!(reopened.schema_version().await.unwrap(), SCHEMA_VERSION);
     assert_eq!(
@@ -215,4 +215,20 @@ async fn a_version_1_store_is_migrated_with_its_data() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn listing_a_patients_ids_uses_the_patient_index() {
+    let t = TestStore::sqlite().await;
+    let c = rusqlite::Connection::open(&t.location).unwrap();
+    let plan: String = c
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT logical_id FROM resources
+             WHERE organization = 'a' AND connection = 'b' AND patient_id = 'p' AND resource_type = 'Observation'
+               AND deleted_at IS NULL ORDER BY logical_id",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("resources_by_patient"), "{plan}");
 }

@@ -1,0 +1,84 @@
+//! How a sync report reads in a terminal (sync and demo share it).
+
+use std::collections::BTreeMap;
+
+use aqueduct_sync::SyncReport;
+
+pub fn print_sync_report(name: &str, base: &str, rep: &SyncReport) {
+    println!("== {name}  ({base})");
+    println!(
+        "   outcome {}  |  {} patients ({} complete)  |  {:.1} s",
+        rep.outcome.as_str(),
+        rep.patients,
+        rep.patients_complete,
+        rep.duration.as_secs_f64()
+    );
+    println!(
+        "   requests {}  retries {}  throttled {}  failed attempts {}  {:.1} MB",
+        rep.requests,
+        rep.retries,
+        rep.throttled,
+        rep.failed_requests,
+        rep.bytes as f64 / 1e6
+    );
+    println!(
+        "   resources {} ({} referenced, {} external references not followed)",
+        rep.resources(),
+        rep.referenced_fetched,
+        rep.external_references
+    );
+    for (t, c) in &rep.by_type {
+        let mut extra = String::new();
+        if c.duplicates > 0 {
+            extra.push_str(&format!("  duplicates {}", c.duplicates));
+        }
+        if c.invalid > 0 {
+            extra.push_str(&format!("  invalid {}", c.invalid));
+        }
+        if c.tombstoned > 0 {
+            extra.push_str(&format!("  tombstoned {}", c.tombstoned));
+        }
+        println!("     {t:<22} {:>7}{extra}", c.fetched);
+    }
+    if !rep.skipped_types.is_empty() {
+        println!(
+            "   not offered by the server: {}",
+            rep.skipped_types.join(", ")
+        );
+    }
+    let mut missing: BTreeMap<(String, &str), (usize, String)> = BTreeMap::new();
+    for p in &rep.partial {
+        let e = missing
+            .entry((p.resource_type.clone(), p.reason.as_str()))
+            .or_insert((0, p.detail.clone()));
+        e.0 += 1;
+    }
+    for ((t, reason), (n, detail)) in &missing {
+        let detail: String = detail.chars().take(140).collect();
+        println!("   PARTIAL {t}: {reason} for {n} patient(s) — {detail}");
+    }
+    if let Some(e) = &rep.error {
+        println!("   error: {e}");
+    }
+    println!();
+}
+
+pub fn print_findings(findings: &[aqueduct_store::Finding]) {
+    if findings.is_empty() {
+        println!("   findings: none (nothing looked silently wrong)");
+        return;
+    }
+    println!("   findings ({}):", findings.len());
+    for f in findings {
+        let detail: String = f.detail.chars().take(160).collect();
+        println!(
+            "     [{}] {}{}: {detail}",
+            f.severity,
+            f.kind,
+            f.resource_type
+                .as_ref()
+                .map(|t| format!(" {t}"))
+                .unwrap_or_default()
+        );
+    }
+}

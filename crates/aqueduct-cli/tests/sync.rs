@@ -1,0 +1,190 @@
+//! `aqueduct sync` against a simulated server, as a user runs it: config file, one command,
+//! an honest exit code and report.
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_sim(args: &[&str]) -> (Killed, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aqueduct"))
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--patients",
+            "3",
+            "--resources-per-patient",
+            "60",
+        ])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("simulator exited").unwrap();
+        if let Some(i) = line.find("http://") {
+            break line[i..].split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (Killed(child), base)
+}
+
+/// Registers a backend-services client (system/*.read) the way an EHR's portal would.
+fn backend_auth(dir: &std::path::Path, base: &str) -> String {
+    assert!(
+        aqueduct(
+            dir,
+            &["keys", "generate", "--alg", "ES384", "--out", "k.pem"]
+        )
+        .status
+        .success()
+    );
+    let jwks = aqueduct(dir, &["keys", "jwks", "k.pem"]).stdout;
+    let origin = base.split("/fhir").next().unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "POST",
+            "--data-binary",
+            "@-",
+            &format!("{origin}/admin/backend-clients/aq-backend"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&jwks)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "registration failed");
+    r#"{ method = "smart-backend", client_id = "aq-backend", private_key = { file = "k.pem" }, algorithm = "ES384" }"#.to_string()
+}
+
+const CONFIDENTIAL: &str = r#"{ method = "client-credentials", client_id = "sim-confidential-app", client_secret = { value = "sim-confidential-secret" } }"#;
+
+fn config(dir: &std::path::Path, base: &str, profile: &str, types: &str, auth: &str) {
+    std::fs::write(
+        dir.join("aqueduct.toml"),
+        format!(
+            r#"allow_inline_secrets = true
+[vault]
+key = {{ value = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" }}
+[organizations.acme.connections.src]
+base_url = "{base}"
+profile = "{profile}"
+resource_types = [{types}]
+auth = {auth}
+"#
+        ),
+    )
+    .unwrap();
+}
+
+fn aqueduct(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_aqueduct"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_complete_sync_exits_zero_and_status_shows_the_data() {
+    let (_sim, base) = start_sim(&["--personality", "reference"]);
+    let dir = tempfile::tempdir().unwrap();
+    let auth = backend_auth(dir.path(), &base);
+    config(
+        dir.path(),
+        &base,
+        "hapi",
+        r#""Patient", "Condition", "Observation", "Encounter""#,
+        &auth,
+    );
+    let out = aqueduct(dir.path(), &["sync", "src", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["report"]["outcome"], "complete", "{v}");
+    assert_eq!(v["report"]["patients"], 3);
+    assert!(
+        v["report"]["by_type"]["Observation"]["fetched"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{v}"
+    );
+    assert_eq!(
+        v["findings"].as_array().unwrap().len(),
+        0,
+        "a clean sync raises no finding: {v}"
+    );
+    let status = aqueduct(dir.path(), &["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("complete") && text.contains("Observation"),
+        "{text}"
+    );
+    // A second, incremental sync asks only for changes and still completes.
+    let again = aqueduct(dir.path(), &["sync", "src", "--incremental", "--json"]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
+
+#[test]
+fn a_partial_sync_is_reported_as_partial_with_exit_code_two() {
+    // The cerner-like server claims CarePlan in its CapabilityStatement but rejects searches.
+    let (_sim, base) = start_sim(&["--personality", "cerner"]);
+    let dir = tempfile::tempdir().unwrap();
+    config(
+        dir.path(),
+        &base,
+        "cerner",
+        r#""Patient", "Condition", "CarePlan""#,
+        CONFIDENTIAL,
+    );
+    let out = aqueduct(dir.path(), &["sync", "src"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("outcome partial") && text.contains("CarePlan"),
+        "{text}"
+    );
+    let findings = aqueduct(dir.path(), &["findings", "--json"]);
+    assert!(
+        findings.status.success(),
+        "{}",
+        String::from_utf8_lossy(&findings.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&findings.stdout).contains("partial"),
+        "{}",
+        String::from_utf8_lossy(&findings.stdout)
+    );
+}

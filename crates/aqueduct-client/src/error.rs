@@ -1,0 +1,138 @@
+//! What can go wrong fetching from a FHIR server, classified for retry decisions and the ledger.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::auth::AuthError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchErrorKind {
+    /// No answer in time.
+    Timeout,
+    /// The connection could not be made or broke before a status line.
+    Connect,
+    /// A non-success HTTP status.
+    Http(u16),
+    /// 200 with an HTML page (an error page or a login form) instead of FHIR.
+    Html200,
+    /// A success status whose body is not JSON.
+    InvalidJson,
+    /// The body ended before its Content-Length (or the connection broke mid-body).
+    Truncated,
+    /// 401 even after refreshing the token once, or a token source that cannot refresh.
+    ReauthorizationNeeded,
+    /// The token source failed.
+    Auth(AuthError),
+    /// The URL could not be built or points at an unsupported scheme.
+    InvalidUrl,
+}
+
+/// A failed fetch: what, where, and what the server said.
+#[derive(Debug, Clone, Error)]
+#[error("GET {url} failed ({code}){status_text}{outcome_text}", code = self.kind_code(), status_text = self.status.map(|s| format!(", HTTP {s}")).unwrap_or_default(), outcome_text = self.detail_text())]
+pub struct FetchError {
+    pub kind: FetchErrorKind,
+    pub url: Box<str>,
+    pub status: Option<u16>,
+    /// Low-level cause (transport error text...).
+    pub message: Box<str>,
+    /// The server's OperationOutcome, summarized, when it sent one.
+    pub outcome: Option<Box<str>>,
+    /// How long the server asked us to wait, when it said.
+    pub retry_after: Option<Duration>,
+    /// Attempts made before giving up.
+    pub attempts: u32,
+}
+
+impl FetchError {
+    pub fn new(kind: FetchErrorKind, url: impl Into<String>, message: impl Into<String>) -> Self {
+        let status = match &kind {
+            FetchErrorKind::Http(s) => Some(*s),
+            FetchErrorKind::Html200 => Some(200),
+            _ => None,
+        };
+        Self {
+            kind,
+            url: url.into().into_boxed_str(),
+            status,
+            message: message.into().into_boxed_str(),
+            outcome: None,
+            retry_after: None,
+            attempts: 1,
+        }
+    }
+
+    fn detail_text(&self) -> String {
+        let mut s = String::new();
+        if !self.message.is_empty() {
+            s.push_str(": ");
+            s.push_str(&self.message);
+        }
+        if let Some(o) = &self.outcome {
+            s.push_str("; OperationOutcome: ");
+            s.push_str(o);
+        }
+        s
+    }
+
+    /// Short machine-readable cause, as the ledger records it.
+    pub fn kind_code(&self) -> String {
+        match &self.kind {
+            FetchErrorKind::Timeout => "timeout".into(),
+            FetchErrorKind::Connect => "connect".into(),
+            FetchErrorKind::Http(s) => format!("http-{s}"),
+            FetchErrorKind::Html200 => "html-200".into(),
+            FetchErrorKind::InvalidJson => "invalid-json".into(),
+            FetchErrorKind::Truncated => "truncated".into(),
+            FetchErrorKind::ReauthorizationNeeded => "reauthorization-needed".into(),
+            FetchErrorKind::Auth(AuthError::ReauthorizationNeeded(_)) => {
+                "reauthorization-needed".into()
+            }
+            FetchErrorKind::Auth(_) => "auth-failed".into(),
+            FetchErrorKind::InvalidUrl => "invalid-url".into(),
+        }
+    }
+
+    /// Worth retrying: timeouts, connection errors, 408/429/5xx gateway errors, bad bodies.
+    /// Never other 4xx.
+    pub fn is_transient(&self) -> bool {
+        match &self.kind {
+            FetchErrorKind::Timeout
+            | FetchErrorKind::Connect
+            | FetchErrorKind::Html200
+            | FetchErrorKind::InvalidJson
+            | FetchErrorKind::Truncated
+            | FetchErrorKind::Auth(AuthError::Transient(_)) => true,
+            FetchErrorKind::Http(s) => matches!(s, 408 | 429 | 500 | 502 | 503 | 504),
+            _ => false,
+        }
+    }
+
+    /// The server signalled overload (429 or 503).
+    pub fn is_throttled(&self) -> bool {
+        matches!(self.kind, FetchErrorKind::Http(429 | 503))
+    }
+
+    /// Someone must authorize again before this connection can be used.
+    pub fn needs_reauthorization(&self) -> bool {
+        matches!(
+            self.kind,
+            FetchErrorKind::ReauthorizationNeeded
+                | FetchErrorKind::Auth(AuthError::ReauthorizationNeeded(_))
+        )
+    }
+
+    /// 403: outside the granted scopes or forbidden for this client.
+    pub fn is_forbidden(&self) -> bool {
+        self.kind == FetchErrorKind::Http(403)
+    }
+
+    /// 400/404/405/501 and friends: the server does not do what was asked.
+    pub fn is_rejected_query(&self) -> bool {
+        matches!(
+            self.kind,
+            FetchErrorKind::Http(400 | 404 | 405 | 410 | 422 | 501)
+        )
+    }
+}

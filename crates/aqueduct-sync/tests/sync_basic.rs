@@ -1,0 +1,244 @@
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use std::sync::Arc;
+
+use aqueduct_store::RunOutcome;
+use aqueduct_sync::SyncMode;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_sync_per_type_stores_every_resource_once() {
+    let env = start("reference", 3, 120, &[]).await;
+    let types = clinical_types();
+    let p = profile("generic", "[paging]\nmax_page_size = 20\n");
+    let auth = Arc::new(ClientCredentials::new(&env.sim.base_url()));
+    let s = syncer(&env, &p, auth, options(types.clone()));
+    let pids = env.sim.patient_ids();
+    let report = s.sync_patients(&pids, SyncMode::Full).await.unwrap();
+    assert_eq!(report.outcome, RunOutcome::Complete, "{report:#?}");
+    assert_all_patients_match(&env, &types).await;
+    assert!(report.requests > 0);
+    assert!(
+        report.referenced_fetched > 0,
+        "shared Practitioners/Organizations are referenced"
+    );
+    // Every request is in the ledger.
+    let stats = env
+        .store
+        .run_request_stats(&env.conn, report.run_id)
+        .await
+        .unwrap();
+    assert_eq!(stats.requests, report.requests);
+    let run = env
+        .store
+        .get_run(&env.conn, report.run_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.outcome, RunOutcome::Complete);
+    // A second full sync changes nothing and tombstones nothing.
+    let again = s.sync_patients(&pids, SyncMode::Full).await.unwrap();
+    assert_eq!(again.outcome, RunOutcome::Complete);
+    let inserted: u64 = again.by_type.values().map(|c| c.inserted).sum();
+    let tomb: u64 = again.by_type.values().map(|c| c.tombstoned).sum();
+    assert_eq!((inserted, tomb), (0, 0), "{again:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_is_used_when_the_profile_says_so() {
+    let env = start("reference", 2, 150, &[]).await;
+    let types = clinical_types();
+    let p = profile("hapi", "[paging]\nmax_page_size = 40\n");
+    let auth = Arc::new(ClientCredentials::new(&env.sim.base_url()));
+    let s = syncer(&env, &p, auth, options(types.clone()));
+    let report = s
+        .sync_patients(&env.sim.patient_ids(), SyncMode::Full)
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, RunOutcome::Complete, "{report:#?}");
+    assert_all_patients_match(&env, &types).await;
+    let reqs = env
+        .store
+        .run_requests(&env.conn, report.run_id)
+        .await
+        .unwrap();
+    assert!(reqs.iter().any(|r| r.url.contains("$everything")));
+    assert!(!reqs.iter().any(|r| r.url.contains("/Observation?")));
+    // Incremental $everything asks with _since (server clock) and gets only the changes.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    env.sim.evolve(1);
+    let inc = s
+        .sync_patients(&env.sim.patient_ids(), SyncMode::Incremental)
+        .await
+        .unwrap();
+    assert_eq!(inc.outcome, RunOutcome::Complete, "{inc:#?}");
+    let reqs = env.store.run_requests(&env.conn, inc.run_id).await.unwrap();
+    assert!(
+        reqs.iter()
+            .any(|r| r.url.contains("$everything") && r.url.contains("_since="))
+    );
+    assert!(inc.resources() < report.resources());
+    let full = s
+        .sync_patients(&env.sim.patient_ids(), SyncMode::Full)
+        .await
+        .unwrap();
+    assert_eq!(full.outcome, RunOutcome::Complete, "{full:#?}");
+    assert_all_patients_match(&env, &types).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_sync_fetches_changes_and_full_sync_tombstones_deletions() {
+    let env = start("reference", 2, 100, &[]).await;
+    let types = clinical_types();
+    let p = profile("generic", "");
+    let auth = Arc::new(ClientCredentials::new(&env.sim.base_url()));
+    let s = syncer(&env, &p, auth, options(types.clone()));
+    let pids = env.sim.patient_ids();
+    let first = s.sync_patients(&pids, SyncMode::Full).await.unwrap();
+    assert_eq!(first.outcome, RunOutcome::Complete);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    env.sim.evolve(1);
+    let inc = s.sync_patients(&pids, SyncMode::Incremental).await.unwrap();
+    assert_eq!(inc.outcome, RunOutcome::Complete, "{inc:#?}");
+    assert!(
+        inc.resources() < first.resources(),
+        "incremental fetched {} of {}",
+        inc.resources(),
+        first.resources()
+    );
+    let changed: u64 = inc.by_type.values().map(|c| c.inserted + c.updated).sum();
+    assert!(changed > 0, "{inc:#?}");
+    // Deletions are invisible to an incremental search; the full sync tombstones them.
+    let full = s.sync_patients(&pids, SyncMode::Full).await.unwrap();
+    assert_eq!(full.outcome, RunOutcome::Complete, "{full:#?}");
+    assert_all_patients_match(&env, &types).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epic_like_server_needs_the_institution_header_and_categories() {
+    let env = start("epic", 2, 100, &[]).await;
+    let types = clinical_types();
+    let auth = Arc::new(ClientCredentials::new(&env.sim.base_url()));
+    // Without the header the institution requires, nothing works: reported, not silent.
+    let bare = syncer(
+        &env,
+        &profile("epic", ""),
+        auth.clone(),
+        options(types.clone()),
+    );
+    let r = bare
+        .sync_patients(&env.sim.patient_ids(), SyncMode::Full)
+        .await
+        .unwrap();
+    assert_ne!(r.outcome, RunOutcome::Complete);
+    let p = profile(
+        "epic",
+        "[http.extra_headers]\n\"Epic-Client-ID\" = \"acme-123\"\n",
+    );
+    let s = syncer(&env, &p, auth, options(types.clone()));
+    let report = s
+        .sync_patients(&env.sim.patient_ids(), SyncMode::Full)
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, RunOutcome::Complete, "{report:#?}");
+    assert_all_patients_match(&env, &types).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discover_patients_lists_the_population() {
+    let env = start("reference", 7, 20, &[]).await;
+    let auth = Arc::new(ClientCredentials::new(&env.sim.base_url()));
+    let s = syncer(
+        &env,
+        &profile("generic", "[paging]\nmax_page_size = 3\n"),
+        auth,
+        options(clinical_types()),
+    );
+    let mut ids = s.discover_patients().await.unwrap();
+    ids.sort();
+    let mut expected = env.sim.patient_ids();
+    expected.sort();
+    assert_eq!(ids, expected);
+    let group = s
+        .discover_group_patients(&env.sim.group_id())
+        .await
+        .unwrap();
+    assert_eq!(group, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn athena_like_server_narrowed_scope_is_reported_not_silent() {
+    let env = start("athena", 2, 80, &[]).await;
+    let types = clinical_types();
+    let base = env.sim.base_url();
+    let auth = aqueduct_client::ClientCredentials::discover(
+        &base,
+        CLIENT_ID,
+        CLIENT_SECRET,
+        "system/*.read",
+    )
+    .await
+    .unwrap();
+    let s = syncer(
+        &env,
+        &profile("athena", ""),
+        Arc::new(auth),
+        options(types.clone()),
+    );
+    let r = s
+        .sync_patients(&env.sim.patient_ids(), SyncMode::Full)
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, RunOutcome::Partial, "{r:#?}");
+    assert!(
+        r.partial
+            .iter()
+            .all(|p| p.resource_type == "DocumentReference"
+                && p.reason == aqueduct_sync::MissingReason::ScopeNotGranted),
+        "{r:#?}"
+    );
+    // Everything else is complete, MedicationRequest included (the profile adds intent=order,plan).
+    for pid in env.sim.patient_ids() {
+        for t in types.iter().filter(|t| *t != "DocumentReference") {
+            let stored = env
+                .store
+                .patient_resource_ids(&env.conn, &pid, t)
+                .await
+                .unwrap()
+                .len();
+            assert_eq!(stored, env.sim.expected_count_of_type(&pid, t), "{pid} {t}");
+        }
+    }
+    let reqs = env.store.run_requests(&env.conn, r.run_id).await.unwrap();
+    assert!(
+        reqs.iter()
+            .any(|q| q.url.contains("intent=order%2Cplan") || q.url.contains("intent=order,plan"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cerner_like_server_rejections_are_partial_not_supported() {
+    let env = start("cerner", 2, 80, &[]).await;
+    let types = clinical_types();
+    let auth = Arc::new(ClientCredentials::new(&env.sim.base_url()));
+    let s = syncer(&env, &profile("cerner", ""), auth, options(types.clone()));
+    let r = s
+        .sync_patients(&env.sim.patient_ids(), SyncMode::Full)
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, RunOutcome::Partial, "{r:#?}");
+    let mut missing: Vec<&str> = r.partial.iter().map(|p| p.resource_type.as_str()).collect();
+    missing.sort();
+    missing.dedup();
+    assert_eq!(missing, vec!["CarePlan", "CareTeam", "Goal"], "{r:#?}");
+    assert!(
+        r.partial
+            .iter()
+            .all(|p| p.reason == aqueduct_sync::MissingReason::NotSupported)
+    );
+    // Rejections are remembered: the second patient does not probe again.
+    let reqs = env.store.run_requests(&env.conn, r.run_id).await.unwrap();
+    let goal_probes = reqs.iter().filter(|q| q.url.contains("/Goal?")).count();
+    assert_eq!(goal_probes, 1, "probing once and remembering");
+}
