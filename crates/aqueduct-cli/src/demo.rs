@@ -1,15 +1,25 @@
-//! `aqueduct demo`: several simulated sources in-process (an Epic-like EHR that throttles, an
-//! Oracle Health-like EHR whose CapabilityStatement overpromises, a payer Patient Access API
-//! with `$everything`), registered as connections of one organization, authorized with
-//! client_credentials, their populations discovered and synced into the store, then a
-//! per-source report: resources by type, requests, retries, throttling, partial types and why.
+//! `aqueduct demo`: the main job on the embedded default. Several simulated sources run
+//! in-process — an Epic-like EHR that throttles, an Oracle Health-like EHR whose
+//! CapabilityStatement overpromises, a payer Patient Access API with `$everything` — and are
+//! registered as connections of one organization. Each is authorized with SMART backend
+//! services (a key pair generated here, its public JWKS registered at the source, then a
+//! `private_key_jwt` client_credentials grant), its population discovered and synced into the
+//! store; the raw data is normalized and every run is checked for silent failures. A report
+//! per source follows: resources by type, requests, retries, throttling, partial types and why.
+//!
+//! The institution overrides raise the client's pacing above the vendors' production hints:
+//! the simulators run on this machine, and the demo would otherwise spend minutes politely
+//! waiting. The Epic-like source still throttles now and then (an injected 429) to show it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
-use aqueduct_client::{ClientCredentials, FhirClient, VendorProfile};
+use aqueduct_client::{FhirClient, VendorProfile};
 use aqueduct_sim::{Fault, SimConfig, SimServer, Simulator};
+use aqueduct_smart::{
+    AudRule, ClientCredentials, KeyAlgorithm, SmartClient, SmartConnection, SmartTokenSource,
+    TokenManager, VaultKey, generate_key, jwks,
+};
 use aqueduct_store::{ConnectionRecord, ConnectionRef, Organization};
 use aqueduct_sync::{SyncMode, SyncOptions, SyncReport, Syncer};
 
@@ -22,6 +32,7 @@ struct Source {
     /// The institution override a connection's configuration would carry.
     overrides: &'static str,
     faults: &'static [&'static str],
+    alg: KeyAlgorithm,
 }
 
 const SOURCES: &[Source] = &[
@@ -29,24 +40,35 @@ const SOURCES: &[Source] = &[
         connection: "epic-main",
         personality: "epic",
         profile: "epic",
-        overrides: "[http.extra_headers]\n\"Epic-Client-ID\" = \"demo-client\"\n",
-        faults: &["rate-limit-429@0.05"],
+        overrides: "[http.extra_headers]\n\"Epic-Client-ID\" = \"demo-client\"\n[rate_limit]\nrequests_per_sec = 400.0\nburst = 40\n",
+        faults: &["rate-limit-429@0.005"],
+        alg: KeyAlgorithm::RS384,
     },
     Source {
         connection: "cerner-north",
         personality: "cerner",
         profile: "cerner",
-        overrides: "",
+        overrides: "[rate_limit]\nrequests_per_sec = 400.0\nburst = 40\n",
         faults: &[],
+        alg: KeyAlgorithm::ES384,
     },
     Source {
         connection: "payer-bluebird",
         personality: "payer",
         profile: "cms-payer",
-        overrides: "[capabilities]\neverything = true\n[paging]\nmax_page_size = 500\n",
+        overrides: "[capabilities]\neverything = true\n[paging]\nmax_page_size = 500\n[rate_limit]\nrequests_per_sec = 400.0\nburst = 40\n",
         faults: &[],
+        alg: KeyAlgorithm::ES384,
     },
 ];
+
+struct Outcome {
+    name: &'static str,
+    base: String,
+    report: anyhow::Result<SyncReport>,
+    after: Option<crate::after_sync::AfterSync>,
+    scopes: Option<String>,
+}
 
 pub async fn run_demo(store_location: &str, patients: usize, json: bool) -> anyhow::Result<()> {
     let store = aqueduct_store::open(store_location)
@@ -58,6 +80,10 @@ pub async fn run_demo(store_location: &str, patients: usize, json: bool) -> anyh
             display_name: Some("Aqueduct demo".into()),
         })
         .await?;
+    let smart = Arc::new(SmartClient::new(
+        store.clone(),
+        demo_vault_key(store_location)?,
+    )?);
 
     let mut sims: Vec<SimServer> = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -78,6 +104,7 @@ pub async fn run_demo(store_location: &str, patients: usize, json: bool) -> anyh
         .await
         .with_context(|| format!("starting the {} simulator", src.personality))?;
         let base = sim.base_url();
+        let conn = ConnectionRef::new(ORG, src.connection);
         store
             .upsert_connection(&ConnectionRecord {
                 organization: ORG.into(),
@@ -87,25 +114,42 @@ pub async fn run_demo(store_location: &str, patients: usize, json: bool) -> anyh
             })
             .await?;
         let profile = VendorProfile::resolve_with_toml(src.profile, src.overrides)?;
-        let auth = ClientCredentials::discover(
-            &base,
-            "sim-confidential-app",
-            "sim-confidential-secret",
-            "system/*.read",
-        )
-        .await
-        .with_context(|| format!("discovering the token endpoint of {base}"))?;
-        let client = FhirClient::new(url::Url::parse(&base)?, &profile, Arc::new(auth))?;
+
+        // What an EHR's developer portal does once: register our public key for this client.
+        let key = generate_key(src.alg)?;
+        let client_id = format!("aqueduct-demo-{}", src.connection);
+        sim.register_backend_client(&client_id, &jwks(std::slice::from_ref(&key)).to_string())?;
+        let mut sc = SmartConnection::new(conn.clone(), base.clone(), client_id);
+        sc.credentials = ClientCredentials::PrivateKey(key);
+        sc.backend_services = true;
+        sc.openid = false;
+        sc.offline_access = false;
+        sc.require_patient = false;
+        sc.aud = profile
+            .aud_for(&base)
+            .map(AudRule::Custom)
+            .unwrap_or(AudRule::Omit);
+        sc.resource_types = profile.default_types.clone();
+        sc.resource_types.extend(
+            aqueduct_sync::refs::REFERENCE_TARGET_TYPES
+                .iter()
+                .map(|t| t.to_string()),
+        );
+        let manager = Arc::new(TokenManager::new(smart.clone(), sc));
+        let auth = Arc::new(SmartTokenSource(manager.clone()));
+
+        let client = FhirClient::new(url::Url::parse(&base)?, &profile, auth)?;
         let syncer = Syncer::new(
             store.clone(),
             client,
-            ConnectionRef::new(ORG, src.connection),
+            conn.clone(),
             profile,
             SyncOptions::default(),
         );
         let name = src.connection;
+        let store = store.clone();
         tasks.spawn(async move {
-            let result: anyhow::Result<SyncReport> = async {
+            let report: anyhow::Result<SyncReport> = async {
                 let ids = syncer
                     .discover_patients()
                     .await
@@ -113,7 +157,24 @@ pub async fn run_demo(store_location: &str, patients: usize, json: bool) -> anyh
                 Ok(syncer.sync_patients(&ids, SyncMode::Full).await?)
             }
             .await;
-            (name, base, result)
+            let after = match &report {
+                Ok(r) => crate::after_sync::after_sync(store.as_ref(), &conn, r.run_id, None)
+                    .await
+                    .ok(),
+                Err(_) => None,
+            };
+            let scopes = manager
+                .granted_scopes()
+                .await
+                .ok()
+                .map(|g| g.to_scope_string());
+            Outcome {
+                name,
+                base,
+                report,
+                after,
+                scopes,
+            }
         });
         sims.push(sim);
     }
@@ -122,91 +183,97 @@ pub async fn run_demo(store_location: &str, patients: usize, json: bool) -> anyh
     while let Some(joined) = tasks.join_next().await {
         results.push(joined.context("a source's sync task panicked")?);
     }
-    results.sort_by_key(|(name, _, _)| *name);
+    results.sort_by_key(|o| o.name);
 
     if json {
         let out: Vec<serde_json::Value> = results
             .iter()
-            .map(|(name, base, r)| match r {
-                Ok(rep) => serde_json::json!({"connection": name, "base_url": base, "report": rep}),
-                Err(e) => serde_json::json!({"connection": name, "base_url": base, "error": format!("{e:#}")}),
+            .map(|o| match &o.report {
+                Ok(rep) => serde_json::json!({
+                    "connection": o.name, "base_url": o.base, "granted_scopes": o.scopes, "report": rep,
+                    "normalized": o.after.as_ref().map(|a| &a.normalized),
+                    "findings": o.after.as_ref().map(|a| &a.findings),
+                }),
+                Err(e) => serde_json::json!({"connection": o.name, "base_url": o.base, "error": format!("{e:#}")}),
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        for (name, base, r) in &results {
-            print_report(name, base, r);
+        for o in &results {
+            match &o.report {
+                Ok(rep) => {
+                    crate::report::print_sync_report(o.name, &o.base, rep);
+                    if let Some(s) = &o.scopes {
+                        let shown: String = s.chars().take(120).collect();
+                        println!(
+                            "   SMART backend services, granted: {shown}{}",
+                            if s.len() > 120 { "…" } else { "" }
+                        );
+                    }
+                    if let Some(a) = &o.after {
+                        crate::report::print_normalized(&a.normalized);
+                        crate::report::print_findings(&a.findings);
+                    }
+                    println!();
+                }
+                Err(e) => println!("== {}  ({})\n   FAILED: {e:#}\n", o.name, o.base),
+            }
         }
-        println!("store: {store_location}");
+        println!(
+            "store: {store_location}  (inspect with `aqueduct status`, `aqueduct findings --org demo`)"
+        );
     }
     for sim in sims {
         sim.shutdown().await;
     }
+    if results.iter().any(|o| o.report.is_err()) {
+        anyhow::bail!("at least one source failed (see its report above)");
+    }
     Ok(())
 }
 
-fn print_report(name: &str, base: &str, r: &anyhow::Result<SyncReport>) {
-    println!("== {name}  ({base})");
-    let rep = match r {
-        Ok(rep) => rep,
-        Err(e) => {
-            println!("   FAILED: {e:#}\n");
-            return;
-        }
+/// The demo keeps its own vault key beside the store (created once, owner-only), so its stored
+/// tokens stay readable by later commands. Real deployments set `vault.key` instead.
+fn demo_vault_key(store_location: &str) -> anyhow::Result<VaultKey> {
+    if let Ok(k) = VaultKey::from_env() {
+        return Ok(k);
+    }
+    let path = demo_key_path(store_location);
+    if path.exists() {
+        return VaultKey::from_file(&path).with_context(|| format!("reading {}", path.display()));
+    }
+    let key = VaultKey::generate()?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_private(&path, key.to_base64().as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(key)
+}
+
+pub fn demo_key_path(store_location: &str) -> std::path::PathBuf {
+    let dir = if store_location.contains("://") {
+        std::path::PathBuf::from(aqueduct_config::DEFAULT_STORE)
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default()
+    } else {
+        std::path::Path::new(store_location)
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default()
     };
-    println!(
-        "   outcome {}  |  {} patients ({} complete)  |  {:.1} s",
-        rep.outcome.as_str(),
-        rep.patients,
-        rep.patients_complete,
-        rep.duration.as_secs_f64()
-    );
-    println!(
-        "   requests {}  retries {}  throttled {}  failed attempts {}  {:.1} MB",
-        rep.requests,
-        rep.retries,
-        rep.throttled,
-        rep.failed_requests,
-        rep.bytes as f64 / 1e6
-    );
-    println!(
-        "   resources {} ({} referenced, {} external references not followed)",
-        rep.resources(),
-        rep.referenced_fetched,
-        rep.external_references
-    );
-    for (t, c) in &rep.by_type {
-        let mut extra = String::new();
-        if c.duplicates > 0 {
-            extra.push_str(&format!("  duplicates {}", c.duplicates));
-        }
-        if c.invalid > 0 {
-            extra.push_str(&format!("  invalid {}", c.invalid));
-        }
-        if c.tombstoned > 0 {
-            extra.push_str(&format!("  tombstoned {}", c.tombstoned));
-        }
-        println!("     {t:<22} {:>7}{extra}", c.fetched);
+    dir.join("demo-vault.key")
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
     }
-    if !rep.skipped_types.is_empty() {
-        println!(
-            "   not offered by the server: {}",
-            rep.skipped_types.join(", ")
-        );
-    }
-    let mut missing: BTreeMap<(String, &str), (usize, String)> = BTreeMap::new();
-    for p in &rep.partial {
-        let e = missing
-            .entry((p.resource_type.clone(), p.reason.as_str()))
-            .or_insert((0, p.detail.clone()));
-        e.0 += 1;
-    }
-    for ((t, reason), (n, detail)) in &missing {
-        let detail: String = detail.chars().take(140).collect();
-        println!("   PARTIAL {t}: {reason} for {n} patient(s) — {detail}");
-    }
-    if let Some(e) = &rep.error {
-        println!("   error: {e}");
-    }
-    println!();
+    opts.open(path)?.write_all(bytes)
 }

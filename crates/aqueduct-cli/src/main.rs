@@ -12,6 +12,7 @@ mod doctor_cmd;
 mod events_cmd;
 mod keys;
 mod monitor_cmd;
+mod normalize_cmd;
 mod report;
 mod status;
 mod sync_cmd;
@@ -59,6 +60,11 @@ enum Command {
     Keys(keys::KeysCommand),
     /// Probe what a live FHIR endpoint really supports; write an observed profile.
     Doctor(doctor_cmd::DoctorArgs),
+    /// Re-derive normalized data from the raw archive (after a mapping or rule change);
+    /// nothing is refetched.
+    Normalize(normalize_cmd::NormalizeCmd),
+    /// The terminology review queue: codes no rule resolved, and the mappings that fix them.
+    Codes(normalize_cmd::CodesCmd),
     /// Findings, metrics and alerts from the sync ledger.
     #[command(flatten)]
     Monitor(monitor_cmd::MonitorCommand),
@@ -138,6 +144,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => doctor_cmd::run(&ctx, args).await,
         Command::Monitor(cmd) => monitor_cmd::run(&ctx, cmd).await,
         Command::Hl7(cmd) => events_cmd::run(&ctx, cmd).await,
+        Command::Normalize(cmd) => normalize_cmd::run_normalize(&ctx, cmd).await,
+        Command::Codes(cmd) => normalize_cmd::run_codes(&ctx, cmd).await,
     }
 }
 

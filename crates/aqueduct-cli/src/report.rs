@@ -82,3 +82,18 @@ pub fn print_findings(findings: &[aqueduct_store::Finding]) {
         );
     }
 }
+
+pub fn print_normalized(r: &aqueduct_normalize::RebuildReport) {
+    let shares: Vec<String> = r
+        .resolution_shares()
+        .into_iter()
+        .filter(|(_, share)| *share > 0.0)
+        .map(|(level, share)| format!("{level} {:.1}%", share * 100.0))
+        .collect();
+    let rows: u64 = r.resolution.values().sum();
+    println!(
+        "   normalized: {rows} coded rows ({}); {} BMI derived",
+        shares.join(", "),
+        r.derived_bmi
+    );
+}

@@ -34,6 +34,9 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .and_then(|c| crate::wiring::vault_key(c).ok())
         .or_else(|| aqueduct_smart::VaultKey::from_env().ok())
+        .or_else(|| {
+            aqueduct_smart::VaultKey::from_file(&crate::demo::demo_key_path(&location)).ok()
+        })
         .and_then(|k| aqueduct_smart::SmartClient::new(store.clone(), k).ok());
     let mut report = Vec::new();
     for org in &orgs {

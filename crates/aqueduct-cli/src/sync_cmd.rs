@@ -104,14 +104,14 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
     }
     let report = report?;
-    let findings =
+    let after =
         crate::after_sync::after_sync(store.as_ref(), &resolved.conn, report.run_id, Some(&config))
             .await?;
     if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"report": report, "findings": findings})
+                &serde_json::json!({"report": report, "findings": after.findings, "normalized": after.normalized})
             )?
         );
     } else {
@@ -120,7 +120,8 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> anyhow::Result<ExitCode> {
             resolved.base_url().as_str(),
             &report,
         );
-        crate::report::print_findings(&findings);
+        crate::report::print_normalized(&after.normalized);
+        crate::report::print_findings(&after.findings);
     }
     Ok(match report.outcome {
         aqueduct_store::RunOutcome::Complete => ExitCode::SUCCESS,

@@ -33,7 +33,9 @@ pub struct MonitorConfig {
     /// At most this many per-patient findings per run; the rest are summed up in one.
     pub max_patient_findings: usize,
     /// Newest `meta.lastUpdated` of a checked type older than this many days, while the run
-    /// fetched that type, raises "stale-data".
+    /// fetched that type, raises "stale-data". 0 (the default) turns the absolute check off:
+    /// how old is too old depends on the source (a busy hospital versus a payer that posts
+    /// claims monthly), so it is set per installation; "not advancing across runs" is always on.
     pub max_data_age_days: u64,
     /// The types whose freshness is checked (types that change with any active care).
     pub freshness_types: Vec<String>,
@@ -63,7 +65,7 @@ impl Default for MonitorConfig {
             patient_drop_share: 0.2,
             patient_drop_min: 2,
             max_patient_findings: 10,
-            max_data_age_days: 30,
+            max_data_age_days: 0,
             freshness_types: vec![
                 "Observation".into(),
                 "Encounter".into(),
@@ -195,7 +197,7 @@ pub async fn assess_run(
         store.record_finding(conn, f).await?;
     }
     if !out.list.is_empty() {
-        tracing::warn!(
+        tracing::info!(
             connection = %conn,
             run,
             findings = out.list.len(),
@@ -645,7 +647,7 @@ async fn freshness(
         let rtype = f.resource_type.as_str();
         if let Some(t) = parse_fhir_time(newest) {
             let age = out.now.signed_duration_since(t);
-            if age.num_days() > cfg.max_data_age_days as i64 {
+            if cfg.max_data_age_days > 0 && age.num_days() > cfg.max_data_age_days as i64 {
                 out.push(
                     "stale-data",
                     WARNING,

@@ -330,7 +330,10 @@ async fn stale_data_is_flagged_when_fetches_happen() {
         sim.store.as_ref(),
         &sim.conn,
         run,
-        &MonitorConfig::default(),
+        &MonitorConfig {
+            max_data_age_days: 30,
+            ..MonitorConfig::default()
+        },
     )
     .await
     .unwrap();

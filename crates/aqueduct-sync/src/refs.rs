@@ -203,7 +203,6 @@ pub const REFERENCE_TARGET_TYPES: &[&str] = &[
     "RelatedPerson",
 ];
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

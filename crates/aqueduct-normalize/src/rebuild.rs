@@ -1,0 +1,389 @@
+//! Re-deriving normalized data from the raw archive, page by page, and the glue to the store.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aqueduct_store::{
+    CodeMapping, ConnectionRef, NormalizedRecord, NormalizedSource, Store, StoredResource,
+};
+use serde::Serialize;
+
+use crate::error::NormalizeError;
+use crate::model::{Detail, Normalized, NormalizedRow, Resolution, SUPPORTED_TYPES};
+use crate::normalize::{
+    NormalizeContext, RULES_VERSION, derive_bmi, medication_reference, normalize_with_hash,
+    normalize_with_refs,
+};
+use crate::terminology::{LOINC, LocalMapping, Terminology};
+
+/// Resources read from the store per page (bounds memory).
+pub const PAGE_SIZE: u32 = 500;
+
+/// Per resource type counts of one rebuild.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TypeReport {
+    pub resource_type: String,
+    /// Live resources normalized.
+    pub resources: u64,
+    /// Tombstoned resources whose normalized rows were removed.
+    pub deleted: u64,
+    pub rows: u64,
+    /// Resources that yielded no row (unparseable bytes).
+    pub unparseable: u64,
+    /// Rows with at least one flag.
+    pub flagged_rows: u64,
+    /// resolution -> rows
+    pub resolution: BTreeMap<String, u64>,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RebuildReport {
+    pub connection: String,
+    pub rules_version: String,
+    pub types: Vec<TypeReport>,
+    /// resolution -> rows, over all coded rows (patients excluded)
+    pub resolution: BTreeMap<String, u64>,
+    /// BMI rows computed from weight and height.
+    pub derived_bmi: u64,
+    /// flag code -> occurrences
+    pub flags: BTreeMap<String, u64>,
+}
+
+impl RebuildReport {
+    /// Share (0..=1) of coded rows resolved at each level.
+    pub fn resolution_shares(&self) -> Vec<(&'static str, f64)> {
+        let total: u64 = self.resolution.values().sum();
+        Resolution::ALL
+            .iter()
+            .map(|r| {
+                let n = self.resolution.get(r.as_str()).copied().unwrap_or(0);
+                (
+                    r.as_str(),
+                    if total == 0 {
+                        0.0
+                    } else {
+                        n as f64 / total as f64
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// A human-readable summary.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "normalized {} (rules {})\n",
+            self.connection, self.rules_version
+        );
+        s.push_str("  type                  resources  deleted     rows  unparseable  flagged\n");
+        for t in &self.types {
+            s.push_str(&format!(
+                "  {:<20} {:>10} {:>8} {:>8} {:>12} {:>8}\n",
+                t.resource_type, t.resources, t.deleted, t.rows, t.unparseable, t.flagged_rows
+            ));
+        }
+        let total: u64 = self.resolution.values().sum();
+        s.push_str(&format!("  codes resolved ({total} coded rows):\n"));
+        for (r, share) in self.resolution_shares() {
+            let n = self.resolution.get(r).copied().unwrap_or(0);
+            s.push_str(&format!("    {r:<9} {n:>8}  {:>5.1} %\n", share * 100.0));
+        }
+        if self.derived_bmi > 0 {
+            s.push_str(&format!(
+                "  BMI derived from weight and height: {}\n",
+                self.derived_bmi
+            ));
+        }
+        let mut flags: Vec<(&String, &u64)> = self.flags.iter().collect();
+        flags.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        if !flags.is_empty() {
+            s.push_str("  most frequent flags:\n");
+            for (f, n) in flags.into_iter().take(10) {
+                s.push_str(&format!("    {f:<28} {n:>8}\n"));
+            }
+        }
+        s
+    }
+}
+
+impl From<CodeMapping> for LocalMapping {
+    fn from(m: CodeMapping) -> Self {
+        LocalMapping {
+            source_system: m.source_system,
+            source_code: m.source_code,
+            target_system: m.target_system,
+            target_code: m.target_code,
+            target_display: m.target_display,
+        }
+    }
+}
+
+impl From<LocalMapping> for CodeMapping {
+    fn from(m: LocalMapping) -> Self {
+        CodeMapping {
+            source_system: m.source_system,
+            source_code: m.source_code,
+            target_system: m.target_system,
+            target_code: m.target_code,
+            target_display: m.target_display,
+        }
+    }
+}
+
+/// A context for one connection: the given tables plus the connection's mapping table from
+/// the store. The mapping version is a content hash of the mappings, so rows record exactly
+/// which mapping table produced them.
+pub async fn context_for(
+    store: &dyn Store,
+    conn: &ConnectionRef,
+    terminology: std::sync::Arc<Terminology>,
+) -> Result<NormalizeContext, NormalizeError> {
+    let mut mappings = store.list_code_mappings(conn).await?;
+    mappings.sort_by(|a, b| {
+        (&a.source_system, &a.source_code).cmp(&(&b.source_system, &b.source_code))
+    });
+    let mut text = String::new();
+    for m in &mappings {
+        text.push_str(&format!(
+            "{}|{}|{}|{}|{}\n",
+            m.source_system,
+            m.source_code,
+            m.target_system,
+            m.target_code,
+            m.target_display.as_deref().unwrap_or("")
+        ));
+    }
+    let version = format!(
+        "mappings-{}-{}",
+        mappings.len(),
+        &aqueduct_store::content_hash(text.as_bytes())[..12]
+    );
+    let mut ctx = NormalizeContext::new(terminology)
+        .with_mappings(mappings.into_iter().map(LocalMapping::from));
+    ctx.mapping_version = version;
+    Ok(ctx)
+}
+
+/// The store record for a normalized row.
+pub fn to_record(row: &NormalizedRow) -> NormalizedRecord {
+    let code = row.code.as_ref();
+    NormalizedRecord {
+        ordinal: row.ordinal,
+        kind: row.kind.as_str().to_string(),
+        patient_id: row.patient_id.clone(),
+        effective: row.effective.as_ref().and_then(|w| w.utc.clone()),
+        code_system: code.and_then(|c| c.system.clone()),
+        code: code.and_then(|c| c.code.clone()),
+        display: code.and_then(|c| c.display.clone()),
+        resolution: code
+            .map(|c| c.resolution)
+            .unwrap_or(Resolution::None)
+            .as_str()
+            .to_string(),
+        source_system: code.and_then(|c| c.source_system.clone()),
+        source_code: code.and_then(|c| c.source_code.clone()),
+        source_text: code.and_then(|c| c.source_text.clone()),
+        data: serde_json::to_string(row)
+            .unwrap_or_else(|e| format!("{{\"error\":\"cannot serialize row: {e}\"}}")),
+    }
+}
+
+/// The store source (lineage + records) for a normalization result. Resource-level flags
+/// (unparseable...) are not stored: a resource without rows gets an empty record set and is
+/// counted in the rebuild report (`unparseable`, `flags`).
+pub fn to_source(logical_id: &str, n: &Normalized) -> NormalizedSource {
+    NormalizedSource {
+        resource_type: n.lineage.resource_type.clone(),
+        logical_id: logical_id.to_string(),
+        content_hash: n.lineage.content_hash.clone(),
+        records: n.rows.iter().map(to_record).collect(),
+    }
+}
+
+struct BmiInputs {
+    /// patient -> (source id "Observation/<id>", row)
+    by_patient: HashMap<String, Vec<(String, NormalizedRow)>>,
+}
+
+fn is_bmi_input(row: &NormalizedRow) -> bool {
+    let Some(c) = &row.code else { return false };
+    c.system.as_deref() == Some(LOINC)
+        && matches!(c.code.as_deref(), Some("29463-7" | "8302-2" | "39156-5"))
+        && matches!(row.detail, Detail::Observation(_))
+        && row.patient_id.is_some()
+}
+
+/// Re-derives normalized rows for `types` (all supported types when empty) from the raw
+/// archive, page by page, replacing what was stored. Tombstoned resources lose their rows.
+/// Missing BMIs are derived afterwards from weight and height (attached to the weight's
+/// source as an extra row).
+pub async fn rebuild(
+    store: &dyn Store,
+    conn: &ConnectionRef,
+    ctx: &NormalizeContext,
+    types: &[String],
+) -> Result<RebuildReport, NormalizeError> {
+    let types: Vec<String> = if types.is_empty() {
+        SUPPORTED_TYPES.iter().map(|s| s.to_string()).collect()
+    } else {
+        types.to_vec()
+    };
+    for t in &types {
+        if !SUPPORTED_TYPES.contains(&t.as_str()) {
+            return Err(NormalizeError::Invalid(format!(
+                "cannot normalize {t}: supported types are {}",
+                SUPPORTED_TYPES.join(", ")
+            )));
+        }
+    }
+    let mut report = RebuildReport {
+        connection: conn.to_string(),
+        rules_version: RULES_VERSION.to_string(),
+        ..Default::default()
+    };
+    let mut bmi = BmiInputs {
+        by_patient: HashMap::new(),
+    };
+    // Medication resources referenced by requests/statements (bounded cache)
+    let mut med_cache: HashMap<String, Option<Vec<u8>>> = HashMap::new();
+    for t in &types {
+        let mut tr = TypeReport {
+            resource_type: t.clone(),
+            ..Default::default()
+        };
+        let mut after: Option<String> = None;
+        loop {
+            let page: Vec<StoredResource> = store
+                .list_resources(conn, t, after.as_deref(), PAGE_SIZE, true)
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            let mut sources = Vec::with_capacity(page.len());
+            for r in &page {
+                if r.deleted_at.is_some() {
+                    tr.deleted += 1;
+                    sources.push(NormalizedSource {
+                        resource_type: r.resource_type.clone(),
+                        logical_id: r.logical_id.clone(),
+                        content_hash: r.content_hash.clone(),
+                        records: Vec::new(),
+                    });
+                    continue;
+                }
+                tr.resources += 1;
+                let med_ref = if t.starts_with("Medication") {
+                    medication_reference(&r.bytes)
+                } else {
+                    None
+                };
+                let med_bytes = match med_ref {
+                    Some(id) => {
+                        if !med_cache.contains_key(&id) {
+                            let got = store.get_resource(conn, "Medication", &id).await?;
+                            if med_cache.len() > 10_000 {
+                                med_cache.clear();
+                            }
+                            med_cache.insert(id.clone(), got.map(|m| m.bytes));
+                        }
+                        med_cache.get(&id).and_then(|b| b.as_deref())
+                    }
+                    None => None,
+                };
+                let mut n =
+                    normalize_with_refs(t, &r.bytes, r.content_hash.clone(), ctx, med_bytes);
+                if n.rows.is_empty() {
+                    tr.unparseable += 1;
+                }
+                for f in &n.flags {
+                    *report.flags.entry(f.code.to_string()).or_default() += 1;
+                }
+                for row in &mut n.rows {
+                    if row.patient_id.is_none() {
+                        row.patient_id = r.patient_id.clone();
+                    }
+                    tr.rows += 1;
+                    if !row.flags.is_empty() {
+                        tr.flagged_rows += 1;
+                    }
+                    for f in &row.flags {
+                        *report.flags.entry(f.code.to_string()).or_default() += 1;
+                    }
+                    if let Some(c) = &row.code {
+                        *tr.resolution
+                            .entry(c.resolution.as_str().to_string())
+                            .or_default() += 1;
+                        *report
+                            .resolution
+                            .entry(c.resolution.as_str().to_string())
+                            .or_default() += 1;
+                    }
+                    if t == "Observation" && is_bmi_input(row) {
+                        let p = row.patient_id.clone().unwrap_or_default();
+                        bmi.by_patient
+                            .entry(p)
+                            .or_default()
+                            .push((format!("Observation/{}", r.logical_id), row.clone()));
+                    }
+                }
+                sources.push(to_source(&r.logical_id, &n));
+            }
+            store
+                .write_normalized(conn, &sources, RULES_VERSION)
+                .await?;
+            let last = page.last().map(|r| r.logical_id.clone());
+            let short = page.len() < PAGE_SIZE as usize;
+            after = last;
+            if short {
+                break;
+            }
+        }
+        tracing::info!(connection = %conn, resource_type = %t, resources = tr.resources, rows = tr.rows, "normalized");
+        report.types.push(tr);
+    }
+    // derived BMI: attach to the weight's source, rewritten with the extra row
+    let mut patients: Vec<&String> = bmi.by_patient.keys().collect();
+    patients.sort();
+    for p in patients {
+        let rows = &bmi.by_patient[p];
+        let refs: Vec<(String, &NormalizedRow)> =
+            rows.iter().map(|(id, r)| (id.clone(), r)).collect();
+        for derived in derive_bmi(&refs, 365) {
+            let Detail::Observation(d) = &derived.detail else {
+                continue;
+            };
+            let Some(weight_src) = d.derived_from.first() else {
+                continue;
+            };
+            let Some(weight_id) = weight_src.strip_prefix("Observation/") else {
+                continue;
+            };
+            let Some(stored) = store.get_resource(conn, "Observation", weight_id).await? else {
+                continue;
+            };
+            let mut n = normalize_with_hash(
+                "Observation",
+                &stored.bytes,
+                stored.content_hash.clone(),
+                ctx,
+            );
+            for row in &mut n.rows {
+                if row.patient_id.is_none() {
+                    row.patient_id = stored.patient_id.clone();
+                }
+            }
+            let mut derived = derived.clone();
+            derived.ordinal = n.rows.len() as u32;
+            n.rows.push(derived);
+            store
+                .write_normalized(conn, &[to_source(weight_id, &n)], RULES_VERSION)
+                .await?;
+            report.derived_bmi += 1;
+            *report
+                .resolution
+                .entry(Resolution::Standard.as_str().to_string())
+                .or_default() += 1;
+        }
+    }
+    Ok(report)
+}

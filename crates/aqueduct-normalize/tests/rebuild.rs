@@ -1,0 +1,275 @@
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use aqueduct_normalize::cli::{
+    CodesArgs, CodesCommand, MapArgs, NormalizeArgs, UnmappedArgs, run_codes, run_normalize,
+};
+use aqueduct_normalize::*;
+use aqueduct_store::{
+    ConnectionRecord, ConnectionRef, Organization, ParseStatus, RawResource, Store,
+};
+use chrono::Utc;
+
+fn res(rtype: &str, id: &str, body: &str) -> RawResource {
+    RawResource {
+        resource_type: rtype.to_string(),
+        logical_id: id.to_string(),
+        version_id: Some("1".into()),
+        last_updated: None,
+        source_url: format!("https://ehr.example/fhir/{rtype}/{id}"),
+        patient_id: Some("p1".into()),
+        parse_status: ParseStatus::Ok,
+        fetched_at: Utc::now(),
+        bytes: body.as_bytes().to_vec(),
+    }
+}
+
+async fn setup() -> (tempfile::TempDir, Arc<dyn Store>, ConnectionRef) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = aqueduct_store::open(dir.path().join("s.db").to_str().unwrap())
+        .await
+        .unwrap();
+    store
+        .upsert_organization(&Organization {
+            name: "acme".into(),
+            display_name: None,
+        })
+        .await
+        .unwrap();
+    store
+        .upsert_connection(&ConnectionRecord {
+            organization: "acme".into(),
+            name: "epic".into(),
+            base_url: "https://ehr.example/fhir".into(),
+            profile: "epic".into(),
+        })
+        .await
+        .unwrap();
+    let conn = ConnectionRef::new("acme", "epic");
+    let mut batch = vec![
+        res(
+            "Observation",
+            "bp",
+            r#"{"resourceType":"Observation","id":"bp","code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},"effectiveDateTime":"2024-03-01T09:30:00Z","component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},"valueQuantity":{"value":120,"unit":"mmHg"}},{"code":{"coding":[{"system":"http://loinc.org","code":"8462-4"}]},"valueQuantity":{"value":80,"unit":"mmHg"}}]}"#,
+        ),
+        res(
+            "Observation",
+            "w",
+            r#"{"resourceType":"Observation","id":"w","code":{"coding":[{"system":"http://loinc.org","code":"29463-7"}]},"effectiveDateTime":"2024-03-01T09:30:00Z","valueQuantity":{"value":80,"unit":"kg"}}"#,
+        ),
+        res(
+            "Observation",
+            "h",
+            r#"{"resourceType":"Observation","id":"h","code":{"coding":[{"system":"http://loinc.org","code":"8302-2"}]},"effectiveDateTime":"2024-03-01T09:31:00Z","valueQuantity":{"value":180,"unit":"cm"}}"#,
+        ),
+        res(
+            "Observation",
+            "loc",
+            r#"{"resourceType":"Observation","id":"loc","code":{"coding":[{"system":"urn:oid:1.2.3","code":"K-SER"}],"text":"Kalium serum xyz"},"effectiveDateTime":"2024-03-01","valueQuantity":{"value":4.1,"unit":"mmol/L"}}"#,
+        ),
+        res("Observation", "junk", "this is not json"),
+        res(
+            "Medication",
+            "med1",
+            r#"{"resourceType":"Medication","id":"med1","code":{"coding":[{"system":"http://www.nlm.nih.gov/research/umls/rxnorm","code":"314076"}]}}"#,
+        ),
+        res(
+            "MedicationRequest",
+            "mr1",
+            r#"{"resourceType":"MedicationRequest","id":"mr1","status":"active","medicationReference":{"reference":"Medication/med1"},"authoredOn":"2026-01-01"}"#,
+        ),
+        res(
+            "Condition",
+            "c1",
+            r#"{"resourceType":"Condition","id":"c1","code":{"coding":[{"system":"http://hl7.org/fhir/sid/icd-10-cm","code":"I10"}]},"clinicalStatus":{"coding":[{"code":"active"}]}}"#,
+        ),
+    ];
+    // more than one page of observations
+    for i in 0..(aqueduct_normalize::rebuild::PAGE_SIZE as usize + 20) {
+        batch.push(res("Observation", &format!("g{i:04}"), &format!(r#"{{"resourceType":"Observation","id":"g{i:04}","code":{{"coding":[{{"system":"http://loinc.org","code":"2345-7"}}]}},"effectiveDateTime":"2024-03-01","valueQuantity":{{"value":{},"unit":"mg/dL"}}}}"#, 80 + i % 50)));
+    }
+    store.write_resources(&conn, &batch).await.unwrap();
+    (dir, store, conn)
+}
+
+#[tokio::test]
+async fn rebuild_writes_rows_and_reports() {
+    let (_dir, store, conn) = setup().await;
+    let ctx = context_for(store.as_ref(), &conn, Arc::new(Terminology::embedded()))
+        .await
+        .unwrap();
+    let report = rebuild(
+        store.as_ref(),
+        &conn,
+        &ctx,
+        &["Observation".to_string(), "Condition".to_string()],
+    )
+    .await
+    .unwrap();
+    let obs = &report.types[0];
+    assert_eq!(obs.resources, 525);
+    assert_eq!(obs.unparseable, 1);
+    assert_eq!(obs.rows, 525); // bp gives 2, junk gives 0
+    assert_eq!(report.derived_bmi, 1);
+    assert_eq!(report.resolution.get("unmapped"), Some(&1));
+    let rows = store
+        .list_normalized(&conn, "observation", None, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 525 + 1);
+    let bmi: Vec<_> = rows
+        .iter()
+        .filter(|r| r.record.code.as_deref() == Some("39156-5"))
+        .collect();
+    assert_eq!(bmi.len(), 1);
+    assert_eq!(bmi[0].logical_id, "w");
+    assert!(
+        bmi[0].record.data.contains("24.7"),
+        "{}",
+        bmi[0].record.data
+    );
+    let bp: Vec<_> = rows.iter().filter(|r| r.logical_id == "bp").collect();
+    assert_eq!(bp.len(), 2);
+    assert_eq!(bp[0].rules_version, RULES_VERSION);
+    assert_eq!(
+        bp[0].record.patient_id.as_deref(),
+        Some("p1"),
+        "patient from the store when the body has none"
+    );
+    let conds = store
+        .list_normalized(&conn, "condition", None, 10)
+        .await
+        .unwrap();
+    assert!(conds[0].record.data.contains("hypertension"));
+    let r = rebuild(
+        store.as_ref(),
+        &conn,
+        &ctx,
+        &["MedicationRequest".to_string()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.resolution.get("standard"), Some(&1));
+    let meds = store
+        .list_normalized(&conn, "medication", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(meds[0].record.code.as_deref(), Some("314076"));
+    assert!(
+        meds[0]
+            .record
+            .data
+            .contains("\"medication_source\":\"referenced\""),
+        "{}",
+        meds[0].record.data
+    );
+    // the review queue, then a mapping, then a rebuild resolves it
+    let out = run_codes(
+        store.clone(),
+        "acme",
+        &CodesArgs {
+            command: CodesCommand::Unmapped(UnmappedArgs {
+                connection: None,
+                json: false,
+                limit: 10,
+            }),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("K-SER"), "{out}");
+    let bad = run_codes(
+        store.clone(),
+        "acme",
+        &CodesArgs {
+            command: CodesCommand::Map(MapArgs {
+                connection: "epic".into(),
+                system: "urn:oid:1.2.3".into(),
+                code: "K-SER".into(),
+                to_system: "http://loinc.org".into(),
+                to_code: "2823-4".into(),
+                display: None,
+            }),
+        },
+    )
+    .await;
+    assert!(bad.is_err(), "bad LOINC check digit refused");
+    run_codes(
+        store.clone(),
+        "acme",
+        &CodesArgs {
+            command: CodesCommand::Map(MapArgs {
+                connection: "epic".into(),
+                system: "urn:oid:1.2.3".into(),
+                code: "K-SER".into(),
+                to_system: "LOINC".into(),
+                to_code: "2823-3".into(),
+                display: Some("Potassium".into()),
+            }),
+        },
+    )
+    .await
+    .unwrap();
+    let text = run_normalize(
+        store.clone(),
+        "acme",
+        &NormalizeArgs {
+            connection: Some("epic".into()),
+            types: vec!["Observation".into()],
+            json: false,
+            terminology_dir: None,
+        },
+        Arc::new(Terminology::embedded()),
+    )
+    .await
+    .unwrap();
+    assert!(text.contains("mapped"), "{text}");
+    let rows = store
+        .list_normalized(&conn, "observation", None, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 525 + 1, "a rebuild replaces, never duplicates");
+    let k = rows.iter().find(|r| r.logical_id == "loc").unwrap();
+    assert_eq!(k.record.resolution, "mapped");
+    assert_eq!(k.record.code.as_deref(), Some("2823-3"));
+    assert!(
+        k.record.data.contains("mappings-1-"),
+        "mapping table version recorded"
+    );
+    let out = run_codes(
+        store.clone(),
+        "acme",
+        &CodesArgs {
+            command: CodesCommand::Unmapped(UnmappedArgs {
+                connection: Some("epic".into()),
+                json: true,
+                limit: 10,
+            }),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!out.contains("K-SER"), "{out}");
+    // tombstones remove rows
+    store
+        .tombstone(&conn, "Condition", &["c1".to_string()], Utc::now())
+        .await
+        .unwrap();
+    let r = rebuild(store.as_ref(), &conn, &ctx, &["Condition".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(r.types[0].deleted, 1);
+    assert!(
+        store
+            .list_normalized(&conn, "condition", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        rebuild(store.as_ref(), &conn, &ctx, &["Basic".to_string()])
+            .await
+            .is_err()
+    );
+}
