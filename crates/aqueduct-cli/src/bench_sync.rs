@@ -34,11 +34,129 @@ fn proc_status_mib(key: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The simulator as a child process (`aqueduct sim`), so that this process's peak RSS is the
+/// sync's alone.
+struct ChildSim(std::process::Child);
+
+impl Drop for ChildSim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_sim(patients: usize, resources_per_patient: usize) -> anyhow::Result<(ChildSim, String)> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().context("locating the aqueduct binary")?;
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--personality",
+            "reference",
+            "--seed",
+            "42",
+        ])
+        .args(["--patients", &patients.to_string()])
+        .args([
+            "--resources-per-patient",
+            &resources_per_patient.to_string(),
+        ])
+        .args(["--large-patient", &LARGE_PATIENT.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting `aqueduct sim`")?;
+    let stdout = child.stdout.take().context("simulator stdout")?;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .context("the simulator exited before printing its URL")??;
+        if let Some(i) = line.find("http://") {
+            break line[i..]
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Ok((ChildSim(child), base))
+}
+
+/// Throughput and the sync's own memory, with the simulator in another process.
+async fn separate_process(patients: usize, resources_per_patient: usize) -> anyhow::Result<()> {
+    let (_child, base) = spawn_sim(patients, resources_per_patient)?;
+    let dir = tempfile::tempdir()?;
+    let store = aqueduct_store::open(
+        dir.path()
+            .join("bench.db")
+            .to_str()
+            .context("temp path is not UTF-8")?,
+    )
+    .await?;
+    let conn = ConnectionRef::new("bench", "sim");
+    let profile = VendorProfile::resolve_with_toml(
+        "hapi",
+        "[paging]\nmax_page_size = 1000\n[rate_limit]\nrequests_per_sec = 0.0\nmax_concurrency = 16\n",
+    )?;
+    let auth = ClientCredentials::discover(
+        &base,
+        "sim-confidential-app",
+        "sim-confidential-secret",
+        "system/*.read",
+    )
+    .await?;
+    let client = FhirClient::new(url::Url::parse(&base)?, &profile, Arc::new(auth))?;
+    let options = SyncOptions {
+        patient_concurrency: 8,
+        type_concurrency: 4,
+        reference_depth: 1,
+        ..Default::default()
+    };
+    let syncer = Syncer::new(store.clone(), client, conn, profile, options);
+    let ids = syncer.discover_patients().await?;
+    let baseline = rss_mib().unwrap_or(0.0);
+    let started = Instant::now();
+    let report = syncer.sync_patients(&ids, SyncMode::Full).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let resources = report.resources();
+    println!(
+        "bench sync (simulator in a separate process): {} patients x ~{resources_per_patient} + 1 patient of ~{LARGE_PATIENT}",
+        ids.len().saturating_sub(1)
+    );
+    println!("  outcome            {}", report.outcome.as_str());
+    println!(
+        "  resources          {resources} in {elapsed:.2} s = {:.0} resources/s end to end into SQLite",
+        resources as f64 / elapsed.max(1e-9)
+    );
+    println!(
+        "  requests           {} ({:.1} per patient), {} retries",
+        report.requests,
+        report.requests as f64 / ids.len().max(1) as f64,
+        report.retries
+    );
+    println!(
+        "  peak RSS           {:.0} MiB for the sync process alone ({baseline:.0} MiB before the sync started)",
+        peak_rss_mib().unwrap_or(0.0)
+    );
+    Ok(())
+}
+
 pub async fn run_bench_sync(
     patients: usize,
     resources_per_patient: usize,
     rate_limit: Option<f64>,
+    separate_sim: bool,
 ) -> anyhow::Result<()> {
+    if separate_sim {
+        anyhow::ensure!(
+            rate_limit.is_none(),
+            "--separate-sim measures throughput and memory; drop --rate-limit"
+        );
+        return separate_process(patients, resources_per_patient).await;
+    }
     let large = if rate_limit.is_none() {
         vec![LARGE_PATIENT]
     } else {

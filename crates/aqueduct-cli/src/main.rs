@@ -126,8 +126,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(BenchCommand::Store(args)) => bench_store::run(args).await,
         Command::Bench(BenchCommand::Sync(args)) => {
-            bench_sync::run_bench_sync(args.patients, args.resources_per_patient, args.rate_limit)
-                .await?;
+            bench_sync::run_bench_sync(
+                args.patients,
+                args.resources_per_patient,
+                args.rate_limit,
+                args.separate_sim,
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
@@ -170,6 +175,9 @@ struct BenchSyncArgs {
     /// Simulated server rate limit in requests/s (measures pacing instead of throughput).
     #[arg(long)]
     rate_limit: Option<f64>,
+    /// Run the simulator as a separate process, so the peak memory printed is the sync's own.
+    #[arg(long)]
+    separate_sim: bool,
 }
 
 /// What every command may need from the global flags.

@@ -39,6 +39,9 @@ pub struct SimArgs {
     /// Show a consent page instead of approving authorization requests automatically.
     #[arg(long)]
     pub consent_page: bool,
+    /// Add a patient with about this many resources (repeatable): a long history.
+    #[arg(long = "large-patient")]
+    pub large_patients: Vec<usize>,
 }
 
 pub async fn run_standalone(args: SimArgs) -> Result<(), SimError> {
@@ -51,6 +54,7 @@ pub async fn run_standalone(args: SimArgs) -> Result<(), SimError> {
         auto_approve: !args.consent_page,
         token_lifetime_secs: args.token_lifetime,
         rate_limit_per_sec: args.rate_limit,
+        large_patients: args.large_patients.clone(),
         ..SimConfig::default()
     };
     let server = Simulator::start_on(args.listen, config).await?;
