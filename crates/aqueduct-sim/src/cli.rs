@@ -55,7 +55,6 @@ pub async fn run_standalone(args: SimArgs) -> Result<(), SimError> {
         token_lifetime_secs: args.token_lifetime,
         rate_limit_per_sec: args.rate_limit,
         large_patients: args.large_patients.clone(),
-        ..SimConfig::default()
     };
     let server = Simulator::start_on(args.listen, config).await?;
     say!(
