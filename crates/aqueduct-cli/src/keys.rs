@@ -19,6 +19,16 @@ pub enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Re-encrypt every stored secret (tokens, client secrets, keys) with a new vault key, in
+    /// one pass per organization; the old key is the one the config file names.
+    RotateVault {
+        /// Only this organization (default: every organization of the config file).
+        #[arg(long)]
+        org: Option<String>,
+        /// Environment variable holding the new key (32 bytes, base64).
+        #[arg(long)]
+        new_key_env: String,
+    },
     /// Print the public JWKS of one or more private key files (what the EHR registers, or what
     /// `aqueduct serve` publishes).
     Jwks {
@@ -31,8 +41,30 @@ pub enum KeysCommand {
     },
 }
 
-pub fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(ctx: &crate::Context, cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        KeysCommand::RotateVault { org, new_key_env } => {
+            let config = ctx
+                .config()?
+                .context("rotation needs the config file (its vault key is the old key)")?;
+            let old = crate::wiring::vault_key(&config)?;
+            let new = aqueduct_smart::VaultKey::from_base64(
+                &std::env::var(&new_key_env)
+                    .with_context(|| format!("environment variable {new_key_env} is not set"))?,
+            )?;
+            let store = aqueduct_store::open(&ctx.store_location(Some(&config))).await?;
+            let orgs: Vec<String> = match org {
+                Some(o) => vec![o],
+                None => config.organizations.keys().cloned().collect(),
+            };
+            for o in orgs {
+                let n =
+                    aqueduct_smart::vault::Vault::rotate(store.as_ref(), &o, &old, &new).await?;
+                println!("organization {o}: {n} secret(s) re-encrypted with the new key");
+            }
+            println!("now point vault.key at the new key (the old one no longer opens anything)");
+            Ok(ExitCode::SUCCESS)
+        }
         KeysCommand::Generate { alg, out } => {
             let key = generate_key(alg)?;
             let mut file = std::fs::OpenOptions::new()

@@ -55,7 +55,8 @@ enum Command {
     /// SMART standalone launch for a connection: prints the authorization URL, listens on a
     /// loopback redirect URI, completes the exchange and stores the tokens (encrypted).
     Connect(connect::ConnectArgs),
-    /// Key pairs for SMART backend services: generate one, print the public JWKS.
+    /// Key pairs for SMART backend services (generate, print the public JWKS) and vault key
+    /// rotation.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
     /// Probe what a live FHIR endpoint really supports; write an observed profile.
@@ -118,7 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Config(cmd) => config_cmd::run(&ctx, cmd),
         Command::Status(args) => status::run(&ctx, args).await,
-        Command::Keys(cmd) => keys::run(cmd),
+        Command::Keys(cmd) => keys::run(&ctx, cmd).await,
         Command::Connect(args) => connect::run(&ctx, args).await,
         Command::Sim(args) => {
             aqueduct_sim::run_standalone(args).await?;

@@ -202,4 +202,31 @@ auth = {{ method = "smart-backend", client_id = "aqueduct-backend", private_key 
     let status = run(&["status"]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("granted scopes: system/"), "{text}");
+
+    // Rotate the vault key: everything stored is re-encrypted; only the new key opens it.
+    let new_key = "ERERERERERERERERERERERERERERERERERERERERERE=";
+    let rotated = Command::new(env!("CARGO_BIN_EXE_aqueduct"))
+        .args(["keys", "rotate-vault", "--new-key-env", "AQ_NEW_VAULT_KEY"])
+        .env("AQ_NEW_VAULT_KEY", new_key)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let old = String::from_utf8_lossy(&run(&["status"]).stdout).to_string();
+    assert!(
+        old.contains("tokens: cannot be read"),
+        "the old key no longer opens them: {old}"
+    );
+    let cfg = std::fs::read_to_string(dir.path().join("aqueduct.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("aqueduct.toml"),
+        cfg.replace("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", new_key),
+    )
+    .unwrap();
+    let new = String::from_utf8_lossy(&run(&["status"]).stdout).to_string();
+    assert!(new.contains("granted scopes: system/"), "{new}");
 }
