@@ -10,6 +10,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/postgres/0003_normalized.sql")),
     (4, include_str!("../../migrations/postgres/0004_alerts.sql")),
     (5, include_str!("../../migrations/postgres/0005_patient_index.sql")),
+    (6, include_str!("../../migrations/postgres/0006_lz4.sql")),
 ];
 
 /// Arbitrary constant shared by every Aqueduct process: "aqueduct" in ASCII, truncated.

@@ -12,6 +12,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/sqlite/0003_normalized.sql")),
     (4, include_str!("../../migrations/sqlite/0004_alerts.sql")),
     (5, include_str!("../../migrations/sqlite/0005_patient_index.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_lz4.sql")),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection, location: &str) -> StoreResult<i64> {
