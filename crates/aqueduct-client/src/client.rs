@@ -59,6 +59,8 @@ pub struct FhirRequest {
     pub expect: Expect,
     /// Overrides the profile's Accept header.
     pub accept: Option<String>,
+    /// A FHIR JSON body to POST (a batch Bundle of reads); None for a GET.
+    pub body: Option<Bytes>,
 }
 
 impl FhirRequest {
@@ -70,7 +72,15 @@ impl FhirRequest {
             url_template: None,
             expect: Expect::Json,
             accept: None,
+            body: None,
         }
+    }
+
+    /// POSTs `body` (FHIR JSON) instead of a GET: batch Bundles of reads, which are safe to
+    /// retry like a GET.
+    pub fn post_json(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = Some(body.into());
+        self
     }
 
     pub fn resource_type(mut self, t: impl Into<String>) -> Self {
@@ -462,7 +472,7 @@ impl FhirClient {
         let at = Utc::now();
         let mut entry = LedgerEntry {
             at,
-            method: "GET".into(),
+            method: if req.body.is_some() { "POST" } else { "GET" }.into(),
             url_template: template.to_string(),
             url: req.url.to_string(),
             resource_type: req.resource_type.clone(),
@@ -523,10 +533,16 @@ impl FhirClient {
                 0,
             ));
         }
-        let mut rb = self
-            .inner
-            .http
-            .get(req.url.clone())
+        let rb = match &req.body {
+            Some(body) => self
+                .inner
+                .http
+                .post(req.url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/fhir+json")
+                .body(body.clone()),
+            None => self.inner.http.get(req.url.clone()),
+        };
+        let mut rb = rb
             .timeout(self.inner.timeout)
             .headers(self.inner.headers.clone())
             .header(ACCEPT, req.accept.as_deref().unwrap_or(&self.inner.accept));

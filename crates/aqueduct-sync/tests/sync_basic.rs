@@ -242,3 +242,59 @@ async fn cerner_like_server_rejections_are_partial_not_supported() {
     let goal_probes = reqs.iter().filter(|q| q.url.contains("/Goal?")).count();
     assert_eq!(goal_probes, 1, "probing once and remembering");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachments_are_read_in_batches_where_the_server_takes_them() {
+    let env = start("reference", 3, 120, &[]).await;
+    let types = clinical_types();
+    let auth = Arc::new(ClientCredentials::new(&env.sim.base_url()));
+    let pids = env.sim.patient_ids();
+    // One read per Binary where batch is off...
+    let one_by_one = syncer(
+        &env,
+        &profile("generic", "[capabilities]\nbatch = false\n"),
+        auth.clone(),
+        options(types.clone()),
+    );
+    let a = one_by_one
+        .sync_patients(&pids, SyncMode::Full)
+        .await
+        .unwrap();
+    let binaries = env
+        .store
+        .count_by_type(&env.conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.resource_type == "Binary")
+        .unwrap()
+        .live;
+    assert!(binaries > 3, "the population has attachments");
+    // ...and batches of reads where it is on: same data, far fewer requests.
+    let batched = syncer(
+        &env,
+        &profile("generic", "[capabilities]\nbatch = true\n"),
+        auth,
+        options(types),
+    );
+    let b = batched.sync_patients(&pids, SyncMode::Full).await.unwrap();
+    assert_eq!(b.outcome, RunOutcome::Complete, "{b:#?}");
+    assert_eq!(b.by_type["Binary"].fetched, binaries, "{b:#?}");
+    assert_eq!(
+        b.by_type["Binary"].inserted, 0,
+        "the same bytes, not rewritten"
+    );
+    assert!(
+        b.requests + binaries - 3 <= a.requests,
+        "batched {} vs one by one {}",
+        b.requests,
+        a.requests
+    );
+    let ledger = env.store.run_requests(&env.conn, b.run_id).await.unwrap();
+    assert!(
+        ledger
+            .iter()
+            .any(|e| e.method == "POST" && e.url_template.contains("batch")),
+        "batches are in the ledger"
+    );
+}

@@ -214,7 +214,12 @@ fn batch(st: &SimState, body: &Bytes, token: &TokenInfo, fired: &Fired) -> Reply
         .unwrap_or_default();
     let mut out = Vec::new();
     let mut served = 0;
-    let empty_headers = HeaderMap::new();
+    // Inside a Bundle every entry is FHIR JSON: a Binary comes back as a Binary resource.
+    let mut entry_headers = HeaderMap::new();
+    entry_headers.insert(
+        "accept",
+        axum::http::HeaderValue::from_static("application/fhir+json"),
+    );
     for (n, e) in entries.iter().enumerate() {
         let method = e
             .pointer("/request/method")
@@ -239,7 +244,7 @@ fn batch(st: &SimState, body: &Bytes, token: &TokenInfo, fired: &Fired) -> Reply
             &Method::GET,
             &segs,
             parse_query(query),
-            &empty_headers,
+            &entry_headers,
             &Bytes::new(),
             token,
             fired,
