@@ -2,43 +2,11 @@
 //! "browser" (an HTTP GET of the printed URL), then see the grant in `aqueduct status`.
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+mod common;
+use common::start_sim;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_sim(personality: &str) -> (Killed, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aqueduct"))
-        .args([
-            "sim",
-            "--listen",
-            "127.0.0.1:0",
-            "--personality",
-            personality,
-            "--patients",
-            "3",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines.next().expect("simulator exited").unwrap();
-        if let Some(i) = line.find("http://") {
-            break line[i..].split_whitespace().next().unwrap().to_string();
-        }
-    };
-    // Keep reading so the simulator never writes into a closed pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Killed(child), base)
-}
+use std::process::{Command, Stdio};
 
 #[tokio::test]
 async fn connect_runs_a_standalone_launch_and_status_shows_the_grant() {
@@ -61,7 +29,7 @@ async fn connect_a_payer_with_a_confidential_client() {
 }
 
 async fn standalone_launch(personality: &str, profile: &str, auth: &str) {
-    let (_sim, base) = start_sim(personality);
+    let (_sim, base) = start_sim(&["--personality", personality]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("aqueduct.toml"),
@@ -147,7 +115,7 @@ auth = {auth}
 
 #[tokio::test]
 async fn connect_gets_a_backend_services_token_with_a_generated_key() {
-    let (_sim, base) = start_sim("reference");
+    let (_sim, base) = start_sim(&["--personality", "reference"]);
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_aqueduct"))

@@ -2,42 +2,10 @@
 //! an honest exit code and report.
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+use common::start_sim;
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_sim(args: &[&str]) -> (Killed, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aqueduct"))
-        .args([
-            "sim",
-            "--listen",
-            "127.0.0.1:0",
-            "--patients",
-            "3",
-            "--resources-per-patient",
-            "60",
-        ])
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("simulator exited").unwrap();
-        if let Some(i) = line.find("http://") {
-            break line[i..].split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (Killed(child), base)
-}
+use std::process::{Command, Stdio};
 
 /// Registers a backend-services client (system/*.read) the way an EHR's portal would.
 fn backend_auth(dir: &std::path::Path, base: &str) -> String {
@@ -103,7 +71,12 @@ fn aqueduct(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn a_complete_sync_exits_zero_and_status_shows_the_data() {
-    let (_sim, base) = start_sim(&["--personality", "reference"]);
+    let (_sim, base) = start_sim(&[
+        "--personality",
+        "reference",
+        "--resources-per-patient",
+        "60",
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let auth = backend_auth(dir.path(), &base);
     config(
@@ -154,7 +127,7 @@ fn a_complete_sync_exits_zero_and_status_shows_the_data() {
 #[test]
 fn a_partial_sync_is_reported_as_partial_with_exit_code_two() {
     // The cerner-like server claims CarePlan in its CapabilityStatement but rejects searches.
-    let (_sim, base) = start_sim(&["--personality", "cerner"]);
+    let (_sim, base) = start_sim(&["--personality", "cerner", "--resources-per-patient", "60"]);
     let dir = tempfile::tempdir().unwrap();
     config(
         dir.path(),
