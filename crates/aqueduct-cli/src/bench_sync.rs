@@ -14,6 +14,30 @@ use aqueduct_sim::{SimConfig, Simulator};
 use aqueduct_store::{ConnectionRecord, ConnectionRef, Organization};
 use aqueduct_sync::{SyncMode, SyncOptions, Syncer};
 
+/// A fresh SQLite store in `path` with the benchmark's organization and connection registered.
+async fn bench_store(
+    path: &std::path::Path,
+    base: &str,
+) -> anyhow::Result<(Arc<dyn aqueduct_store::Store>, ConnectionRef)> {
+    let store = aqueduct_store::open(path.to_str().context("temp path is not UTF-8")?).await?;
+    let conn = ConnectionRef::new("bench", "sim");
+    store
+        .upsert_organization(&Organization {
+            name: "bench".into(),
+            display_name: None,
+        })
+        .await?;
+    store
+        .upsert_connection(&ConnectionRecord {
+            organization: "bench".into(),
+            name: "sim".into(),
+            base_url: base.to_string(),
+            profile: "hapi".into(),
+        })
+        .await?;
+    Ok((store, conn))
+}
+
 /// Size of the extra large patient added to unthrottled runs (a long history).
 const LARGE_PATIENT: usize = 50_000;
 
@@ -176,23 +200,7 @@ pub async fn run_bench_sync(
     let base = sim.base_url();
     let dir = tempfile::tempdir()?;
     let store_path = dir.path().join("bench.db");
-    let store =
-        aqueduct_store::open(store_path.to_str().context("temp path is not UTF-8")?).await?;
-    let conn = ConnectionRef::new("bench", "sim");
-    store
-        .upsert_organization(&Organization {
-            name: "bench".into(),
-            display_name: None,
-        })
-        .await?;
-    store
-        .upsert_connection(&ConnectionRecord {
-            organization: "bench".into(),
-            name: "sim".into(),
-            base_url: base.clone(),
-            profile: "hapi".into(),
-        })
-        .await?;
+    let (store, conn) = bench_store(&store_path, &base).await?;
 
     // The server supports $everything with pages of up to 1,000: the profile says so; with a
     // rate limit, the profile's pace is set to it (what an institution override would do).
@@ -295,22 +303,7 @@ pub async fn run_bench_sync(
 async fn unaware_pass(sim: &aqueduct_sim::SimServer, base: &str, r: f64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("bench-unaware.db");
-    let store = aqueduct_store::open(path.to_str().context("temp path is not UTF-8")?).await?;
-    let conn = ConnectionRef::new("bench", "sim");
-    store
-        .upsert_organization(&Organization {
-            name: "bench".into(),
-            display_name: None,
-        })
-        .await?;
-    store
-        .upsert_connection(&ConnectionRecord {
-            organization: "bench".into(),
-            name: "sim".into(),
-            base_url: base.to_string(),
-            profile: "hapi".into(),
-        })
-        .await?;
+    let (store, conn) = bench_store(&path, base).await?;
     let overrides = format!(
         "[paging]\nmax_page_size = 1000\n[rate_limit]\nrequests_per_sec = {}\n",
         r * 4.0

@@ -1,6 +1,7 @@
 //! `aqueduct`: the one binary. It parses arguments and wires the library crates together; the
-//! work itself lives in the crates (store, client, smart, sync, sim), so this file reads as a
-//! table of contents.
+//! work itself lives in the crates (store, config, smart, client, sync, normalize, monitor,
+//! doctor, hl7, sim), so this file reads as a table of contents. The glue between crates that
+//! do not know each other (config → profile → SMART settings → token source) is `wiring.rs`.
 
 mod after_sync;
 mod bench_store;
