@@ -6,7 +6,9 @@
 //!   flag, never a lost resource; no `serde_json::Value` is built.
 //! * [`Terminology`] — curated embedded tables (`terminology/*.csv`) plus loaders for official
 //!   release files (LOINC CSV, RxNorm RRF, SNOMED CT RF2, ICD-10-CM order file, CVX).
-//! * [`units`] — table-driven UCUM conversion (molar-mass aware, affine temperatures).
+//! * [`units`] — UCUM (full grammar via `octofhir-ucum`) plus the clinical refusals UCUM does
+//!   not make: substance vs number, equivalents vs moles, meaningful annotations; molar-mass
+//!   aware.
 //! * [`dates`] — FHIR date/time parsing to UTC keeping the original precision.
 //! * [`rebuild()`] / [`cli`] — re-derive normalized rows from the store, page by page; the
 //!   `aqueduct normalize` and `aqueduct codes unmapped|map` commands.

@@ -16,7 +16,7 @@ use crate::units;
 
 /// Version of the normalization rules; recorded with every write so a rebuild can be told
 /// from an older derivation.
-pub const RULES_VERSION: &str = "aqueduct-normalize-1";
+pub const RULES_VERSION: &str = "aqueduct-normalize-2";
 
 /// Everything normalization needs besides the resource: tables, the connection's mappings,
 /// thresholds and the clock (explicit, so results are reproducible).
@@ -63,6 +63,29 @@ impl NormalizeContext {
         }
         self.mapping_version = format!("local-{n}");
         self
+    }
+
+    /// Everything a normalized row depends on besides its raw bytes: the rules, every table
+    /// version, the mapping table, the thresholds and today's date (staleness is judged
+    /// against it). Stored with each row; a rebuild skips a source whose raw content and
+    /// fingerprint are both unchanged.
+    pub fn fingerprint(&self) -> String {
+        let mut text = String::new();
+        for (k, v) in &self.terminology.versions {
+            text.push_str(&format!("{k}={v};"));
+        }
+        text.push_str(&format!(
+            "mappings={};day={};stale={};infer={};offset={}",
+            self.mapping_version,
+            self.now.date_naive(),
+            self.stale_after_days,
+            self.infer_threshold,
+            self.assumed_offset_minutes
+        ));
+        format!(
+            "{RULES_VERSION}+{}",
+            &aqueduct_store::content_hash(text.as_bytes())[..12]
+        )
     }
 
     pub fn with_now(mut self, now: DateTime<Utc>) -> Self {
@@ -669,26 +692,25 @@ impl Norm<'_> {
         rows
     }
 
-    /// The unit of a quantity as UCUM, flagging what was guessed from text.
+    /// The unit of a quantity as UCUM, flagging what was repaired or guessed from text.
     fn quantity_unit(
         &mut self,
         q: &fhir::Quantity,
         field: &'static str,
-    ) -> (Option<String>, Option<&'static str>) {
+    ) -> (Option<String>, Option<String>) {
         let text = q.unit.get().map(str::to_string);
         let ucum_code = match (q.system.get(), q.code.get()) {
             (Some(s), Some(c)) if s.trim_end_matches('/') == UCUM => Some(c),
             (None, Some(c)) => Some(c),
             _ => None,
         };
-        if let Some(c) = ucum_code {
-            if let Some(d) = units::lookup(c) {
-                return (text, Some(d.code));
-            }
-            if let Some(u) = units::to_ucum(c) {
+        if let Some(c) = ucum_code
+            && let Some(u) = units::to_ucum(c)
+        {
+            if u != c {
                 self.flag("unit-not-ucum", field, c);
-                return (text, Some(u));
             }
+            return (text, Some(u));
         }
         if let Some(tx) = text.as_deref() {
             if let Some(u) = units::to_ucum(tx) {
@@ -737,7 +759,7 @@ impl Norm<'_> {
                 value: num,
                 comparator: q.comparator.owned(),
                 unit_text,
-                ucum: ucum.map(str::to_string),
+                ucum,
                 ..Default::default()
             };
             self.canonicalize(&mut v, entry);
@@ -815,8 +837,7 @@ impl Norm<'_> {
             }
             (None, Some(c)) => {
                 // dimensionless canonical units need no unit; others are never assumed
-                if units::lookup(c).is_some_and(|d| d.dimension == units::Dimension::Dimensionless)
-                {
+                if units::analyze(c).is_ok_and(|d| d.is_dimensionless()) {
                     v.canonical_value = Some(x);
                     v.canonical_unit = Some(c.to_string());
                     v.conversion = Some("identity");
@@ -835,18 +856,14 @@ impl Norm<'_> {
             }
             (Some(u), Some(c)) => {
                 let mm = entry.and_then(|e| e.molar_mass);
-                match units::convert_with_molar_mass(x, u, c, mm) {
-                    Ok(y) => {
-                        let same_dim = units::lookup(u).map(|d| d.dimension)
-                            == units::lookup(c).map(|d| d.dimension);
+                match units::convert_detailed(x, u, c, mm) {
+                    Ok((y, method)) => {
                         v.canonical_value = Some(round_sig(y));
                         v.canonical_unit = Some(c.to_string());
-                        v.conversion = Some(if u == c {
-                            "identity"
-                        } else if same_dim {
-                            "converted"
-                        } else {
-                            "molar-mass"
+                        v.conversion = Some(match method {
+                            units::Method::Identity => "identity",
+                            units::Method::Scaled => "converted",
+                            units::Method::MolarMass => "molar-mass",
                         });
                     }
                     Err(e) => {
@@ -892,7 +909,7 @@ impl Norm<'_> {
             };
             let x = q.value.value();
             let (_, u) = this.quantity_unit(q, field);
-            (x, u.map(str::to_string).or_else(|| value_unit.clone()))
+            (x, u.or_else(|| value_unit.clone()))
         };
         let (low, lu) = conv(&r.low, self, "referenceRange.low");
         let (high, hu) = conv(&r.high, self, "referenceRange.high");

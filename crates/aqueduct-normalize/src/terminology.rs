@@ -571,8 +571,7 @@ impl Terminology {
         }
         t.versions.insert("ndc".into(), version_of(EMB_NDC));
         t.versions.insert("icd10cm".into(), "shape-only".into());
-        t.versions
-            .insert("ucum".into(), "aqueduct-ucum-2026.1".into());
+        t.versions.insert("ucum".into(), crate::units::version());
         t.rebuild_indexes();
         t
     }
@@ -933,7 +932,9 @@ impl Terminology {
     }
 
     /// Loads the NDC -> RxCUI map from `RXNSAT.RRF`: ATN=NDC with SAB=RXNORM (RxNorm's own
-    /// normalized 11-digit NDCs), SUPPRESS=N.
+    /// normalized 11-digit NDCs), SUPPRESS=N. A release that has NDC rows REPLACES the
+    /// embedded starter map: NDCs are reused, and a pair the release no longer carries must
+    /// not survive from an older table.
     pub fn load_rxnsat<R: BufRead>(
         &mut self,
         r: R,
@@ -941,6 +942,7 @@ impl Terminology {
     ) -> Result<usize, NormalizeError> {
         let file = "RXNSAT.RRF";
         let mut n = 0;
+        let mut loaded = HashMap::new();
         for (i, l) in r.lines().enumerate() {
             let l = l.map_err(|e| NormalizeError::load(file, i as u64 + 1, e))?;
             if l.is_empty() {
@@ -959,11 +961,14 @@ impl Terminology {
                 continue;
             }
             if let Some(ndc) = normalize_ndc(atv) {
-                self.ndc.insert(ndc, rxcui.to_string());
+                loaded.insert(ndc, rxcui.to_string());
                 n += 1;
             }
         }
-        self.versions.insert("ndc".into(), version.to_string());
+        if !loaded.is_empty() {
+            self.ndc = loaded;
+            self.versions.insert("ndc".into(), version.to_string());
+        }
         Ok(n)
     }
 
@@ -1139,6 +1144,17 @@ impl Terminology {
             .filter_map(|e| e.file_name().into_string().ok())
             .collect();
         names.sort();
+        // a release replaced under the same file name must change the recorded version (and
+        // so the fingerprint that decides what a rebuild re-derives)
+        let stamp = |name: &str| -> String {
+            let meta = std::fs::metadata(dir.join(name)).ok();
+            let len = meta.as_ref().map_or(0, |m| m.len());
+            let modified = meta
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            format!("{name}@{len}-{modified}")
+        };
         let open = |name: &str| -> Result<std::io::BufReader<std::fs::File>, NormalizeError> {
             std::fs::File::open(dir.join(name))
                 .map(std::io::BufReader::new)
@@ -1146,25 +1162,28 @@ impl Terminology {
         };
         let find = |pred: &dyn Fn(&str) -> bool| names.iter().find(|n| pred(n)).cloned();
         if let Some(n) = find(&|n| n == "Loinc.csv" || n == "LoincTableCore.csv") {
-            loaded.push((n.clone(), t.load_loinc_csv(open(&n)?, &n)?));
+            loaded.push((n.clone(), t.load_loinc_csv(open(&n)?, &stamp(&n))?));
         }
         if let Some(n) = find(&|n| n == "RXNCONSO.RRF") {
-            loaded.push((n.clone(), t.load_rxnconso(open(&n)?, &n)?));
+            loaded.push((n.clone(), t.load_rxnconso(open(&n)?, &stamp(&n))?));
         }
         if let Some(n) = find(&|n| n == "RXNSAT.RRF") {
-            loaded.push((n.clone(), t.load_rxnsat(open(&n)?, &n)?));
+            loaded.push((n.clone(), t.load_rxnsat(open(&n)?, &stamp(&n))?));
         }
         if let (Some(c), Some(d)) = (
             find(&|n| n.starts_with("sct2_Concept_Snapshot")),
             find(&|n| n.starts_with("sct2_Description_Snapshot")),
         ) {
-            loaded.push((d.clone(), t.load_snomed_rf2(open(&c)?, open(&d)?, &d)?));
+            loaded.push((
+                d.clone(),
+                t.load_snomed_rf2(open(&c)?, open(&d)?, &stamp(&d))?,
+            ));
         }
         if let Some(n) = find(&|n| n.starts_with("icd10cm_order_") && n.ends_with(".txt")) {
-            loaded.push((n.clone(), t.load_icd10cm_order(open(&n)?, &n)?));
+            loaded.push((n.clone(), t.load_icd10cm_order(open(&n)?, &stamp(&n))?));
         }
         if let Some(n) = find(&|n| n.starts_with("cvx") && n.ends_with(".txt")) {
-            loaded.push((n.clone(), t.load_cvx(open(&n)?, &n)?));
+            loaded.push((n.clone(), t.load_cvx(open(&n)?, &stamp(&n))?));
         }
         Ok((t, loaded))
     }

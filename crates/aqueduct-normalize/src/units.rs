@@ -1,248 +1,206 @@
-//! UCUM units as clinical data uses them: a table-driven subset, no algebraic parser.
+//! UCUM units: the full grammar and tables through `octofhir-ucum`, plus the clinical rules
+//! UCUM itself does not make.
 //!
-//! Every unit known here has a dimension and an affine map to the dimension's base unit
-//! (`base = value * factor + offset`). Two units convert only when their dimensions are equal;
-//! mass concentration and molar concentration convert only when the caller supplies the
-//! analyte's molar mass (g/mol). Anything not in the table does not convert: the caller keeps
-//! the original value and flags it. Nothing is guessed.
+//! UCUM is the arithmetic: any valid expression (`mg/dL`, `10*3/uL`, `mL/min/{1.73_m2}`,
+//! `kg.m-2`, `[degF]`) is parsed and reduced to a dimension and a factor, so `convert` needs
+//! no table of unit pairs. UCUM also treats the mole as a plain number (6.022e23), the
+//! equivalent as a mole and an annotation as nothing at all; read literally, that would turn
+//! glucose in mmol/L into cells per microlitre, calcium in meq/L into mmol/L (wrong by the
+//! valence) and an eGFR per 1.73 m² into a raw flow. Wrong unit conversion is a
+//! patient-safety bug, so on top of UCUM a conversion is refused unless:
+//! * amounts of substance (`mol`, `U`, `kat`), equivalents (`eq`) and osmoles (`osm`) appear
+//!   with the same exponents on both sides; mass <-> substance needs the analyte's molar
+//!   mass, and equivalents <-> moles are never converted (the valence is not known here);
+//! * arbitrary units (`[IU]`, `[arb'U]`) match exactly (UCUM's own rule);
+//! * the annotations agree, apart from the purely descriptive ones in [`DESCRIPTIVE`]
+//!   (`{beats}/min` is `/min`; `mL/min/{1.73_m2}` is not `mL/min`).
+//!
+//! What EHRs write as a unit is often not UCUM (`mmHg`, `bpm`, `lbs`, `MG/DL`, `x10^3/uL`).
+//! [`to_ucum`] repairs the common spellings through an alias table and a case-insensitive
+//! match against [`COMMON_UNITS`]; anything else that is not valid UCUM stays unknown and
+//! the caller flags it. Nothing is guessed.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, RwLock};
 
-/// What a unit measures. Units convert only within one dimension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Dimension {
-    Mass,
-    Length,
-    Volume,
-    Time,
-    Temperature,
-    Pressure,
-    /// mass per volume, base g/L
-    MassConcentration,
-    /// amount per volume, base mol/L
-    MolarConcentration,
-    /// equivalents per volume, base eq/L (not convertible to mol/L without valence)
-    EquivalentConcentration,
-    /// count per volume, base /L
-    NumberConcentration,
-    /// events per time, base /min
-    Frequency,
-    /// fraction, base % (1 = 100 %)
-    Fraction,
-    /// enzyme activity per volume, base U/L
-    CatalyticConcentration,
-    /// international units per volume, base `[IU]/L`
-    ArbitraryConcentration,
-    /// kg/m2
-    Bmi,
-    /// mL/min/{1.73_m2}
-    NormalizedFlow,
-    /// mg/g and similar mass ratios, base g/g
-    MassRatio,
-    /// dimensionless scores, ratios, INR
-    Dimensionless,
-    /// volume of one cell, base fL
-    EntiticVolume,
-    /// mass of one cell, base pg
-    EntiticMass,
-}
-
-/// One unit: its canonical UCUM code, dimension and map to the base unit.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct UnitDef {
-    pub code: &'static str,
-    pub dimension: Dimension,
-    pub factor: f64,
-    pub offset: f64,
-}
+use octofhir_ucum::{SpecialKind, UnitExpr};
 
 /// Why a conversion could not be done.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnitError {
-    #[error("unknown unit {0:?}")]
-    Unknown(String),
+    #[error("{unit:?} is not a valid UCUM unit: {reason}")]
+    Unknown { unit: String, reason: String },
     #[error("cannot convert {from} to {to}: different dimensions")]
     Incompatible { from: String, to: String },
     #[error("cannot convert {from} to {to} without the analyte's molar mass")]
     NeedsMolarMass { from: String, to: String },
+    #[error("cannot convert {from} to {to}: equivalents and moles differ by the ion's valence")]
+    NeedsValence { from: String, to: String },
+    #[error(
+        "cannot convert {from} to {to}: the annotations {from_notes:?} and {to_notes:?} differ"
+    )]
+    AnnotationsDiffer {
+        from: String,
+        to: String,
+        from_notes: Vec<String>,
+        to_notes: Vec<String>,
+    },
     #[error("value is not a finite number")]
     NotFinite,
 }
 
-fn def(code: &'static str, dimension: Dimension, factor: f64) -> UnitDef {
-    UnitDef {
-        code,
-        dimension,
-        factor,
-        offset: 0.0,
-    }
-}
+/// Annotations that only say what is counted, never change the quantity: dropped before two
+/// units' annotations are compared. Everything else (`{1.73_m2}`, `{INR}`, `{score}`) must
+/// match.
+pub const DESCRIPTIVE: &[&str] = &[
+    "beats",
+    "beat",
+    "breaths",
+    "breath",
+    "creat",
+    "creatinine",
+    "cells",
+    "cell",
+    "rbc",
+    "rbcs",
+    "wbc",
+    "wbcs",
+    "total",
+    "hba1c",
+    "hb",
+    "hgb",
+    "puffs",
+    "tbl",
+    "tablet",
+    "tablets",
+    "dose",
+    "doses",
+    "drop",
+    "drops",
+    "spray",
+    "sprays",
+    "capsule",
+    "capsules",
+];
 
-static TABLE: LazyLock<HashMap<&'static str, UnitDef>> = LazyLock::new(build_table);
+/// UCUM units clinical data uses most, spelled as UCUM spells them: the targets of the
+/// case-insensitive repair in [`to_ucum`] (`MG/DL` -> `mg/dL`) and the population the
+/// property tests draw from. Any other valid UCUM expression converts just the same.
+pub const COMMON_UNITS: &[&str] = &[
+    "kg",
+    "g",
+    "mg",
+    "ug",
+    "ng",
+    "pg",
+    "[lb_av]",
+    "[oz_av]",
+    "m",
+    "cm",
+    "mm",
+    "[in_i]",
+    "[ft_i]",
+    "L",
+    "dL",
+    "mL",
+    "uL",
+    "fL",
+    "s",
+    "ms",
+    "min",
+    "h",
+    "d",
+    "wk",
+    "mo",
+    "a",
+    "K",
+    "Cel",
+    "[degF]",
+    "mm[Hg]",
+    "kPa",
+    "cm[H2O]",
+    "/min",
+    "/s",
+    "/h",
+    "%",
+    "1",
+    "{ratio}",
+    "{INR}",
+    "{score}",
+    "kg/m2",
+    "m2",
+    "mL/min/{1.73_m2}",
+    "mL/min",
+    "U/L",
+    "U/mL",
+    "kU/L",
+    "mU/L",
+    "[IU]/L",
+    "m[IU]/L",
+    "u[IU]/mL",
+    "m[IU]/mL",
+    "[IU]/mL",
+    "mg/g",
+    "g/g",
+    "g/L",
+    "g/dL",
+    "mg/L",
+    "mg/dL",
+    "mg/mL",
+    "ug/L",
+    "ug/dL",
+    "ug/mL",
+    "ng/L",
+    "ng/dL",
+    "ng/mL",
+    "pg/mL",
+    "pg/L",
+    "mol/L",
+    "mmol/L",
+    "umol/L",
+    "nmol/L",
+    "pmol/L",
+    "mmol/mol",
+    "meq/L",
+    "eq/L",
+    "mosm/kg",
+    "10*3/uL",
+    "10*6/uL",
+    "10*9/L",
+    "10*12/L",
+    "10*3/mL",
+    "/uL",
+    "/L",
+    "/[HPF]",
+    "/[LPF]",
+    "mg/d",
+    "g/d",
+    "mL/h",
+    "L/min",
+    "[iU]/L",
+];
 
-fn leak(s: String) -> &'static str {
-    // Built once into a static table; bounded (a few hundred short strings).
-    Box::leak(s.into_boxed_str())
-}
-
-fn build_table() -> HashMap<&'static str, UnitDef> {
-    use Dimension::*;
-    let mut t: Vec<UnitDef> = vec![
-        // mass, base g
-        def("kg", Mass, 1000.0),
-        def("g", Mass, 1.0),
-        def("mg", Mass, 1e-3),
-        def("ug", Mass, 1e-6),
-        def("[lb_av]", Mass, 453.592_37),
-        def("[oz_av]", Mass, 28.349_523_125),
-        // length, base m
-        def("m", Length, 1.0),
-        def("cm", Length, 0.01),
-        def("mm", Length, 0.001),
-        def("[in_i]", Length, 0.0254),
-        def("[ft_i]", Length, 0.3048),
-        // volume, base L
-        def("L", Volume, 1.0),
-        def("dL", Volume, 0.1),
-        def("mL", Volume, 1e-3),
-        def("uL", Volume, 1e-6),
-        // time, base s
-        def("s", Time, 1.0),
-        def("ms", Time, 1e-3),
-        def("min", Time, 60.0),
-        def("h", Time, 3600.0),
-        def("d", Time, 86_400.0),
-        def("wk", Time, 604_800.0),
-        def("mo", Time, 2_629_800.0),
-        def("a", Time, 31_557_600.0),
-        // temperature, base K
-        UnitDef {
-            code: "K",
-            dimension: Temperature,
-            factor: 1.0,
-            offset: 0.0,
-        },
-        UnitDef {
-            code: "Cel",
-            dimension: Temperature,
-            factor: 1.0,
-            offset: 273.15,
-        },
-        UnitDef {
-            code: "[degF]",
-            dimension: Temperature,
-            factor: 5.0 / 9.0,
-            offset: 459.67 * 5.0 / 9.0,
-        },
-        // pressure, base mm[Hg]
-        def("mm[Hg]", Pressure, 1.0),
-        def("kPa", Pressure, 1000.0 / 133.322_387_415),
-        def("cm[H2O]", Pressure, 98.066_5 / 133.322_387_415),
-        // frequency, base /min
-        def("/min", Frequency, 1.0),
-        def("/s", Frequency, 60.0),
-        def("/h", Frequency, 1.0 / 60.0),
-        // fraction, base %
-        def("%", Fraction, 1.0),
-        def("1", Dimensionless, 1.0),
-        def("{ratio}", Dimensionless, 1.0),
-        def("{INR}", Dimensionless, 1.0),
-        def("{score}", Dimensionless, 1.0),
-        // BMI and eGFR
-        def("kg/m2", Bmi, 1.0),
-        def("mL/min/{1.73_m2}", NormalizedFlow, 1.0),
-        // enzyme activity
-        def("U/L", CatalyticConcentration, 1.0),
-        def("U/mL", CatalyticConcentration, 1000.0),
-        def("kU/L", CatalyticConcentration, 1000.0),
-        def("mU/L", CatalyticConcentration, 1e-3),
-        // international units (not interchangeable with enzyme units)
-        def("[IU]/L", ArbitraryConcentration, 1.0),
-        def("m[IU]/L", ArbitraryConcentration, 1e-3),
-        def("u[IU]/mL", ArbitraryConcentration, 1e-3),
-        def("m[IU]/mL", ArbitraryConcentration, 1.0),
-        def("[IU]/mL", ArbitraryConcentration, 1000.0),
-        // cells
-        def("fL", EntiticVolume, 1.0),
-        def("pg", EntiticMass, 1.0),
-        // mass ratios, base g/g
-        def("mg/g", MassRatio, 1e-3),
-        def("g/g", MassRatio, 1.0),
-    ];
-    // the fraction "1" is 100 %: handled by an explicit pair below, not by dimension.
-    let masses = [
-        ("g", 1.0),
-        ("mg", 1e-3),
-        ("ug", 1e-6),
-        ("ng", 1e-9),
-        ("pg", 1e-12),
-    ];
-    let moles = [
-        ("mol", 1.0),
-        ("mmol", 1e-3),
-        ("umol", 1e-6),
-        ("nmol", 1e-9),
-        ("pmol", 1e-12),
-    ];
-    let eqs = [("eq", 1.0), ("meq", 1e-3)];
-    let volumes = [("L", 1.0), ("dL", 0.1), ("mL", 1e-3), ("uL", 1e-6)];
-    for (m, mf) in masses {
-        for (v, vf) in volumes {
-            t.push(def(leak(format!("{m}/{v}")), MassConcentration, mf / vf));
-        }
-    }
-    for (m, mf) in moles {
-        for (v, vf) in volumes {
-            t.push(def(leak(format!("{m}/{v}")), MolarConcentration, mf / vf));
-        }
-    }
-    for (m, mf) in eqs {
-        for (v, vf) in volumes {
-            let code = if m == "meq" {
-                format!("meq/{v}")
-            } else {
-                format!("eq/{v}")
-            };
-            t.push(def(leak(code), EquivalentConcentration, mf / vf));
-        }
-    }
-    for (p, pf) in [("10*3", 1e3), ("10*6", 1e6), ("10*9", 1e9), ("10*12", 1e12)] {
-        for (v, vf) in [("L", 1.0), ("uL", 1e-6), ("mL", 1e-3)] {
-            t.push(def(leak(format!("{p}/{v}")), NumberConcentration, pf / vf));
-        }
-    }
-    t.push(def("/uL", NumberConcentration, 1e6));
-    t.push(def("/L", NumberConcentration, 1.0));
-    t.into_iter().map(|d| (d.code, d)).collect()
-}
-
-/// Case-folded aliases seen in EHR data for the `unit` text, mapped to UCUM codes.
+/// Case-folded spellings seen in EHR data, mapped to UCUM. Checked before UCUM parsing: a
+/// bare `C` in a temperature is Celsius, not the coulomb UCUM would read.
 static ALIASES: &[(&str, &str)] = &[
-    ("kg", "kg"),
     ("kgs", "kg"),
     ("kilograms", "kg"),
-    ("g", "g"),
+    ("kilogram", "kg"),
     ("gm", "g"),
+    ("gms", "g"),
     ("grams", "g"),
     ("lb", "[lb_av]"),
     ("lbs", "[lb_av]"),
     ("lb_av", "[lb_av]"),
-    ("[lb_av]", "[lb_av]"),
     ("pounds", "[lb_av]"),
     ("oz", "[oz_av]"),
-    ("[oz_av]", "[oz_av]"),
-    ("cm", "cm"),
-    ("mm", "mm"),
-    ("m", "m"),
+    ("ounces", "[oz_av]"),
     ("in", "[in_i]"),
     ("inch", "[in_i]"),
     ("inches", "[in_i]"),
-    ("[in_i]", "[in_i]"),
     ("in_i", "[in_i]"),
     ("ft", "[ft_i]"),
-    ("[ft_i]", "[ft_i]"),
+    ("feet", "[ft_i]"),
     ("cel", "Cel"),
     ("c", "Cel"),
     ("°c", "Cel"),
@@ -253,197 +211,430 @@ static ALIASES: &[(&str, &str)] = &[
     ("°f", "[degF]"),
     ("degf", "[degF]"),
     ("deg f", "[degF]"),
-    ("[degf]", "[degF]"),
     ("fahrenheit", "[degF]"),
     ("k", "K"),
     ("mmhg", "mm[Hg]"),
     ("mm hg", "mm[Hg]"),
-    ("mm[hg]", "mm[Hg]"),
-    ("kpa", "kPa"),
-    ("/min", "/min"),
+    ("cmh2o", "cm[H2O]"),
     ("bpm", "/min"),
     ("beats/min", "/min"),
-    ("{beats}/min", "/min"),
     ("beats/minute", "/min"),
-    ("{breaths}/min", "/min"),
     ("breaths/min", "/min"),
-    ("/s", "/s"),
-    ("%", "%"),
+    ("/minute", "/min"),
+    ("per min", "/min"),
     ("percent", "%"),
-    ("kg/m2", "kg/m2"),
     ("kg/m^2", "kg/m2"),
     ("kg/m²", "kg/m2"),
-    ("ml/min/{1.73_m2}", "mL/min/{1.73_m2}"),
     ("ml/min/1.73m2", "mL/min/{1.73_m2}"),
     ("ml/min/1.73 m2", "mL/min/{1.73_m2}"),
     ("ml/min/1.73m^2", "mL/min/{1.73_m2}"),
-    ("u/l", "U/L"),
+    ("ml/min/1.73 m^2", "mL/min/{1.73_m2}"),
+    ("ml/min/1.73m²", "mL/min/{1.73_m2}"),
     ("iu/l", "[IU]/L"),
-    ("[iu]/l", "[IU]/L"),
     ("miu/l", "m[IU]/L"),
-    ("m[iu]/l", "m[IU]/L"),
     ("uiu/ml", "u[IU]/mL"),
-    ("u[iu]/ml", "u[IU]/mL"),
+    ("µiu/ml", "u[IU]/mL"),
+    ("miu/ml", "m[IU]/mL"),
+    ("iu/ml", "[IU]/mL"),
     ("k/ul", "10*3/uL"),
     ("x10^3/ul", "10*3/uL"),
     ("x10e3/ul", "10*3/uL"),
     ("10^3/ul", "10*3/uL"),
-    ("10*3/ul", "10*3/uL"),
     ("thou/ul", "10*3/uL"),
-    ("10*9/l", "10*9/L"),
     ("x10^9/l", "10*9/L"),
     ("10^9/l", "10*9/L"),
+    ("x10e9/l", "10*9/L"),
     ("m/ul", "10*6/uL"),
     ("x10^6/ul", "10*6/uL"),
     ("x10e6/ul", "10*6/uL"),
     ("10^6/ul", "10*6/uL"),
-    ("10*6/ul", "10*6/uL"),
     ("mill/ul", "10*6/uL"),
-    ("10*12/l", "10*12/L"),
     ("x10^12/l", "10*12/L"),
-    ("meq/l", "meq/L"),
-    ("fl", "fL"),
-    ("pg", "pg"),
-    ("mg/g", "mg/g"),
-    ("mg/g{creat}", "mg/g"),
+    ("10^12/l", "10*12/L"),
+    ("mg/g creat", "mg/g{creat}"),
+    ("µg/l", "ug/L"),
+    ("µg/dl", "ug/dL"),
+    ("µg/ml", "ug/mL"),
+    ("µmol/l", "umol/L"),
+    ("µl", "uL"),
+    ("mcg", "ug"),
+    ("mcg/l", "ug/L"),
+    ("mcg/dl", "ug/dL"),
+    ("mcg/ml", "ug/mL"),
     ("sec", "s"),
-    ("s", "s"),
+    ("secs", "s"),
     ("seconds", "s"),
     ("inr", "{INR}"),
-    ("{inr}", "{INR}"),
     ("ratio", "{ratio}"),
+    ("score", "{score}"),
 ];
 
-/// Looks a unit up by its UCUM code exactly (annotations such as `{beats}` ignored when
-/// they decorate a known unit).
-pub fn lookup(code: &str) -> Option<&'static UnitDef> {
-    if let Some(d) = TABLE.get(code) {
-        return Some(d);
+/// A unit reduced to what conversion needs: UCUM's dimension and factor, plus the clinical
+/// kinds UCUM folds into numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitInfo {
+    /// The expression as given (valid UCUM).
+    pub code: String,
+    /// Exponents of UCUM's seven base units (m, s, g, rad, K, C, cd).
+    pub dimension: [i8; 7],
+    /// Base units per one of this unit (for a temperature: per degree).
+    pub factor: f64,
+    /// Base units at zero (273.15 K for `Cel`); 0 for every non-temperature unit.
+    pub offset: f64,
+    /// A special unit other than a temperature (`[pH]`, `dB`): converted by UCUM's function.
+    pub nonlinear: bool,
+    /// Arbitrary atoms (`[iU]`) with their exponents, sorted.
+    pub arbitrary: Vec<(String, i32)>,
+    /// Amount-of-substance atoms (`mol`, `U`, `kat`): exponents in the numerator and in the
+    /// denominator, kept apart so `mmol/mol` is not mistaken for a plain ratio.
+    pub substance: Exponents,
+    /// Exponents of `eq`.
+    pub equivalents: Exponents,
+    /// Exponents of `osm`.
+    pub osmoles: Exponents,
+    /// Annotations that matter, lower-cased and sorted (descriptive ones dropped).
+    pub annotations: Vec<String>,
+}
+
+impl UnitInfo {
+    /// No dimension, no arbitrary unit and no amount of substance: `1`, `%`, `{INR}`.
+    pub fn is_dimensionless(&self) -> bool {
+        self.dimension == [0; 7]
+            && self.arbitrary.is_empty()
+            && self.substance == Exponents::default()
+            && self.equivalents == Exponents::default()
+            && self.osmoles == Exponents::default()
     }
-    let stripped = strip_annotations(code);
-    if stripped != code && !stripped.is_empty() && stripped != "/" {
-        return TABLE.get(stripped.as_str());
+}
+
+/// Exponents of one kind of atom, numerator and denominator apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exponents {
+    pub numerator: i32,
+    pub denominator: i32,
+}
+
+impl Exponents {
+    fn add(&mut self, exp: i32) {
+        if exp >= 0 {
+            self.numerator = self.numerator.saturating_add(exp);
+        } else {
+            self.denominator = self.denominator.saturating_add(exp.saturating_neg());
+        }
+    }
+}
+
+/// How a conversion was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// The same expression.
+    Identity,
+    /// A UCUM conversion within one kind of quantity.
+    Scaled,
+    /// Mass <-> amount of substance through the analyte's molar mass.
+    MolarMass,
+}
+
+const MASS: usize = 2;
+/// Bound on the memo of analysed units: unit strings come from the network.
+const CACHE_LIMIT: usize = 4096;
+
+type Analysed = Result<Arc<UnitInfo>, UnitError>;
+static CACHE: LazyLock<RwLock<HashMap<String, Analysed>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
+/// Avogadro's number as UCUM defines the mole (base units per mol).
+static MOLE: LazyLock<f64> =
+    LazyLock::new(|| octofhir_ucum::analyse("mol").map_or(6.022_140_76e23, |a| a.factor.to_f64()));
+
+/// The table version recorded on converted values: UCUM's own version plus the revision of
+/// the clinical rules above.
+pub fn version() -> String {
+    format!("ucum-{}+aqueduct-rules-1", octofhir_ucum::UCUM_VERSION)
+}
+
+/// Parses and reduces a UCUM expression (case-sensitive, as UCUM requires). Results are
+/// memoised, so the hot path of normalization pays for each distinct unit once.
+pub fn analyze(code: &str) -> Result<Arc<UnitInfo>, UnitError> {
+    if let Ok(cache) = CACHE.read()
+        && let Some(hit) = cache.get(code)
+    {
+        return hit.clone();
+    }
+    let result = analyze_uncached(code).map(Arc::new);
+    if let Ok(mut cache) = CACHE.write()
+        && cache.len() < CACHE_LIMIT
+    {
+        cache.insert(code.to_string(), result.clone());
+    }
+    result
+}
+
+fn analyze_uncached(code: &str) -> Result<UnitInfo, UnitError> {
+    let unknown = |reason: String| UnitError::Unknown {
+        unit: code.to_string(),
+        reason,
+    };
+    let a = octofhir_ucum::analyse(code).map_err(|e| unknown(e.message.clone()))?;
+    let scale = a.scale.to_f64();
+    let factor = a.factor.to_f64() * scale;
+    let offset = a.offset.to_f64();
+    if !factor.is_finite() || factor == 0.0 || !offset.is_finite() {
+        return Err(unknown("its magnitude does not fit a 64-bit float".into()));
+    }
+    let temperature = matches!(
+        a.special,
+        Some(SpecialKind::Celsius | SpecialKind::Fahrenheit | SpecialKind::Reaumur)
+    );
+    let nonlinear = !temperature
+        && a.special
+            .is_some_and(|s| !matches!(s, SpecialKind::None | SpecialKind::Arbitrary));
+    let mut atoms = Atoms::default();
+    atoms.walk(&a.parsed_ast, 1);
+    let mut arbitrary: Vec<(String, i32)> = a
+        .arbitrary
+        .iter()
+        .map(|(atom, n)| ((*atom).to_string(), *n))
+        .collect();
+    arbitrary.sort();
+    atoms.annotations.sort();
+    atoms.annotations.dedup();
+    Ok(UnitInfo {
+        code: code.to_string(),
+        dimension: a.dimension.0,
+        factor,
+        offset,
+        nonlinear,
+        arbitrary,
+        substance: atoms.substance,
+        equivalents: atoms.equivalents,
+        osmoles: atoms.osmoles,
+        annotations: atoms.annotations,
+    })
+}
+
+/// Walks a parsed expression for what UCUM's reduction forgets.
+#[derive(Default)]
+struct Atoms {
+    substance: Exponents,
+    equivalents: Exponents,
+    osmoles: Exponents,
+    annotations: Vec<String>,
+}
+
+impl Atoms {
+    fn walk(&mut self, e: &UnitExpr, exp: i32) {
+        match e {
+            UnitExpr::Symbol(s) => match atom_of(s) {
+                Some("mol" | "U" | "kat") => self.substance.add(exp),
+                Some("eq") => self.equivalents.add(exp),
+                Some("osm") => self.osmoles.add(exp),
+                _ => {}
+            },
+            UnitExpr::Numeric(_) => {}
+            UnitExpr::Power(inner, n) => self.walk(inner, exp.saturating_mul(*n)),
+            UnitExpr::Annotation(a) => self.note(a),
+            UnitExpr::Annotated(inner, a) => {
+                self.walk(inner, exp);
+                self.note(a);
+            }
+            UnitExpr::Product(items) => {
+                for item in items {
+                    self.walk(item, exp);
+                }
+            }
+            UnitExpr::Quotient(num, den) => {
+                self.walk(num, exp);
+                self.walk(den, -exp);
+            }
+            UnitExpr::Reciprocal(inner) => self.walk(inner, -exp),
+        }
+    }
+
+    fn note(&mut self, a: &str) {
+        let lower = a.trim().to_ascii_lowercase();
+        if !lower.is_empty() && !DESCRIPTIVE.contains(&lower.as_str()) {
+            self.annotations.push(lower);
+        }
+    }
+}
+
+/// The unit atom of a symbol, its prefix removed (`mmol` -> `mol`).
+fn atom_of(symbol: &str) -> Option<&'static str> {
+    if let Some(u) = octofhir_ucum::find_unit(symbol) {
+        return Some(u.code);
+    }
+    for n in [1, 2] {
+        let (Some(prefix), Some(rest)) = (symbol.get(..n), symbol.get(n..)) else {
+            continue;
+        };
+        if octofhir_ucum::find_prefix(prefix).is_some()
+            && let Some(u) = octofhir_ucum::find_unit(rest)
+            && u.is_metric
+        {
+            return Some(u.code);
+        }
     }
     None
 }
 
-fn strip_annotations(code: &str) -> String {
-    let mut out = String::with_capacity(code.len());
-    let mut depth = 0u32;
-    for c in code.chars() {
-        match c {
-            '{' => depth += 1,
-            '}' => depth = depth.saturating_sub(1),
-            _ if depth == 0 => out.push(c),
-            _ => {}
-        }
-    }
-    // "{beats}/min" -> "/min"; "mg/g{creat}" -> "mg/g"
-    out
+/// Whether `code` is a valid (case-sensitive) UCUM expression.
+pub fn is_valid(code: &str) -> bool {
+    analyze(code).is_ok()
 }
 
-/// The UCUM code for a unit as written by an EHR: exact UCUM first, then known aliases
-/// (case-insensitive), then mass/molar concentrations written with other capitalisation
-/// ("mg/dl", "MMOL/L"). `None` when the text is not recognised.
-pub fn to_ucum(text: &str) -> Option<&'static str> {
+/// The UCUM code for a unit as written by an EHR: a known alias first (case-insensitive),
+/// then a case-insensitive match against [`COMMON_UNITS`], then the text itself when it is
+/// valid UCUM. `None` when the text is not recognised.
+pub fn to_ucum(text: &str) -> Option<String> {
+    static MEMO: LazyLock<RwLock<HashMap<String, Option<String>>>> =
+        LazyLock::new(|| RwLock::new(HashMap::new()));
+    if let Ok(memo) = MEMO.read()
+        && let Some(hit) = memo.get(text)
+    {
+        return hit.clone();
+    }
+    let result = repair(text);
+    if let Ok(mut memo) = MEMO.write()
+        && memo.len() < CACHE_LIMIT
+    {
+        memo.insert(text.to_string(), result.clone());
+    }
+    result
+}
+
+fn repair(text: &str) -> Option<String> {
     let t = text.trim();
     if t.is_empty() {
         return None;
     }
-    if let Some(d) = lookup(t) {
-        return Some(d.code);
-    }
     let lower = t.to_lowercase();
     if let Some((_, code)) = ALIASES.iter().find(|(a, _)| *a == lower) {
-        return Some(code);
+        return Some((*code).to_string());
     }
-    // concentrations: find a table code equal ignoring case (unambiguous for m/d/u prefixes
-    // of g, mol, L because the table has no two codes differing only by case in these families)
-    TABLE
-        .values()
-        .find(|d| {
-            matches!(
-                d.dimension,
-                Dimension::MassConcentration
-                    | Dimension::MolarConcentration
-                    | Dimension::EquivalentConcentration
-                    | Dimension::NumberConcentration
-            ) && d.code.eq_ignore_ascii_case(&lower)
-        })
-        .map(|d| d.code)
+    // the clinical spelling wins over a rarer UCUM reading of the same letters: `ML` is a
+    // millilitre typed in capitals, not a megalitre; `mg/dl` is written `mg/dL`
+    if let Some(c) = COMMON_UNITS.iter().find(|c| c.eq_ignore_ascii_case(t)) {
+        return Some((*c).to_string());
+    }
+    is_valid(t).then(|| t.to_string())
 }
 
-/// Converts `value` from one UCUM unit to another of the same dimension.
+/// Converts `value` from one UCUM unit to another of the same kind.
 pub fn convert(value: f64, from: &str, to: &str) -> Result<f64, UnitError> {
-    convert_with_molar_mass(value, from, to, None)
+    convert_detailed(value, from, to, None).map(|(v, _)| v)
 }
 
-/// Converts `value`, allowing mass concentration <-> molar concentration when the analyte's
-/// molar mass (g/mol) is known (glucose 180.16: 100 mg/dL = 5.55 mmol/L).
+/// Converts `value`, allowing mass concentration <-> substance concentration when the
+/// analyte's molar mass (g/mol) is known (glucose 180.16: 100 mg/dL = 5.55 mmol/L).
 pub fn convert_with_molar_mass(
     value: f64,
     from: &str,
     to: &str,
     molar_mass: Option<f64>,
 ) -> Result<f64, UnitError> {
+    convert_detailed(value, from, to, molar_mass).map(|(v, _)| v)
+}
+
+/// As [`convert_with_molar_mass`], also saying how the value was converted.
+pub fn convert_detailed(
+    value: f64,
+    from: &str,
+    to: &str,
+    molar_mass: Option<f64>,
+) -> Result<(f64, Method), UnitError> {
     if !value.is_finite() {
         return Err(UnitError::NotFinite);
     }
-    let f = lookup(from).ok_or_else(|| UnitError::Unknown(from.to_string()))?;
-    let t = lookup(to).ok_or_else(|| UnitError::Unknown(to.to_string()))?;
-    let base = value * f.factor + f.offset;
-    let base = match (f.dimension, t.dimension) {
-        (Dimension::Dimensionless, Dimension::Dimensionless)
-            if f.code != t.code && f.code != "1" && t.code != "1" =>
-        {
-            return Err(UnitError::Incompatible {
-                from: from.to_string(),
-                to: to.to_string(),
-            });
-        }
-        (a, b) if a == b => base,
-        (Dimension::Fraction, Dimension::Dimensionless) if t.code == "1" => base,
-        (Dimension::Dimensionless, Dimension::Fraction) if f.code == "1" => base * 100.0,
-        (Dimension::MassConcentration, Dimension::MolarConcentration) => match molar_mass {
-            Some(m) if m > 0.0 && m.is_finite() => base / m,
-            _ => {
-                return Err(UnitError::NeedsMolarMass {
-                    from: from.to_string(),
-                    to: to.to_string(),
-                });
-            }
-        },
-        (Dimension::MolarConcentration, Dimension::MassConcentration) => match molar_mass {
-            Some(m) if m > 0.0 && m.is_finite() => base * m,
-            _ => {
-                return Err(UnitError::NeedsMolarMass {
-                    from: from.to_string(),
-                    to: to.to_string(),
-                });
-            }
-        },
-        _ => {
-            return Err(UnitError::Incompatible {
-                from: from.to_string(),
-                to: to.to_string(),
-            });
-        }
+    let f = analyze(from)?;
+    let t = analyze(to)?;
+    let incompatible = || UnitError::Incompatible {
+        from: from.to_string(),
+        to: to.to_string(),
     };
-    let out = if f.dimension == Dimension::Fraction && t.code == "1" {
-        base / 100.0
+    if f.annotations != t.annotations {
+        return Err(UnitError::AnnotationsDiffer {
+            from: from.to_string(),
+            to: to.to_string(),
+            from_notes: f.annotations.clone(),
+            to_notes: t.annotations.clone(),
+        });
+    }
+    if f.arbitrary != t.arbitrary || f.osmoles != t.osmoles {
+        return Err(incompatible());
+    }
+    if f.equivalents != t.equivalents {
+        let moles = |u: &UnitInfo| {
+            (
+                u.substance.numerator + u.equivalents.numerator,
+                u.substance.denominator + u.equivalents.denominator,
+            )
+        };
+        let swaps_mol = moles(&f) == moles(&t);
+        return Err(if swaps_mol {
+            UnitError::NeedsValence {
+                from: from.to_string(),
+                to: to.to_string(),
+            }
+        } else {
+            incompatible()
+        });
+    }
+    if f.code == t.code {
+        return Ok((value, Method::Identity));
+    }
+    let (out, method) = if f.substance == t.substance {
+        if f.dimension != t.dimension {
+            return Err(incompatible());
+        }
+        if f.nonlinear || t.nonlinear {
+            let v = octofhir_ucum::convert(value, from, to).map_err(|_| incompatible())?;
+            (v, Method::Scaled)
+        } else {
+            let base = value * f.factor + f.offset;
+            ((base - t.offset) / t.factor, Method::Scaled)
+        }
     } else {
-        (base - t.offset) / t.factor
+        // mass <-> substance: one more gram on one side is one more mole on the other, in
+        // the numerator only (mg/dL <-> mmol/L; never mmol/mol <-> %)
+        let step = t.substance.numerator - f.substance.numerator;
+        let mut expected = f.dimension;
+        expected[MASS] -= step as i8;
+        if step.abs() != 1
+            || f.substance.denominator != t.substance.denominator
+            || expected != t.dimension
+            || f.nonlinear
+            || t.nonlinear
+        {
+            return Err(incompatible());
+        }
+        let mm = match molar_mass {
+            Some(m) if m > 0.0 && m.is_finite() => m,
+            _ => {
+                return Err(UnitError::NeedsMolarMass {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                });
+            }
+        };
+        let base = value * f.factor;
+        // base is grams (step 1) or counts (step -1) per whatever the rest of the unit is
+        let moved = if step == 1 {
+            base / mm * *MOLE
+        } else {
+            base / *MOLE * mm
+        };
+        (moved / t.factor, Method::MolarMass)
     };
     if out.is_finite() {
-        Ok(out)
+        Ok((out, method))
     } else {
         Err(UnitError::NotFinite)
     }
 }
 
-/// All UCUM codes in the table (for documentation and tests).
+/// The curated units as a sorted list (for documentation and tests).
 pub fn known_units() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = TABLE.keys().copied().collect();
+    let mut v = COMMON_UNITS.to_vec();
     v.sort_unstable();
     v
 }

@@ -313,6 +313,36 @@ fn medication_stale_and_ndc() {
 }
 
 #[test]
+fn ndc_through_starter_map_then_replaced_by_a_release() {
+    // 4-4-2 NDC as printed on the package: normalised to 00093-1113-10
+    let raw = br#"{"resourceType":"MedicationRequest","id":"m","status":"active","authoredOn":"2026-10-01","medicationCodeableConcept":{"coding":[{"system":"http://hl7.org/fhir/sid/ndc","code":"0093-1113-10"}]}}"#;
+    let n = normalize("MedicationRequest", raw, &ctx());
+    let code = n.rows[0].code.as_ref().unwrap();
+    assert_eq!(code.resolution, Resolution::Mapped);
+    assert_eq!(code.rule, "ndc-rxnorm-table");
+    assert_eq!(code.code.as_deref(), Some("314076"));
+    assert_eq!(code.table_version.as_deref(), Some("aqueduct-ndc-2026.2"));
+    let Detail::Medication(d) = &n.rows[0].detail else {
+        panic!()
+    };
+    assert_eq!(d.ingredient_rxcui.as_deref(), Some("29046"));
+    // a loaded release replaces the starter map: a pair it does not carry is not kept
+    let mut t = Terminology::embedded();
+    t.load_rxnsat(
+        std::io::Cursor::new("860975|||1|AUI|860975|AT1||NDC|RXNORM|99999012301|N|4096|\n"),
+        "rxnorm-2026-11",
+    )
+    .unwrap();
+    let n = normalize(
+        "MedicationRequest",
+        raw,
+        &NormalizeContext::new(Arc::new(t)),
+    );
+    let code = n.rows[0].code.as_ref().unwrap();
+    assert_eq!(code.resolution, Resolution::Unmapped, "{code:?}");
+}
+
+#[test]
 fn ndc_through_loaded_rxnsat() {
     let mut t = Terminology::embedded();
     t.load_rxnsat(
@@ -575,8 +605,10 @@ fn unknown_unit_is_not_converted() {
     let n = normalize("Observation", raw, &ctx());
     let v = obs(&n, 0).value.clone().unwrap();
     assert_eq!(v.canonical_value, None);
+    // IFCC mmol/mol is not NGSP % by a factor (NGSP = 0.0915 IFCC + 2.15): UCUM would
+    // say 5.3 %, the patient's A1c is 7.0 %
     assert_eq!(v.conversion, Some("not-convertible"));
-    assert!(has_flag(&n.rows[0].flags, "unknown-unit"));
+    assert!(has_flag(&n.rows[0].flags, "unit-not-convertible"));
     // INR without unit: dimensionless, fine
     let raw = br#"{"resourceType":"Observation","id":"a","code":{"coding":[{"system":"http://loinc.org","code":"6301-6"}]},"effectiveDateTime":"2024-01-01","valueQuantity":{"value":1.1}}"#;
     let n = normalize("Observation", raw, &ctx());
@@ -604,6 +636,7 @@ mod props {
             let n = normalize("Observation", raw.as_bytes(), &ctx());
             let v = obs(&n, 0).value.clone().unwrap();
             let ucum = units::to_ucum(u).unwrap();
+            let ucum = ucum.as_str();
             let expected = units::convert(x, ucum, "kg").unwrap();
             let got = v.canonical_value.unwrap();
             prop_assert!((got - expected).abs() <= 1e-9 * expected.abs().max(1.0));

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used)]
 
 use aqueduct_normalize::units::{
-    UnitError, convert, convert_with_molar_mass, known_units, lookup, to_ucum,
+    Method, UnitError, analyze, convert, convert_detailed, convert_with_molar_mass, is_valid,
+    known_units, to_ucum,
 };
 use proptest::prelude::*;
 
@@ -50,10 +51,11 @@ fn known_values() {
     ));
     assert!(close(convert(37.0, "Cel", "K").unwrap(), 310.15, 1e-12));
     // pressure
+    // UCUM defines m[Hg] as 133.3220 kPa (the conventional 133.322387 differs by 3 ppm)
     assert!(close(
         convert(1.0, "kPa", "mm[Hg]").unwrap(),
-        7.500615758,
-        1e-9
+        1000.0 / 133.322,
+        1e-12
     ));
     // counts
     assert!(close(
@@ -88,8 +90,14 @@ fn refusals() {
         convert(1.0, "mg/dL", "mmol/L"),
         Err(UnitError::NeedsMolarMass { .. })
     ));
+    // UCUM defines eq as mol; a divalent ion (calcium) would be off by two
     assert!(matches!(
         convert(1.0, "meq/L", "mmol/L"),
+        Err(UnitError::NeedsValence { .. })
+    ));
+    // UCUM counts moles as numbers; glucose is not cells per microlitre
+    assert!(matches!(
+        convert(1.0, "mmol/L", "10*3/uL"),
         Err(UnitError::Incompatible { .. })
     ));
     assert!(matches!(
@@ -98,11 +106,16 @@ fn refusals() {
     ));
     assert!(matches!(
         convert(1.0, "{INR}", "{score}"),
-        Err(UnitError::Incompatible { .. })
+        Err(UnitError::AnnotationsDiffer { .. })
+    ));
+    // an eGFR normalised to body surface is not a raw clearance
+    assert!(matches!(
+        convert(60.0, "mL/min/{1.73_m2}", "mL/min"),
+        Err(UnitError::AnnotationsDiffer { .. })
     ));
     assert!(matches!(
         convert(1.0, "furlong", "m"),
-        Err(UnitError::Unknown(_))
+        Err(UnitError::Unknown { .. })
     ));
     assert!(matches!(
         convert(f64::NAN, "kg", "g"),
@@ -114,24 +127,95 @@ fn refusals() {
     ));
     assert!(convert_with_molar_mass(1.0, "mg/dL", "mmol/L", Some(0.0)).is_err());
     assert!(convert_with_molar_mass(1.0, "mg/dL", "mmol/L", Some(-3.0)).is_err());
+    // a molar mass does not make mass and length commensurable
+    assert!(convert_with_molar_mass(1.0, "mg", "mmol/L", Some(180.16)).is_err());
+    // magnitudes beyond f64 are refused, not turned into infinity
+    assert!(convert(1.0, "10*999/L", "/L").is_err());
+}
+
+#[test]
+fn full_ucum_grammar() {
+    // expressions no table lists: the grammar reduces them
+    assert!(close(convert(1.0, "kg.m-2", "kg/m2").unwrap(), 1.0, 1e-12));
+    assert!(close(
+        convert(2.0, "mg/(kg.d)", "ug/(kg.h)").unwrap(),
+        2000.0 / 24.0,
+        1e-12
+    ));
+    assert!(close(
+        convert(1.0, "[ft_i]", "[in_i]").unwrap(),
+        12.0,
+        1e-12
+    ));
+    assert!(close(
+        convert(1.0, "U/L", "ukat/L").unwrap(),
+        1.0 / 60.0,
+        1e-12
+    ));
+    assert!(close(
+        convert(5.0, "m[IU]/L", "u[IU]/mL").unwrap(),
+        5.0,
+        1e-12
+    ));
+    assert!(close(
+        convert(1.0, "[degF]", "K").unwrap(),
+        255.927_777_8,
+        1e-9
+    ));
+    assert!(close(
+        convert(30.0, "mg/g{creat}", "mg/g").unwrap(),
+        30.0,
+        1e-12
+    ));
+    assert!(close(convert(2.0, "mg/g", "%").unwrap(), 0.2, 1e-12));
+    // HbA1c: IFCC mmol/mol and NGSP % are related by a regression, not a factor
+    assert!(convert(53.0, "mmol/mol", "%").is_err());
+    assert!(convert_with_molar_mass(53.0, "mmol/mol", "%", Some(64_500.0)).is_err());
+    // mass <-> substance through any prefixes and volumes
+    let (y, m) = convert_detailed(1.0, "g/L", "umol/mL", Some(100.0)).unwrap();
+    assert_eq!(m, Method::MolarMass);
+    assert!(close(y, 10.0, 1e-12), "{y}");
+    assert_eq!(
+        convert_detailed(3.0, "mg/dL", "mg/dL", None).unwrap(),
+        (3.0, Method::Identity)
+    );
+    assert!(is_valid("mL/min/{1.73_m2}"));
+    assert!(!is_valid("mg/"));
+    assert!(!is_valid("mmHg"));
+    let a = analyze("10*3/uL").unwrap();
+    assert!(!a.is_dimensionless());
+    assert!(analyze("{INR}").unwrap().is_dimensionless());
+    assert!(!analyze("mmol/L").unwrap().is_dimensionless());
 }
 
 #[test]
 fn aliases() {
-    assert_eq!(to_ucum("mg/dl"), Some("mg/dL"));
-    assert_eq!(to_ucum("MG/DL"), Some("mg/dL"));
-    assert_eq!(to_ucum("lbs"), Some("[lb_av]"));
-    assert_eq!(to_ucum("°F"), Some("[degF]"));
-    assert_eq!(to_ucum("deg C"), Some("Cel"));
-    assert_eq!(to_ucum("mmHg"), Some("mm[Hg]"));
-    assert_eq!(to_ucum("bpm"), Some("/min"));
-    assert_eq!(to_ucum("K/uL"), Some("10*3/uL"));
-    assert_eq!(to_ucum("mmol/l"), Some("mmol/L"));
-    assert_eq!(to_ucum("kg/m^2"), Some("kg/m2"));
-    assert_eq!(to_ucum("mL/min/1.73m2"), Some("mL/min/{1.73_m2}"));
-    assert_eq!(to_ucum("widgets"), None);
-    assert_eq!(to_ucum(""), None);
-    assert!(lookup("mg/dL").is_some());
+    let u = |s: &str| to_ucum(s);
+    assert_eq!(u("mg/dl").as_deref(), Some("mg/dL"));
+    assert_eq!(u("MG/DL").as_deref(), Some("mg/dL"));
+    assert_eq!(u("lbs").as_deref(), Some("[lb_av]"));
+    assert_eq!(u("°F").as_deref(), Some("[degF]"));
+    assert_eq!(u("deg C").as_deref(), Some("Cel"));
+    // a bare C on a temperature is Celsius, not UCUM's coulomb
+    assert_eq!(u("C").as_deref(), Some("Cel"));
+    assert_eq!(u("mmHg").as_deref(), Some("mm[Hg]"));
+    assert_eq!(u("bpm").as_deref(), Some("/min"));
+    assert_eq!(u("K/uL").as_deref(), Some("10*3/uL"));
+    assert_eq!(u("mmol/l").as_deref(), Some("mmol/L"));
+    assert_eq!(u("kg/m^2").as_deref(), Some("kg/m2"));
+    assert_eq!(u("mL/min/1.73m2").as_deref(), Some("mL/min/{1.73_m2}"));
+    assert_eq!(u("mcg/mL").as_deref(), Some("ug/mL"));
+    // valid UCUM passes through as written
+    assert_eq!(u("ng/(24.h)").as_deref(), Some("ng/(24.h)"));
+    assert_eq!(u("widgets"), None);
+    assert_eq!(u(""), None);
+}
+
+#[test]
+fn every_common_unit_is_valid_ucum() {
+    for code in known_units() {
+        assert!(is_valid(code), "{code}: {:?}", analyze(code));
+    }
 }
 
 proptest! {
