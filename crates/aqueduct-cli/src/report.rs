@@ -91,9 +91,15 @@ pub fn print_normalized(r: &aqueduct_normalize::RebuildReport) {
         .map(|(level, share)| format!("{level} {:.1}%", share * 100.0))
         .collect();
     let rows: u64 = r.resolution.values().sum();
+    let derived: u64 = r.types.iter().map(|t| t.resources).sum();
+    let unchanged: u64 = r.types.iter().map(|t| t.unchanged).sum();
     println!(
-        "   normalized: {rows} coded rows ({}); {} BMI derived",
-        shares.join(", "),
+        "   normalized: {derived} resources re-derived, {unchanged} unchanged; {rows} coded rows ({}); {} BMI derived",
+        if shares.is_empty() {
+            "none".to_string()
+        } else {
+            shares.join(", ")
+        },
         r.derived_bmi
     );
 }

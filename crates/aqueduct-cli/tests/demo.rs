@@ -73,12 +73,26 @@ fn the_demo_syncs_every_source_honestly_and_repeats_without_false_alarms() {
                 0,
                 "round {round}: no false alarm: {clean}"
             );
-            assert!(
-                clean["normalized"]["resolution"]["standard"]
-                    .as_u64()
+            if round == 0 {
+                assert!(
+                    clean["normalized"]["resolution"]["standard"]
+                        .as_u64()
+                        .unwrap()
+                        > 0
+                );
+            } else {
+                // Normalization after a sync re-derives only what changed: an identical
+                // re-fetch re-derives no Observation.
+                let obs = clean["normalized"]["types"]
+                    .as_array()
                     .unwrap()
-                    > 0
-            );
+                    .iter()
+                    .find(|t| t["resource_type"] == "Observation")
+                    .unwrap()
+                    .clone();
+                assert!(obs["unchanged"].as_u64().unwrap() > 0, "{obs}");
+                assert_eq!(obs["resources"], 0, "{obs}");
+            }
         }
         if round > 0 {
             // The second run re-fetched the same data: nothing was rewritten.

@@ -122,6 +122,48 @@ fn a_complete_sync_exits_zero_and_status_shows_the_data() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+    // Release files named in aqueduct.toml apply to the normalization after a sync: new
+    // tables, new fingerprint, every source derived again.
+    let terms = dir.path().join("terms");
+    std::fs::create_dir(&terms).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../aqueduct-normalize/tests/fixtures/cvx_sample.txt"
+        ),
+        terms.join("cvx.txt"),
+    )
+    .unwrap();
+    let toml = dir.path().join("aqueduct.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text = text.replacen("[vault]", "[terminology]\ndir = \"terms\"\n[vault]", 1);
+    std::fs::write(&toml, text).unwrap();
+    let with_terms = aqueduct(dir.path(), &["sync", "src", "--incremental", "--json"]);
+    assert_eq!(
+        with_terms.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&with_terms.stderr)
+    );
+    let w: serde_json::Value = serde_json::from_slice(&with_terms.stdout).unwrap();
+    assert_ne!(
+        w["normalized"]["fingerprint"], v["normalized"]["fingerprint"],
+        "{w}"
+    );
+    let obs = w["normalized"]["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["resource_type"] == "Observation")
+        .unwrap();
+    assert!(obs["resources"].as_u64().unwrap() > 0, "{obs}");
+    assert_eq!(obs["unchanged"], 0, "{obs}");
+    // A directory that is not there is named in a one-line error.
+    std::fs::remove_dir_all(&terms).unwrap();
+    let bad = aqueduct(dir.path(), &["normalize"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("terminology directory terms"), "{err}");
 }
 
 #[test]

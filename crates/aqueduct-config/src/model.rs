@@ -28,6 +28,18 @@ pub struct Config {
     pub alerts: toml::Table,
     /// Where alerts are posted, signed with HMAC-SHA256 when a secret is given.
     pub alert_webhook: Option<WebhookConfig>,
+    /// Official terminology release files, used by every normalization (after each sync and
+    /// by `aqueduct normalize`).
+    #[serde(default)]
+    pub terminology: TerminologyConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminologyConfig {
+    /// A directory holding any of Loinc.csv, RXNCONSO.RRF, RXNSAT.RRF, SNOMED CT RF2
+    /// snapshots, icd10cm_order_*.txt and cvx.txt; loaded on top of the embedded tables.
+    pub dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

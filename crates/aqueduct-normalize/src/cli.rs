@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use aqueduct_store::{CodeMapping, ConnectionRef, Store};
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
 use crate::error::NormalizeError;
-use crate::rebuild::{RebuildReport, context_for, rebuild};
+use crate::rebuild::{RebuildOptions, RebuildReport, context_for, rebuild_with};
 use crate::terminology::{Terminology, recognise_system};
 
 /// `aqueduct normalize [--connection C] [--type T]... [--json]`
@@ -23,9 +24,48 @@ pub struct NormalizeArgs {
     #[arg(long)]
     pub json: bool,
     /// A directory of official release files (Loinc.csv, RXNCONSO.RRF, RXNSAT.RRF, SNOMED
-    /// RF2 snapshots, icd10cm_order_*.txt, cvx.txt) loaded on top of the embedded tables.
+    /// RF2 snapshots, icd10cm_order_*.txt, cvx.txt) loaded on top of the embedded tables
+    /// (default: `[terminology] dir` of aqueduct.toml).
     #[arg(long, env = "AQUEDUCT_TERMINOLOGY_DIR")]
     pub terminology_dir: Option<std::path::PathBuf>,
+    /// Only resources fetched since then: an RFC 3339 time, a date (2026-11-01, midnight
+    /// UTC) or an age (36h, 7d, 90m).
+    #[arg(long, value_parser = parse_since)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only sources whose raw content, rules, tables or mappings changed since their rows
+    /// were written (what runs after every sync).
+    #[arg(long)]
+    pub changed: bool,
+}
+
+/// `--since`: an RFC 3339 instant, a date, or an age back from now.
+pub fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
+    let t = s.trim();
+    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        && let Some(dt) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(dt.and_utc());
+    }
+    let unit = t.chars().last().unwrap_or(' ');
+    let n: Option<i64> = t
+        .get(..t.len().saturating_sub(1))
+        .and_then(|n| n.parse().ok());
+    let age = match (n, unit) {
+        (Some(n), 'm') if n >= 0 => chrono::Duration::try_minutes(n),
+        (Some(n), 'h') if n >= 0 => chrono::Duration::try_hours(n),
+        (Some(n), 'd') if n >= 0 => chrono::Duration::try_days(n),
+        _ => None,
+    };
+    age.and_then(|a| Utc::now().checked_sub_signed(a))
+        .ok_or_else(|| {
+            format!(
+                "--since {s:?}: expected an RFC 3339 time (2026-11-01T08:00:00Z), a date \
+             (2026-11-01) or an age (36h, 7d, 90m)"
+            )
+        })
 }
 
 /// `aqueduct codes <unmapped|map>`
@@ -92,21 +132,18 @@ pub async fn run_normalize(
             "organization {organization} has no connections to normalize"
         )));
     }
-    let terminology = match &args.terminology_dir {
-        Some(dir) => {
-            let (t, loaded) = Terminology::embedded_with_dir(dir)?;
-            for (file, n) in &loaded {
-                tracing::info!(file = %file, entries = n, "terminology loaded");
-            }
-            Arc::new(t)
-        }
-        None => terminology,
+    // `terminology` already holds the release files of `args.terminology_dir`: the caller
+    // loads them once (they can be hundreds of megabytes)
+    let options = RebuildOptions {
+        types: args.types.clone(),
+        incremental: args.changed,
+        since: args.since,
     };
     let mut reports: Vec<RebuildReport> = Vec::new();
     for c in connections {
         let conn = ConnectionRef::new(organization, c);
         let ctx = context_for(store.as_ref(), &conn, terminology.clone()).await?;
-        reports.push(rebuild(store.as_ref(), &conn, &ctx, &args.types).await?);
+        reports.push(rebuild_with(store.as_ref(), &conn, &ctx, &options).await?);
     }
     if args.json {
         Ok(serde_json::to_string_pretty(&reports)

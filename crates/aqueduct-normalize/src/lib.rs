@@ -10,8 +10,9 @@
 //!   not make: substance vs number, equivalents vs moles, meaningful annotations; molar-mass
 //!   aware.
 //! * [`dates`] — FHIR date/time parsing to UTC keeping the original precision.
-//! * [`rebuild()`] / [`cli`] — re-derive normalized rows from the store, page by page; the
-//!   `aqueduct normalize` and `aqueduct codes unmapped|map` commands.
+//! * [`rebuild()`] / [`refresh()`] / [`cli`] — re-derive normalized rows from the store, page
+//!   by page (all of them, or only sources whose raw content or context fingerprint changed);
+//!   the `aqueduct normalize` and `aqueduct codes unmapped|map` commands.
 //!
 //! # Terminology strategy (recorded per code in [`ResolvedCode`])
 //! 1. `standard`: a LOINC / SNOMED CT / ICD-10-CM / RxNorm / CVX / CPT code for the domain,
@@ -56,5 +57,7 @@ pub use normalize::{
     ACT_CODE, NormalizeContext, RULES_VERSION, act_code_class, derive_bmi, medication_reference,
     normalize, normalize_with_hash, normalize_with_refs, round_sig,
 };
-pub use rebuild::{RebuildReport, TypeReport, context_for, rebuild};
+pub use rebuild::{
+    RebuildOptions, RebuildReport, TypeReport, context_for, rebuild, rebuild_with, refresh,
+};
 pub use terminology::{LocalMapping, Terminology};

@@ -1,6 +1,6 @@
 //! Re-deriving normalized data from the raw archive, page by page, and the glue to the store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aqueduct_store::{
     CodeMapping, ConnectionRef, NormalizedRecord, NormalizedSource, Store, StoredResource,
@@ -26,6 +26,8 @@ pub struct TypeReport {
     pub resources: u64,
     /// Tombstoned resources whose normalized rows were removed.
     pub deleted: u64,
+    /// Resources left as they were: raw content and fingerprint unchanged (incremental only).
+    pub unchanged: u64,
     pub rows: u64,
     /// Resources that yielded no row (unparseable bytes).
     pub unparseable: u64,
@@ -40,6 +42,10 @@ pub struct TypeReport {
 pub struct RebuildReport {
     pub connection: String,
     pub rules_version: String,
+    /// The context fingerprint stored with every row written.
+    pub fingerprint: String,
+    /// Only sources whose raw content or fingerprint changed were re-derived.
+    pub incremental: bool,
     pub types: Vec<TypeReport>,
     /// resolution -> rows, over all coded rows (patients excluded)
     pub resolution: BTreeMap<String, u64>,
@@ -72,14 +78,28 @@ impl RebuildReport {
     /// A human-readable summary.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "normalized {} (rules {})\n",
-            self.connection, self.rules_version
+            "normalized {} (rules {}{})\n",
+            self.connection,
+            self.fingerprint,
+            if self.incremental {
+                ", changed sources only"
+            } else {
+                ""
+            }
         );
-        s.push_str("  type                  resources  deleted     rows  unparseable  flagged\n");
+        s.push_str(
+            "  type                  resources  unchanged  deleted     rows  unparseable  flagged\n",
+        );
         for t in &self.types {
             s.push_str(&format!(
-                "  {:<20} {:>10} {:>8} {:>8} {:>12} {:>8}\n",
-                t.resource_type, t.resources, t.deleted, t.rows, t.unparseable, t.flagged_rows
+                "  {:<20} {:>10} {:>10} {:>8} {:>8} {:>12} {:>8}\n",
+                t.resource_type,
+                t.resources,
+                t.unchanged,
+                t.deleted,
+                t.rows,
+                t.unparseable,
+                t.flagged_rows
             ));
         }
         let total: u64 = self.resolution.values().sum();
@@ -205,6 +225,18 @@ struct BmiInputs {
     by_patient: HashMap<String, Vec<(String, NormalizedRow)>>,
 }
 
+impl BmiInputs {
+    /// Keeps a weight or height row; returns its patient.
+    fn add(&mut self, logical_id: &str, row: &NormalizedRow) -> String {
+        let p = row.patient_id.clone().unwrap_or_default();
+        self.by_patient
+            .entry(p.clone())
+            .or_default()
+            .push((format!("Observation/{logical_id}"), row.clone()));
+        p
+    }
+}
+
 fn is_bmi_input(row: &NormalizedRow) -> bool {
     let Some(c) = &row.code else { return false };
     c.system.as_deref() == Some(LOINC)
@@ -223,6 +255,54 @@ pub async fn rebuild(
     ctx: &NormalizeContext,
     types: &[String],
 ) -> Result<RebuildReport, NormalizeError> {
+    let options = RebuildOptions {
+        types: types.to_vec(),
+        ..Default::default()
+    };
+    rebuild_with(store, conn, ctx, &options).await
+}
+
+/// As [`rebuild`], re-deriving only sources whose raw content or context fingerprint
+/// changed since their rows were written; what runs after every sync. Exact, not a
+/// heuristic: an unchanged source would normalize to the same rows. Observations are still
+/// parsed (derived BMI needs every weight and height) but only changed ones are rewritten;
+/// requests that reference a separate Medication resource are always re-derived, since the
+/// Medication can change without them.
+pub async fn refresh(
+    store: &dyn Store,
+    conn: &ConnectionRef,
+    ctx: &NormalizeContext,
+    types: &[String],
+) -> Result<RebuildReport, NormalizeError> {
+    let options = RebuildOptions {
+        types: types.to_vec(),
+        incremental: true,
+        since: None,
+    };
+    rebuild_with(store, conn, ctx, &options).await
+}
+
+/// What a rebuild covers.
+#[derive(Debug, Clone, Default)]
+pub struct RebuildOptions {
+    /// Resource types (all supported types when empty).
+    pub types: Vec<String>,
+    /// Skip sources whose raw content and fingerprint are unchanged ([`refresh`]).
+    pub incremental: bool,
+    /// Only resources fetched (or tombstoned) at or after this instant; older ones keep
+    /// their rows, and Observations among them still feed derived BMI.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The general form of [`rebuild`] and [`refresh`].
+pub async fn rebuild_with(
+    store: &dyn Store,
+    conn: &ConnectionRef,
+    ctx: &NormalizeContext,
+    options: &RebuildOptions,
+) -> Result<RebuildReport, NormalizeError> {
+    let (types, incremental, since) = (&options.types, options.incremental, options.since);
+    let selective = incremental || since.is_some();
     let types: Vec<String> = if types.is_empty() {
         SUPPORTED_TYPES.iter().map(|s| s.to_string()).collect()
     } else {
@@ -236,11 +316,16 @@ pub async fn rebuild(
             )));
         }
     }
+    let fingerprint = ctx.fingerprint();
     let mut report = RebuildReport {
         connection: conn.to_string(),
         rules_version: RULES_VERSION.to_string(),
+        fingerprint: fingerprint.clone(),
+        incremental,
         ..Default::default()
     };
+    // patients with a re-derived (or removed) weight/height: their BMI is derived again
+    let mut bmi_changed: HashSet<String> = HashSet::new();
     let mut bmi = BmiInputs {
         by_patient: HashMap::new(),
     };
@@ -259,9 +344,30 @@ pub async fn rebuild(
             if page.is_empty() {
                 break;
             }
+            let stamps = if incremental {
+                let ids: Vec<String> = page.iter().map(|r| r.logical_id.clone()).collect();
+                store.normalized_stamps(conn, t, &ids).await?
+            } else {
+                HashMap::new()
+            };
             let mut sources = Vec::with_capacity(page.len());
             for r in &page {
+                let stamp = stamps.get(&r.logical_id);
+                let before_window = since.is_some_and(|s| r.deleted_at.unwrap_or(r.fetched_at) < s);
+                let unchanged = before_window
+                    || (incremental
+                        && stamp.is_some_and(|s| {
+                            s.content_hash == r.content_hash && s.rules_version == fingerprint
+                        }));
                 if r.deleted_at.is_some() {
+                    if before_window || (incremental && stamp.is_none()) {
+                        continue; // nothing stored for it, or outside the window
+                    }
+                    if t == "Observation"
+                        && let Some(p) = &r.patient_id
+                    {
+                        bmi_changed.insert(p.clone());
+                    }
                     tr.deleted += 1;
                     sources.push(NormalizedSource {
                         resource_type: r.resource_type.clone(),
@@ -271,12 +377,16 @@ pub async fn rebuild(
                     });
                     continue;
                 }
-                tr.resources += 1;
                 let med_ref = if t.starts_with("Medication") {
                     medication_reference(&r.bytes)
                 } else {
                     None
                 };
+                let unchanged = before_window || (unchanged && med_ref.is_none());
+                if unchanged && t != "Observation" {
+                    tr.unchanged += 1;
+                    continue;
+                }
                 let med_bytes = match med_ref {
                     Some(id) => {
                         if !med_cache.contains_key(&id) {
@@ -292,6 +402,20 @@ pub async fn rebuild(
                 };
                 let mut n =
                     normalize_with_refs(t, &r.bytes, r.content_hash.clone(), ctx, med_bytes);
+                if unchanged {
+                    // an Observation parsed only for the BMI inputs it may hold
+                    for row in &mut n.rows {
+                        if row.patient_id.is_none() {
+                            row.patient_id = r.patient_id.clone();
+                        }
+                        if is_bmi_input(row) {
+                            bmi.add(&r.logical_id, row);
+                        }
+                    }
+                    tr.unchanged += 1;
+                    continue;
+                }
+                tr.resources += 1;
                 if n.rows.is_empty() {
                     tr.unparseable += 1;
                 }
@@ -319,18 +443,14 @@ pub async fn rebuild(
                             .or_default() += 1;
                     }
                     if t == "Observation" && is_bmi_input(row) {
-                        let p = row.patient_id.clone().unwrap_or_default();
-                        bmi.by_patient
-                            .entry(p)
-                            .or_default()
-                            .push((format!("Observation/{}", r.logical_id), row.clone()));
+                        bmi_changed.insert(bmi.add(&r.logical_id, row));
                     }
                 }
                 sources.push(to_source(&r.logical_id, &n));
             }
-            store
-                .write_normalized(conn, &sources, RULES_VERSION)
-                .await?;
+            if !sources.is_empty() {
+                store.write_normalized(conn, &sources, &fingerprint).await?;
+            }
             let last = page.last().map(|r| r.logical_id.clone());
             let short = page.len() < PAGE_SIZE as usize;
             after = last;
@@ -345,6 +465,9 @@ pub async fn rebuild(
     let mut patients: Vec<&String> = bmi.by_patient.keys().collect();
     patients.sort();
     for p in patients {
+        if selective && !bmi_changed.contains(p) {
+            continue; // its weights and heights are as they were: so is its derived BMI
+        }
         let rows = &bmi.by_patient[p];
         let refs: Vec<(String, &NormalizedRow)> =
             rows.iter().map(|(id, r)| (id.clone(), r)).collect();
@@ -376,7 +499,7 @@ pub async fn rebuild(
             derived.ordinal = n.rows.len() as u32;
             n.rows.push(derived);
             store
-                .write_normalized(conn, &[to_source(weight_id, &n)], RULES_VERSION)
+                .write_normalized(conn, &[to_source(weight_id, &n)], &fingerprint)
                 .await?;
             report.derived_bmi += 1;
             *report

@@ -131,7 +131,8 @@ async fn rebuild_writes_rows_and_reports() {
     );
     let bp: Vec<_> = rows.iter().filter(|r| r.logical_id == "bp").collect();
     assert_eq!(bp.len(), 2);
-    assert_eq!(bp[0].rules_version, RULES_VERSION);
+    assert_eq!(bp[0].rules_version, ctx.fingerprint());
+    assert!(bp[0].rules_version.starts_with(RULES_VERSION));
     assert_eq!(
         bp[0].record.patient_id.as_deref(),
         Some("p1"),
@@ -219,6 +220,8 @@ async fn rebuild_writes_rows_and_reports() {
             types: vec!["Observation".into()],
             json: false,
             terminology_dir: None,
+            since: None,
+            changed: false,
         },
         Arc::new(Terminology::embedded()),
     )
@@ -272,4 +275,207 @@ async fn rebuild_writes_rows_and_reports() {
             .await
             .is_err()
     );
+}
+
+fn obs_ids(rows: &[aqueduct_store::StoredNormalized]) -> Vec<String> {
+    let mut v: Vec<String> = rows.iter().map(|r| r.logical_id.clone()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn refresh_rederives_only_what_changed() {
+    let (_dir, store, conn) = setup().await;
+    let terms = Arc::new(Terminology::embedded());
+    let ctx = context_for(store.as_ref(), &conn, terms.clone())
+        .await
+        .unwrap();
+    let first = refresh(store.as_ref(), &conn, &ctx, &[]).await.unwrap();
+    assert!(first.incremental);
+    assert_eq!(first.types[1].resource_type, "Observation");
+    assert_eq!(
+        first.types[1].resources, 525,
+        "nothing stored yet: all derived"
+    );
+    assert_eq!(first.derived_bmi, 1);
+    let before = store
+        .list_normalized(&conn, "observation", None, 10_000)
+        .await
+        .unwrap();
+
+    // nothing changed: nothing re-derived, nothing lost (the derived BMI survives)
+    let again = refresh(store.as_ref(), &conn, &ctx, &[]).await.unwrap();
+    let obs = &again.types[1];
+    assert_eq!(
+        (obs.resources, obs.unchanged),
+        (1, 524),
+        "only the unparseable one"
+    );
+    assert_eq!(again.derived_bmi, 0);
+    assert!(
+        again
+            .types
+            .iter()
+            .filter(|t| t.resource_type == "Condition")
+            .all(|t| t.unchanged == 1 && t.resources == 0)
+    );
+    assert_eq!(
+        again
+            .types
+            .iter()
+            .find(|t| t.resource_type == "MedicationRequest")
+            .unwrap()
+            .resources,
+        1,
+        "a request naming a separate Medication is always re-derived"
+    );
+    let after = store
+        .list_normalized(&conn, "observation", None, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(after, before);
+
+    // a new height: that observation is derived, and the patient's BMI with it
+    let height = res(
+        "Observation",
+        "h",
+        r#"{"resourceType":"Observation","id":"h","code":{"coding":[{"system":"http://loinc.org","code":"8302-2"}]},"effectiveDateTime":"2024-03-01T09:31:00Z","valueQuantity":{"value":160,"unit":"cm"}}"#,
+    );
+    store.write_resources(&conn, &[height]).await.unwrap();
+    let r = refresh(store.as_ref(), &conn, &ctx, &["Observation".into()])
+        .await
+        .unwrap();
+    assert_eq!((r.types[0].resources, r.types[0].unchanged), (2, 523));
+    assert_eq!(r.derived_bmi, 1);
+    let rows = store
+        .list_normalized(&conn, "observation", None, 10_000)
+        .await
+        .unwrap();
+    let bmi = rows
+        .iter()
+        .find(|r| r.record.code.as_deref() == Some("39156-5"))
+        .unwrap();
+    assert!(
+        bmi.record.data.contains("31.2"),
+        "80 kg / 1.60 m^2: {}",
+        bmi.record.data
+    );
+    assert_eq!(obs_ids(&rows), obs_ids(&before));
+
+    // a new mapping changes the fingerprint: everything is derived again
+    store
+        .put_code_mapping(
+            &conn,
+            &aqueduct_store::CodeMapping {
+                source_system: "urn:oid:1.2.3".into(),
+                source_code: "K-SER".into(),
+                target_system: "http://loinc.org".into(),
+                target_code: "2823-3".into(),
+                target_display: None,
+            },
+        )
+        .await
+        .unwrap();
+    let ctx2 = context_for(store.as_ref(), &conn, terms.clone())
+        .await
+        .unwrap();
+    assert_ne!(ctx2.fingerprint(), ctx.fingerprint());
+    let r = refresh(store.as_ref(), &conn, &ctx2, &["Observation".into()])
+        .await
+        .unwrap();
+    assert_eq!((r.types[0].resources, r.types[0].unchanged), (525, 0));
+    let rows = store
+        .list_normalized(&conn, "observation", None, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter()
+            .find(|r| r.logical_id == "loc")
+            .unwrap()
+            .record
+            .resolution,
+        "mapped"
+    );
+    assert!(rows.iter().all(|r| r.rules_version == ctx2.fingerprint()));
+
+    // staleness is judged against today: a new day is a new fingerprint
+    let tomorrow = context_for(store.as_ref(), &conn, terms)
+        .await
+        .unwrap()
+        .with_now(Utc::now() + chrono::Duration::days(1));
+    assert_ne!(tomorrow.fingerprint(), ctx2.fingerprint());
+
+    // a tombstone removes the rows once; the next refresh has nothing to remove
+    store
+        .tombstone(&conn, "Condition", &["c1".to_string()], Utc::now())
+        .await
+        .unwrap();
+    let r = refresh(store.as_ref(), &conn, &ctx2, &["Condition".into()])
+        .await
+        .unwrap();
+    assert_eq!(r.types[0].deleted, 1);
+    let r = refresh(store.as_ref(), &conn, &ctx2, &["Condition".into()])
+        .await
+        .unwrap();
+    assert_eq!((r.types[0].deleted, r.types[0].resources), (0, 0));
+    assert!(
+        store
+            .list_normalized(&conn, "condition", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn since_limits_the_rebuild_to_recent_resources() {
+    let (_dir, store, conn) = setup().await;
+    let ctx = context_for(store.as_ref(), &conn, Arc::new(Terminology::embedded()))
+        .await
+        .unwrap();
+    rebuild(store.as_ref(), &conn, &ctx, &[]).await.unwrap();
+    let cut = Utc::now();
+    let mut late = res(
+        "Observation",
+        "late",
+        r#"{"resourceType":"Observation","id":"late","code":{"coding":[{"system":"http://loinc.org","code":"2345-7"}]},"effectiveDateTime":"2024-03-02","valueQuantity":{"value":99,"unit":"mg/dL"}}"#,
+    );
+    late.fetched_at = cut + chrono::Duration::seconds(1);
+    store.write_resources(&conn, &[late]).await.unwrap();
+    let r = rebuild_with(
+        store.as_ref(),
+        &conn,
+        &ctx,
+        &RebuildOptions {
+            types: vec!["Observation".into()],
+            incremental: false,
+            since: Some(cut),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.types[0].resources, r.types[0].unchanged), (1, 525));
+    assert_eq!(r.derived_bmi, 0, "no weight or height in the window");
+    let rows = store
+        .list_normalized(&conn, "observation", None, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        525 + 1 + 1,
+        "older rows and the derived BMI kept"
+    );
+    // --since parses instants, dates and ages, and says what it wants otherwise
+    use aqueduct_normalize::cli::parse_since;
+    assert!(parse_since("2026-11-01T08:00:00Z").is_ok());
+    assert_eq!(
+        parse_since("2026-11-01").unwrap().to_rfc3339(),
+        "2026-11-01T00:00:00+00:00"
+    );
+    let d = Utc::now() - parse_since("36h").unwrap();
+    assert!((d.num_minutes() - 36 * 60).abs() <= 1);
+    let e = parse_since("yesterday").unwrap_err();
+    assert!(e.contains("RFC 3339") && e.contains("36h"), "{e}");
+    assert!(parse_since("-5d").is_err());
+    assert!(parse_since("99999999999999d").is_err());
 }

@@ -199,6 +199,14 @@ pub trait Store: Send + Sync + 'static {
         sources: &[NormalizedSource],
         rules_version: &str,
     ) -> StoreResult<()>;
+    /// The stamp of each given source that has normalized rows (sources without rows are
+    /// absent): lets a rebuild skip what is already derived from the same raw and rules.
+    async fn normalized_stamps(
+        &self,
+        conn: &ConnectionRef,
+        resource_type: &str,
+        logical_ids: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, NormalizedStamp>>;
     /// Rows of one kind, optionally for one patient, ordered by effective time then source.
     async fn list_normalized(
         &self,

@@ -369,6 +369,14 @@ pub struct StoredNormalized {
     pub record: NormalizedRecord,
 }
 
+/// What a source's normalized rows were derived from: the raw content and the rules (the
+/// fingerprint of rules, tables and mappings). Equal stamps mean re-deriving is a no-op.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NormalizedStamp {
+    pub content_hash: String,
+    pub rules_version: String,
+}
+
 /// A source code no rule could resolve, with how often it occurs: the review queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnmappedCode {

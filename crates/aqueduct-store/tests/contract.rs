@@ -827,6 +827,36 @@ async fn normalized_rows_replace_per_source_and_feed_the_review_queue(t: TestSto
         .unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.rules_version == "rules-2"));
+    // stamps say what each source was derived from; unknown ids are simply absent
+    let ids: Vec<String> = ["bp1", "lab1", "nope"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let stamps = t
+        .store
+        .normalized_stamps(&c, "Observation", &ids)
+        .await
+        .unwrap();
+    assert_eq!(stamps.len(), 2);
+    assert_eq!(stamps["lab1"].content_hash, "h2");
+    assert_eq!(stamps["lab1"].rules_version, "rules-2");
+    assert!(
+        t.store
+            .normalized_stamps(&c, "Condition", &ids)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let many: Vec<String> = (0..600).map(|i| format!("id{i}")).chain(ids).collect();
+    assert_eq!(
+        t.store
+            .normalized_stamps(&c, "Observation", &many)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "lists longer than one chunk"
+    );
     assert!(
         t.store
             .unmapped_codes("acme", Some("epic"), 10)

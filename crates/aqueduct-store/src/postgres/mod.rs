@@ -355,6 +355,14 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         normalized::write(self, conn, sources, rules_version).await
     }
+    async fn normalized_stamps(
+        &self,
+        conn: &ConnectionRef,
+        resource_type: &str,
+        logical_ids: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, NormalizedStamp>> {
+        normalized::stamps(self, conn, resource_type, logical_ids).await
+    }
     async fn list_normalized(
         &self,
         conn: &ConnectionRef,

@@ -95,6 +95,36 @@ pub(super) async fn write(
     tx.commit().await.map_err(e)
 }
 
+pub(super) async fn stamps(
+    s: &PgStore,
+    conn: &ConnectionRef,
+    resource_type: &str,
+    ids: &[String],
+) -> StoreResult<std::collections::HashMap<String, NormalizedStamp>> {
+    let c = s.client().await?;
+    let rows = c
+        .query(
+            "SELECT logical_id, content_hash, rules_version FROM normalized
+             WHERE organization = $1 AND connection = $2 AND resource_type = $3 AND ordinal = 0
+               AND logical_id = ANY($4)",
+            &[&conn.organization, &conn.connection, &resource_type, &ids],
+        )
+        .await
+        .map_err(|e| map_err(&s.location, "read normalized stamps", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                NormalizedStamp {
+                    content_hash: r.get(1),
+                    rules_version: r.get(2),
+                },
+            )
+        })
+        .collect())
+}
+
 pub(super) async fn list(
     s: &PgStore,
     conn: &ConnectionRef,

@@ -571,6 +571,22 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn normalized_stamps(
+        &self,
+        conn: &ConnectionRef,
+        resource_type: &str,
+        logical_ids: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, NormalizedStamp>> {
+        let (loc, cr, rt, ids) = (
+            self.location.clone(),
+            conn.clone(),
+            resource_type.to_string(),
+            logical_ids.to_vec(),
+        );
+        self.read(move |c| normalized::stamps(c, &loc, &cr, &rt, &ids))
+            .await
+    }
+
     async fn list_normalized(
         &self,
         conn: &ConnectionRef,

@@ -69,6 +69,50 @@ pub(super) fn write(
     tx.commit().map_err(e)
 }
 
+pub(super) fn stamps(
+    c: &mut Connection,
+    loc: &str,
+    conn: &ConnectionRef,
+    resource_type: &str,
+    ids: &[String],
+) -> StoreResult<std::collections::HashMap<String, NormalizedStamp>> {
+    let mut out = std::collections::HashMap::with_capacity(ids.len());
+    // bounded IN lists: well under SQLite's parameter limit, few statement shapes to cache
+    for chunk in ids.chunks(250) {
+        let marks = (0..chunk.len())
+            .map(|i| format!("?{}", i + 4))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "SELECT logical_id, content_hash, rules_version FROM normalized
+             WHERE organization = ?1 AND connection = ?2 AND resource_type = ?3 AND ordinal = 0
+               AND logical_id IN ({marks})"
+        );
+        let mut values: Vec<&dyn rusqlite::ToSql> =
+            vec![&conn.organization, &conn.connection, &resource_type];
+        values.extend(chunk.iter().map(|id| id as &dyn rusqlite::ToSql));
+        c.prepare_cached(&sql)
+            .and_then(|mut st| {
+                let rows = st.query_map(values.as_slice(), |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        NormalizedStamp {
+                            content_hash: r.get(1)?,
+                            rules_version: r.get(2)?,
+                        },
+                    ))
+                })?;
+                for row in rows {
+                    let (id, stamp) = row?;
+                    out.insert(id, stamp);
+                }
+                Ok(())
+            })
+            .map_err(|e| map_err(loc, "read normalized stamps", e))?;
+    }
+    Ok(out)
+}
+
 pub(super) fn list(
     c: &mut Connection,
     loc: &str,
