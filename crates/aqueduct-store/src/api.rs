@@ -95,6 +95,17 @@ pub trait Store: Send + Sync + 'static {
         summary: Option<&str>,
         error: Option<&str>,
     ) -> StoreResult<()>;
+    /// A running sync's sign of life.
+    async fn heartbeat_run(&self, conn: &ConnectionRef, run: RunId) -> StoreResult<()>;
+    /// Closes as `failed`, with `error`, every run of the connection still `running` whose
+    /// last heartbeat (or start, if it never beat) is older than `stale_before`: its process
+    /// was killed or lost. Returns their ids.
+    async fn close_stale_runs(
+        &self,
+        conn: &ConnectionRef,
+        stale_before: DateTime<Utc>,
+        error: &str,
+    ) -> StoreResult<Vec<RunId>>;
     async fn get_run(&self, conn: &ConnectionRef, run: RunId) -> StoreResult<Option<SyncRun>>;
     /// Most recent first.
     async fn list_runs(&self, conn: &ConnectionRef, limit: u32) -> StoreResult<Vec<SyncRun>>;

@@ -41,6 +41,7 @@ both_backends!(
     run_totals_and_freshness_come_from_ledger_and_resources,
     alerts_are_keyed_and_can_resolve,
     concurrent_writers_of_the_same_new_keys_both_succeed,
+    runs_whose_heartbeat_stopped_are_closed_as_failed,
 );
 
 async fn stored_bytes_come_back_identical(t: TestStore) {
@@ -1040,6 +1041,63 @@ async fn concurrent_writers_of_the_same_new_keys_both_succeed(t: TestStore) {
     assert!(
         t.store
             .resource_history(&c, "Observation", "r0-1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn runs_whose_heartbeat_stopped_are_closed_as_failed(t: TestStore) {
+    let c = conn("acme", "epic");
+    let other = conn("acme", "payer");
+    let dead = t.store.begin_run(&c, "full").await.unwrap();
+    let finished = t.store.begin_run(&c, "full").await.unwrap();
+    t.store
+        .finish_run(&c, finished, RunOutcome::Complete, None, None)
+        .await
+        .unwrap();
+    let elsewhere = t.store.begin_run(&other, "full").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let cutoff = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let alive = t.store.begin_run(&c, "full").await.unwrap();
+    // a heartbeat after the cutoff keeps an older run alive
+    let beating = t.store.begin_run(&c, "incremental").await.unwrap();
+    t.store.heartbeat_run(&c, beating).await.unwrap();
+    let closed = t
+        .store
+        .close_stale_runs(&c, cutoff, "interrupted: no heartbeat")
+        .await
+        .unwrap();
+    assert_eq!(closed, vec![dead]);
+    let got = t.store.get_run(&c, dead).await.unwrap().unwrap();
+    assert_eq!(got.outcome, RunOutcome::Failed);
+    assert!(got.finished_at.is_some());
+    assert_eq!(got.error.as_deref(), Some("interrupted: no heartbeat"));
+    for (cr, id, outcome) in [
+        (&c, finished, RunOutcome::Complete),
+        (&c, alive, RunOutcome::Running),
+        (&c, beating, RunOutcome::Running),
+        (&other, elsewhere, RunOutcome::Running),
+    ] {
+        assert_eq!(
+            t.store.get_run(cr, id).await.unwrap().unwrap().outcome,
+            outcome
+        );
+    }
+    // a heartbeat never revives a finished run
+    t.store.heartbeat_run(&c, dead).await.unwrap();
+    assert_eq!(
+        t.store.get_run(&c, dead).await.unwrap().unwrap().outcome,
+        RunOutcome::Failed
+    );
+    // closing again finds nothing more
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let closed = t.store.close_stale_runs(&c, later, "x").await.unwrap();
+    assert_eq!(closed, vec![alive, beating]);
+    assert!(
+        t.store
+            .close_stale_runs(&c, later, "x")
             .await
             .unwrap()
             .is_empty()

@@ -27,4 +27,4 @@ mod syncer;
 
 pub use ledger::RunLedger;
 pub use report::{MissingReason, PartialType, SyncError, SyncReport, TypeCounts};
-pub use syncer::{SyncMode, SyncOptions, Syncer};
+pub use syncer::{HEARTBEAT_EVERY, INTERRUPTED, SyncMode, SyncOptions, Syncer};

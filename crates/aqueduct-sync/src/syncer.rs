@@ -57,8 +57,27 @@ pub struct SyncOptions {
     pub use_everything: bool,
     /// Extra tries of a page after the client's own retries are exhausted.
     pub page_retries: u32,
-    /// Ledger entries buffered before being written.
-    pub ledger_batch: usize,
+    /// A `running` run of the connection without a heartbeat for this long was killed or
+    /// lost: the next sync closes it as failed (a finding says so) instead of leaving it
+    /// "running" forever. Running syncs beat every [`HEARTBEAT_EVERY`].
+    pub stale_run_after: Duration,
+}
+
+/// How often a running sync writes its heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
+
+/// The error recorded on a run closed for lack of a heartbeat.
+pub const INTERRUPTED: &str = "interrupted: the process running this sync stopped (killed or \
+    lost) before finishing; what it stored up to its last checkpoint is kept and the next run \
+    resumes from there";
+
+/// Aborts the task when dropped: the heartbeat stops with the sync, whichever way it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Default for SyncOptions {
@@ -71,7 +90,7 @@ impl Default for SyncOptions {
             fetch_binaries: true,
             use_everything: true,
             page_retries: 1,
-            ledger_batch: 256,
+            stale_run_after: Duration::from_secs(300),
         }
     }
 }
@@ -316,7 +335,20 @@ impl Syncer {
         } else {
             format!("{}:{}-patients", mode.as_str(), patient_ids.len())
         };
+        self.close_stale_runs().await?;
         let run_id = self.store.begin_run(&self.conn, &kind).await?;
+        let _heartbeat = {
+            let (store, conn) = (self.store.clone(), self.conn.clone());
+            AbortOnDrop(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = store.heartbeat_run(&conn, run_id).await {
+                        tracing::warn!(connection = %conn, run = run_id, error = %e, "heartbeat not recorded");
+                    }
+                }
+            }))
+        };
         let ledger = Arc::new(RunLedger::default());
         let run = Run {
             id: run_id,
@@ -378,6 +410,38 @@ impl Syncer {
         result?;
         flushed?;
         Ok(report)
+    }
+
+    /// Closes the connection's runs whose process died (no heartbeat for
+    /// `stale_run_after`) as failed, with a finding each: a crash is reported, never left
+    /// looking like a sync still in progress.
+    async fn close_stale_runs(&self) -> Result<(), SyncError> {
+        let stale = chrono::Duration::from_std(self.options.stale_run_after)
+            .unwrap_or(chrono::Duration::MAX);
+        let Some(before) = Utc::now().checked_sub_signed(stale) else {
+            return Ok(());
+        };
+        let closed = self
+            .store
+            .close_stale_runs(&self.conn, before, INTERRUPTED)
+            .await?;
+        for id in closed {
+            tracing::warn!(connection = %self.conn, run = id, "closed a run whose process stopped");
+            let f = Finding {
+                at: Utc::now(),
+                run_id: Some(id),
+                kind: "run-interrupted".into(),
+                severity: "warning".into(),
+                resource_type: None,
+                detail: format!(
+                    "run {id} stopped without finishing (no heartbeat since before {}); its \
+                     data up to the last checkpoint is kept and the next run resumes from there",
+                    before.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
+            };
+            self.store.record_finding(&self.conn, &f).await?;
+        }
+        Ok(())
     }
 
     fn report(
@@ -947,11 +1011,11 @@ impl Syncer {
                 st.references.extend(page.found.references);
                 st.attachments.extend(page.found.attachments);
             }
-            if run.ledger.pending() >= self.options.ledger_batch {
-                run.ledger
-                    .flush(self.store.as_ref(), &self.conn, run.id)
-                    .await?;
-            }
+            // the ledger is never behind the checkpoints: a crash loses at most the
+            // requests of pages not yet checkpointed, which the resumed run repeats
+            run.ledger
+                .flush(self.store.as_ref(), &self.conn, run.id)
+                .await?;
             page_no += 1;
             let done = |complete: bool| {
                 serde_json::to_string(&Checkpoint::Done {

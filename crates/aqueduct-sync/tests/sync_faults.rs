@@ -350,7 +350,17 @@ async fn a_killed_run_resumes_without_loss_or_duplicates() {
         (before as usize) < expected,
         "killed too late: {before} of {expected}"
     );
-    let s = syncer(&env, &p, auth, options(clinical_types()));
+    // The killed run is still "running": nothing finished it.
+    let runs = env.store.list_runs(&env.conn, 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    let killed = runs[0].id;
+    assert_eq!(runs[0].outcome, RunOutcome::Running);
+    // Its ledger is not behind its progress: every page it checkpointed has its requests.
+    let logged = env.store.run_requests(&env.conn, killed).await.unwrap();
+    assert!(!logged.is_empty(), "ledger flushed before each checkpoint");
+    let mut o = options(clinical_types());
+    o.stale_run_after = std::time::Duration::ZERO; // its heartbeat stopped with it
+    let s = syncer(&env, &p, auth, o);
     let r = s.sync_patients(&pids, SyncMode::Full).await.unwrap();
     assert_eq!(r.outcome, RunOutcome::Complete, "{r:#?}");
     assert_all_patients_match(&env, &clinical_types()).await;
@@ -358,5 +368,29 @@ async fn a_killed_run_resumes_without_loss_or_duplicates() {
     assert!(
         unchanged < before,
         "resumed from checkpoints rather than refetching everything"
+    );
+    // The next sync closed the dead run as failed, and said so.
+    let dead = env.store.get_run(&env.conn, killed).await.unwrap().unwrap();
+    assert_eq!(dead.outcome, RunOutcome::Failed);
+    assert!(
+        dead.error.as_deref().unwrap().starts_with("interrupted"),
+        "{dead:?}"
+    );
+    let findings = env.store.list_findings(&env.conn, 50).await.unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.kind == "run-interrupted" && f.run_id == Some(killed)),
+        "{findings:?}"
+    );
+    assert_eq!(
+        env.store
+            .get_run(&env.conn, r.run_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .outcome,
+        RunOutcome::Complete,
+        "the live run is not mistaken for a dead one"
     );
 }

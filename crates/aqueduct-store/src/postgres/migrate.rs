@@ -11,6 +11,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/postgres/0004_alerts.sql")),
     (5, include_str!("../../migrations/postgres/0005_patient_index.sql")),
     (6, include_str!("../../migrations/postgres/0006_lz4.sql")),
+    (7, include_str!("../../migrations/postgres/0007_run_heartbeat.sql")),
 ];
 
 /// Arbitrary constant shared by every Aqueduct process: "aqueduct" in ASCII, truncated.

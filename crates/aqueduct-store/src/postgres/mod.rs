@@ -232,6 +232,17 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         tenant::finish_run(self, conn, run, outcome, summary, error).await
     }
+    async fn heartbeat_run(&self, conn: &ConnectionRef, run: RunId) -> StoreResult<()> {
+        tenant::heartbeat_run(self, conn, run).await
+    }
+    async fn close_stale_runs(
+        &self,
+        conn: &ConnectionRef,
+        stale_before: DateTime<Utc>,
+        error: &str,
+    ) -> StoreResult<Vec<RunId>> {
+        tenant::close_stale_runs(self, conn, stale_before, error).await
+    }
     async fn get_run(&self, conn: &ConnectionRef, run: RunId) -> StoreResult<Option<SyncRun>> {
         tenant::get_run(self, conn, run).await
     }

@@ -1,6 +1,7 @@
 //! Organizations, connections, ledger, checkpoints, credentials, audit and findings in
 //! PostgreSQL. Every query names the organization.
 
+use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::{PgStore, map_err};
@@ -136,6 +137,44 @@ pub(super) async fn record_requests(
     .await
     .map(|_| ())
     .map_err(|e| map_err(&s.location, "record requests", e))
+}
+
+pub(super) async fn heartbeat_run(
+    s: &PgStore,
+    conn: &ConnectionRef,
+    run: RunId,
+) -> StoreResult<()> {
+    let c = s.client().await?;
+    c.execute(
+        "UPDATE sync_runs SET heartbeat_at = now()
+         WHERE id = $1 AND organization = $2 AND connection = $3 AND outcome = 'running'",
+        &[&run, &conn.organization, &conn.connection],
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| map_err(&s.location, "record run heartbeat", e))
+}
+
+pub(super) async fn close_stale_runs(
+    s: &PgStore,
+    conn: &ConnectionRef,
+    stale_before: DateTime<Utc>,
+    error: &str,
+) -> StoreResult<Vec<RunId>> {
+    let c = s.client().await?;
+    let rows = c
+        .query(
+            "UPDATE sync_runs SET outcome = 'failed', finished_at = now(), error = $4
+             WHERE organization = $1 AND connection = $2 AND outcome = 'running'
+               AND COALESCE(heartbeat_at, started_at) < $3
+             RETURNING id",
+            &[&conn.organization, &conn.connection, &stale_before, &error],
+        )
+        .await
+        .map_err(|e| map_err(&s.location, "close stale runs", e))?;
+    let mut ids: Vec<RunId> = rows.iter().map(|r| r.get(0)).collect();
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 pub(super) async fn finish_run(

@@ -312,6 +312,23 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn heartbeat_run(&self, conn: &ConnectionRef, run: RunId) -> StoreResult<()> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        self.write(move |c| tenant::heartbeat_run(c, &loc, &cr, run))
+            .await
+    }
+
+    async fn close_stale_runs(
+        &self,
+        conn: &ConnectionRef,
+        stale_before: DateTime<Utc>,
+        error: &str,
+    ) -> StoreResult<Vec<RunId>> {
+        let (loc, cr, err) = (self.location.clone(), conn.clone(), error.to_string());
+        self.write(move |c| tenant::close_stale_runs(c, &loc, &cr, stale_before, &err))
+            .await
+    }
+
     async fn record_requests(
         &self,
         conn: &ConnectionRef,

@@ -1,7 +1,7 @@
 //! Organizations, connections, the sync ledger, checkpoints, credentials, the auth audit log
 //! and findings in SQLite. Every query names the organization.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{map_err, parse_ts, ts};
@@ -166,6 +166,57 @@ pub(super) fn finish_run(
     )
     .map(|_| ())
     .map_err(|e| map_err(loc, "finish run", e))
+}
+
+pub(super) fn heartbeat_run(
+    c: &mut Connection,
+    loc: &str,
+    conn: &ConnectionRef,
+    run: RunId,
+) -> StoreResult<()> {
+    c.execute(
+        "UPDATE sync_runs SET heartbeat_at = ?4
+         WHERE id = ?1 AND organization = ?2 AND connection = ?3 AND outcome = 'running'",
+        params![run, conn.organization, conn.connection, ts(Utc::now())],
+    )
+    .map(|_| ())
+    .map_err(|e| map_err(loc, "record run heartbeat", e))
+}
+
+pub(super) fn close_stale_runs(
+    c: &mut Connection,
+    loc: &str,
+    conn: &ConnectionRef,
+    stale_before: DateTime<Utc>,
+    error: &str,
+) -> StoreResult<Vec<RunId>> {
+    let e = |err| map_err(loc, "close stale runs", err);
+    let tx = c.transaction().map_err(e)?;
+    let ids: Vec<RunId> = {
+        let mut st = tx
+            .prepare_cached(
+                "SELECT id FROM sync_runs
+                 WHERE organization = ?1 AND connection = ?2 AND outcome = 'running'
+                   AND COALESCE(heartbeat_at, started_at) < ?3
+                 ORDER BY id",
+            )
+            .map_err(e)?;
+        st.query_map(
+            params![conn.organization, conn.connection, ts(stale_before)],
+            |r| r.get(0),
+        )
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<RunId>>>())
+        .map_err(e)?
+    };
+    for id in &ids {
+        tx.execute(
+            "UPDATE sync_runs SET outcome = 'failed', finished_at = ?2, error = ?3 WHERE id = ?1",
+            params![id, ts(Utc::now()), error],
+        )
+        .map_err(e)?;
+    }
+    tx.commit().map_err(e)?;
+    Ok(ids)
 }
 
 const RUN_COLUMNS: &str = "id, kind, started_at, finished_at, outcome, summary, error";
