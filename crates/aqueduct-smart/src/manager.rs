@@ -1,8 +1,11 @@
 //! Per-connection token lifecycle: refresh ahead of expiry, refresh once after a 401 with a
-//! single flight, backend services re-issue.
+//! single flight (an async mutex within the process, a store lease across processes), backend
+//! services re-issue.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::Mutex;
@@ -12,13 +15,25 @@ use crate::error::SmartError;
 use crate::scopes::GrantedScopes;
 use crate::token::LaunchContext;
 
+/// The store lease held while a connection's tokens are refreshed.
+pub const REFRESH_LEASE: &str = "token-refresh";
+/// Longest a refresh may hold the lease; a holder that dies blocks others this long at most.
+const LEASE_TTL: Duration = Duration::from_secs(30);
+/// How often a process waiting for another's refresh looks at the vault again.
+const LEASE_POLL: Duration = Duration::from_millis(100);
+
 /// Hands out a valid access token for one connection. Every refresh happens under one async
-/// mutex, so concurrent callers wait for a single refresh.
+/// mutex, so concurrent callers wait for a single refresh; across processes sharing the store,
+/// a lease does the same, so a rotating refresh token is never spent twice (a server that
+/// sees a refresh token reused may revoke the whole grant, and then a human must
+/// re-authorize).
 pub struct TokenManager {
     client: Arc<SmartClient>,
     connection: SmartConnection,
     current: Mutex<Option<TokenSet>>,
     refreshes: AtomicU64,
+    /// This manager's name as a lease holder (unique per process and manager).
+    holder: String,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -37,6 +52,7 @@ impl TokenManager {
             connection,
             current: Mutex::new(None),
             refreshes: AtomicU64::new(0),
+            holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
         }
     }
 
@@ -71,10 +87,53 @@ impl TokenManager {
         })
     }
 
-    /// Refreshes under the lock. First re-reads the vault: another process sharing the store
-    /// may already have refreshed (and rotated the refresh token); its tokens are adopted when
-    /// usable, and otherwise its newer refresh token is the one used.
+    /// Refreshes under the lock and the store lease. While another process holds the lease,
+    /// waits for its tokens to land in the vault and adopts them.
     async fn refresh_locked(
+        &self,
+        slot: &mut Option<TokenSet>,
+        rejected: Option<&str>,
+    ) -> Result<(), SmartError> {
+        let conn = &self.connection.conn;
+        let store = self.client.store().clone();
+        let store_err = |e: aqueduct_store::StoreError| SmartError::Store(e.to_string());
+        let give_up = Instant::now() + LEASE_TTL + LEASE_TTL / 2;
+        loop {
+            if store
+                .acquire_lease(conn, REFRESH_LEASE, &self.holder, LEASE_TTL)
+                .await
+                .map_err(store_err)?
+            {
+                break;
+            }
+            if let (Some(mine), Some(stored)) =
+                (slot.as_ref(), self.client.load_tokens(conn).await?)
+                && stored.access_token != mine.access_token
+                && usable(&stored, rejected)
+            {
+                *slot = Some(stored);
+                return Ok(());
+            }
+            if Instant::now() > give_up {
+                return Err(SmartError::Store(format!(
+                    "another process has been refreshing the tokens of {conn} for over {} s",
+                    (LEASE_TTL + LEASE_TTL / 2).as_secs()
+                )));
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+        }
+        let result = self.refresh_holding_lease(slot, rejected).await;
+        if let Err(e) = store.release_lease(conn, REFRESH_LEASE, &self.holder).await {
+            // it lapses by itself after LEASE_TTL
+            tracing::warn!(connection = %conn, error = %e, "token refresh lease not released");
+        }
+        result
+    }
+
+    /// First re-reads the vault: another process sharing the store may already have
+    /// refreshed (and rotated the refresh token); its tokens are adopted when usable, and
+    /// otherwise its newer refresh token is the one used.
+    async fn refresh_holding_lease(
         &self,
         slot: &mut Option<TokenSet>,
         rejected: Option<&str>,
@@ -93,13 +152,7 @@ impl TokenManager {
                 });
             }
             Some(stored) if stored.access_token != current.access_token => {
-                let usable = match rejected {
-                    Some(r) => {
-                        stored.access_token.expose() != r && !stored.needs_refresh(Utc::now())
-                    }
-                    None => !stored.needs_refresh(Utc::now()),
-                };
-                if usable {
+                if usable(&stored, rejected) {
                     *slot = Some(stored);
                     return Ok(());
                 }
@@ -186,4 +239,10 @@ impl TokenManager {
         }
         r
     }
+}
+
+/// Whether tokens another process stored can be used instead of refreshing: not the token
+/// the server just rejected, and not about to expire.
+fn usable(stored: &TokenSet, rejected: Option<&str>) -> bool {
+    rejected.is_none_or(|r| stored.access_token.expose() != r) && !stored.needs_refresh(Utc::now())
 }

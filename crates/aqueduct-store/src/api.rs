@@ -95,6 +95,24 @@ pub trait Store: Send + Sync + 'static {
         summary: Option<&str>,
         error: Option<&str>,
     ) -> StoreResult<()>;
+    /// Takes (or renews) the lease `name` on a connection for `holder` until `ttl` from now.
+    /// `false` when another holder has it and it has not expired. Leases coordinate
+    /// processes sharing the store (one token refresh at a time); they expire on their own,
+    /// so a killed holder blocks others for at most `ttl`.
+    async fn acquire_lease(
+        &self,
+        conn: &ConnectionRef,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<bool>;
+    /// Gives the lease up if `holder` has it.
+    async fn release_lease(
+        &self,
+        conn: &ConnectionRef,
+        name: &str,
+        holder: &str,
+    ) -> StoreResult<()>;
     /// A running sync's sign of life.
     async fn heartbeat_run(&self, conn: &ConnectionRef, run: RunId) -> StoreResult<()>;
     /// Closes as `failed`, with `error`, every run of the connection still `running` whose

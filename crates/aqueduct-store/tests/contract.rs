@@ -42,6 +42,7 @@ both_backends!(
     alerts_are_keyed_and_can_resolve,
     concurrent_writers_of_the_same_new_keys_both_succeed,
     runs_whose_heartbeat_stopped_are_closed_as_failed,
+    a_lease_has_one_holder_until_released_or_expired,
 );
 
 async fn stored_bytes_come_back_identical(t: TestStore) {
@@ -1102,4 +1103,93 @@ async fn runs_whose_heartbeat_stopped_are_closed_as_failed(t: TestStore) {
             .unwrap()
             .is_empty()
     );
+}
+
+async fn a_lease_has_one_holder_until_released_or_expired(t: TestStore) {
+    let c = conn("acme", "epic");
+    let long = std::time::Duration::from_secs(60);
+    let name = "token-refresh";
+    assert!(
+        t.store
+            .acquire_lease(&c, name, "proc-a", long)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !t.store
+            .acquire_lease(&c, name, "proc-b", long)
+            .await
+            .unwrap()
+    );
+    // the holder renews; other names and connections are independent
+    assert!(
+        t.store
+            .acquire_lease(&c, name, "proc-a", long)
+            .await
+            .unwrap()
+    );
+    assert!(
+        t.store
+            .acquire_lease(&c, "other", "proc-b", long)
+            .await
+            .unwrap()
+    );
+    assert!(
+        t.store
+            .acquire_lease(&conn("acme", "payer"), name, "proc-b", long)
+            .await
+            .unwrap()
+    );
+    // releasing someone else's lease does nothing; the holder's release frees it
+    t.store.release_lease(&c, name, "proc-b").await.unwrap();
+    assert!(
+        !t.store
+            .acquire_lease(&c, name, "proc-b", long)
+            .await
+            .unwrap()
+    );
+    t.store.release_lease(&c, name, "proc-a").await.unwrap();
+    assert!(
+        t.store
+            .acquire_lease(&c, name, "proc-b", long)
+            .await
+            .unwrap()
+    );
+    // a holder that died stops blocking others once its lease lapses
+    let short = std::time::Duration::from_millis(200);
+    assert!(
+        t.store
+            .acquire_lease(&c, "short", "dead", short)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !t.store
+            .acquire_lease(&c, "short", "proc-b", long)
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(
+        t.store
+            .acquire_lease(&c, "short", "proc-b", long)
+            .await
+            .unwrap()
+    );
+    // contended: of many concurrent takers exactly one wins
+    let takers = (0..8).map(|i| {
+        let store = t.store.clone();
+        let c = c.clone();
+        tokio::spawn(async move {
+            store
+                .acquire_lease(&c, "race", &format!("p{i}"), long)
+                .await
+                .unwrap()
+        })
+    });
+    let mut won = 0;
+    for h in takers {
+        won += usize::from(h.await.unwrap());
+    }
+    assert_eq!(won, 1);
 }

@@ -664,6 +664,41 @@ async fn managers_sharing_a_store_do_not_refresh_twice() {
     sim.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_refreshing_at_the_same_instant_spend_the_refresh_token_once() {
+    // two processes: two handles on one SQLite file, two clients, two managers
+    let env = env().await;
+    let sim = sim("reference", None).await;
+    let sc = connection(&sim, "org-a", "ref", ClientKind::Public);
+    standalone(&env, &sc).await.unwrap();
+    let path = env._dir.path().join("store.db");
+    let second_store = aqueduct_store::open(path.to_str().unwrap()).await.unwrap();
+    let other_client = Arc::new(client_with(&second_store, &env.key_b64));
+    let a = Arc::new(TokenManager::new(env.client.clone(), sc.clone()));
+    let b = Arc::new(TokenManager::new(other_client, sc.clone()));
+    let t0 = a.access_token().await.unwrap();
+    assert_eq!(b.access_token().await.unwrap(), t0);
+    for round in 0..5 {
+        // both get a 401 for the same token and refresh at once; the sim's refresh tokens
+        // are single-use, so a second spend would need a re-authorization
+        let rejected = a.access_token().await.unwrap();
+        let (ra, rb) = {
+            let (a, b) = (a.clone(), b.clone());
+            let (r1, r2) = (rejected.clone(), rejected.clone());
+            tokio::join!(
+                tokio::spawn(async move { a.refresh_after_unauthorized(&r1).await }),
+                tokio::spawn(async move { b.refresh_after_unauthorized(&r2).await })
+            )
+        };
+        let (ta, tb) = (ra.unwrap().unwrap(), rb.unwrap().unwrap());
+        assert_eq!(ta, tb, "round {round}: both use the one new token");
+        assert_ne!(ta, rejected);
+        assert_eq!(sim.stats().tokens_refreshed, round + 1, "round {round}");
+    }
+    assert_eq!(a.refresh_count() + b.refresh_count(), 5);
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn state_expires() {
     let env = env().await;

@@ -12,6 +12,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/postgres/0005_patient_index.sql")),
     (6, include_str!("../../migrations/postgres/0006_lz4.sql")),
     (7, include_str!("../../migrations/postgres/0007_run_heartbeat.sql")),
+    (8, include_str!("../../migrations/postgres/0008_leases.sql")),
 ];
 
 /// Arbitrary constant shared by every Aqueduct process: "aqueduct" in ASCII, truncated.

@@ -232,6 +232,23 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         tenant::finish_run(self, conn, run, outcome, summary, error).await
     }
+    async fn acquire_lease(
+        &self,
+        conn: &ConnectionRef,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<bool> {
+        tenant::acquire_lease(self, conn, name, holder, ttl).await
+    }
+    async fn release_lease(
+        &self,
+        conn: &ConnectionRef,
+        name: &str,
+        holder: &str,
+    ) -> StoreResult<()> {
+        tenant::release_lease(self, conn, name, holder).await
+    }
     async fn heartbeat_run(&self, conn: &ConnectionRef, run: RunId) -> StoreResult<()> {
         tenant::heartbeat_run(self, conn, run).await
     }

@@ -139,6 +139,51 @@ pub(super) async fn record_requests(
     .map_err(|e| map_err(&s.location, "record requests", e))
 }
 
+pub(super) async fn acquire_lease(
+    s: &PgStore,
+    conn: &ConnectionRef,
+    name: &str,
+    holder: &str,
+    ttl: std::time::Duration,
+) -> StoreResult<bool> {
+    let c = s.client().await?;
+    // the server's clock decides expiry: every process sharing the store agrees on it
+    c.execute(
+        "INSERT INTO leases (organization, connection, name, holder, expires_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+         ON CONFLICT (organization, connection, name) DO UPDATE
+           SET holder = excluded.holder, expires_at = excluded.expires_at
+           WHERE leases.expires_at < now() OR leases.holder = excluded.holder",
+        &[
+            &conn.organization,
+            &conn.connection,
+            &name,
+            &holder,
+            &ttl.as_secs_f64(),
+        ],
+    )
+    .await
+    .map(|n| n == 1)
+    .map_err(|e| map_err(&s.location, "acquire lease", e))
+}
+
+pub(super) async fn release_lease(
+    s: &PgStore,
+    conn: &ConnectionRef,
+    name: &str,
+    holder: &str,
+) -> StoreResult<()> {
+    let c = s.client().await?;
+    c.execute(
+        "DELETE FROM leases
+         WHERE organization = $1 AND connection = $2 AND name = $3 AND holder = $4",
+        &[&conn.organization, &conn.connection, &name, &holder],
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| map_err(&s.location, "release lease", e))
+}
+
 pub(super) async fn heartbeat_run(
     s: &PgStore,
     conn: &ConnectionRef,

@@ -14,6 +14,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/sqlite/0005_patient_index.sql")),
     (6, include_str!("../../migrations/sqlite/0006_lz4.sql")),
     (7, include_str!("../../migrations/sqlite/0007_run_heartbeat.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_leases.sql")),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection, location: &str) -> StoreResult<i64> {

@@ -312,6 +312,39 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn acquire_lease(
+        &self,
+        conn: &ConnectionRef,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<bool> {
+        let (loc, cr, n, h) = (
+            self.location.clone(),
+            conn.clone(),
+            name.to_string(),
+            holder.to_string(),
+        );
+        self.write(move |c| tenant::acquire_lease(c, &loc, &cr, &n, &h, ttl))
+            .await
+    }
+
+    async fn release_lease(
+        &self,
+        conn: &ConnectionRef,
+        name: &str,
+        holder: &str,
+    ) -> StoreResult<()> {
+        let (loc, cr, n, h) = (
+            self.location.clone(),
+            conn.clone(),
+            name.to_string(),
+            holder.to_string(),
+        );
+        self.write(move |c| tenant::release_lease(c, &loc, &cr, &n, &h))
+            .await
+    }
+
     async fn heartbeat_run(&self, conn: &ConnectionRef, run: RunId) -> StoreResult<()> {
         let (loc, cr) = (self.location.clone(), conn.clone());
         self.write(move |c| tenant::heartbeat_run(c, &loc, &cr, run))

@@ -168,6 +168,54 @@ pub(super) fn finish_run(
     .map_err(|e| map_err(loc, "finish run", e))
 }
 
+pub(super) fn acquire_lease(
+    c: &mut Connection,
+    loc: &str,
+    conn: &ConnectionRef,
+    name: &str,
+    holder: &str,
+    ttl: std::time::Duration,
+) -> StoreResult<bool> {
+    let now = Utc::now();
+    let until = chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    c.execute(
+        "INSERT INTO leases (organization, connection, name, holder, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (organization, connection, name) DO UPDATE
+           SET holder = excluded.holder, expires_at = excluded.expires_at
+           WHERE leases.expires_at < ?6 OR leases.holder = excluded.holder",
+        params![
+            conn.organization,
+            conn.connection,
+            name,
+            holder,
+            ts(until),
+            ts(now)
+        ],
+    )
+    .map(|n| n == 1)
+    .map_err(|e| map_err(loc, "acquire lease", e))
+}
+
+pub(super) fn release_lease(
+    c: &mut Connection,
+    loc: &str,
+    conn: &ConnectionRef,
+    name: &str,
+    holder: &str,
+) -> StoreResult<()> {
+    c.execute(
+        "DELETE FROM leases
+         WHERE organization = ?1 AND connection = ?2 AND name = ?3 AND holder = ?4",
+        params![conn.organization, conn.connection, name, holder],
+    )
+    .map(|_| ())
+    .map_err(|e| map_err(loc, "release lease", e))
+}
+
 pub(super) fn heartbeat_run(
     c: &mut Connection,
     loc: &str,
