@@ -309,7 +309,15 @@ pub struct ConditionDetail {
     pub abated: Option<bool>,
     pub recorded: Option<When>,
     pub groups: Vec<String>,
+    /// ICD-10-CM chapter of the first ICD-10-CM code (or of the resolved code).
+    pub chapter: Option<ChapterOut>,
     pub codings: Vec<CodingOut>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct ChapterOut {
+    pub number: String,
+    pub title: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]

@@ -1047,6 +1047,15 @@ impl Norm<'_> {
         let code = self.resolve(c.code.get(), Domain::Condition, "code");
         let t = &*self.ctx.terminology;
         let mut groups: Vec<String> = Vec::new();
+        let mut chapter: Option<ChapterOut> = None;
+        let chapter_of = |k: &str, chapter: &mut Option<ChapterOut>| {
+            if chapter.is_none() {
+                *chapter = t.icd10_chapter(k).map(|g| ChapterOut {
+                    number: g.group.clone(),
+                    title: g.display.clone(),
+                });
+            }
+        };
         let mut codings = Vec::new();
         if let Some(cc) = c.code.get() {
             for cd in &cc.coding.items {
@@ -1060,7 +1069,8 @@ impl Norm<'_> {
                 };
                 match recognise_system(s).map(|x| x.0) {
                     Some(StdSystem::Icd10Cm) if StdSystem::Icd10Cm.valid_code(k) => {
-                        groups.extend(t.icd10_groups(k).into_iter().map(str::to_string))
+                        groups.extend(t.icd10_groups(k).into_iter().map(str::to_string));
+                        chapter_of(k, &mut chapter);
                     }
                     Some(StdSystem::Snomed) => groups.extend(t.snomed_group(k).map(str::to_string)),
                     _ => {}
@@ -1073,6 +1083,7 @@ impl Norm<'_> {
                 groups.extend(t.snomed_group(k).map(str::to_string));
             } else if recognise_system(s).map(|x| x.0) == Some(StdSystem::Icd10Cm) {
                 groups.extend(t.icd10_groups(k).into_iter().map(str::to_string));
+                chapter_of(k, &mut chapter);
             }
         }
         groups.sort();
@@ -1134,6 +1145,7 @@ impl Norm<'_> {
                 abated,
                 recorded,
                 groups,
+                chapter,
                 codings,
             }),
             flags: self.take_flags(),

@@ -258,6 +258,19 @@ pub struct GroupRange {
     pub display: String,
 }
 
+impl GroupRange {
+    /// Whether a compacted code (no dot) falls in the range; codes are compared truncated to
+    /// each bound's length, so `I16` covers `I16.0`.
+    fn covers(&self, compact: &str) -> bool {
+        if !compact.is_ascii() || compact.is_empty() {
+            return false;
+        }
+        let lo = &compact[..compact.len().min(self.from.len())];
+        let hi = &compact[..compact.len().min(self.to.len())];
+        lo >= self.from.as_str() && hi <= self.to.as_str()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RxEntry {
     pub name: String,
@@ -466,6 +479,8 @@ pub struct Terminology {
     pub snomed: HashMap<String, SnomedEntry>,
     pub icd10cm: HashMap<String, String>,
     pub groups: Vec<GroupRange>,
+    /// ICD-10-CM chapters (`group` holds the chapter number, `display` its title).
+    pub chapters: Vec<GroupRange>,
     pub rxnorm: HashMap<String, RxEntry>,
     pub ndc: HashMap<String, String>,
     pub cvx: HashMap<String, String>,
@@ -477,6 +492,7 @@ pub struct Terminology {
 
 const EMB_LOINC: &str = include_str!("../terminology/loinc.csv");
 const EMB_GROUPS: &str = include_str!("../terminology/condition_groups.csv");
+const EMB_CHAPTERS: &str = include_str!("../terminology/icd10cm_chapters.csv");
 const EMB_SNOMED: &str = include_str!("../terminology/snomed.csv");
 const EMB_CVX: &str = include_str!("../terminology/cvx.csv");
 const EMB_RXNORM: &str = include_str!("../terminology/rxnorm.csv");
@@ -518,6 +534,18 @@ impl Terminology {
         }
         t.versions
             .insert("condition-groups".into(), version_of(EMB_GROUPS));
+        for r in rows(EMB_CHAPTERS) {
+            if r.len() >= 4 {
+                t.chapters.push(GroupRange {
+                    group: r[0].trim().to_string(),
+                    from: compact_icd10(&r[1]),
+                    to: compact_icd10(&r[2]),
+                    display: r[3].trim().to_string(),
+                });
+            }
+        }
+        t.versions
+            .insert("icd10cm-chapters".into(), version_of(EMB_CHAPTERS));
         for r in rows(EMB_SNOMED) {
             if r.len() >= 3 {
                 let code = r[0].trim().to_string();
@@ -685,18 +713,17 @@ impl Terminology {
     /// Condition groups of an ICD-10-CM code (by range) — may be several.
     pub fn icd10_groups(&self, code: &str) -> Vec<&str> {
         let c = compact_icd10(code);
-        if !c.is_ascii() {
-            return Vec::new();
-        }
         self.groups
             .iter()
-            .filter(|g| {
-                let lo = &c[..c.len().min(g.from.len())];
-                let hi = &c[..c.len().min(g.to.len())];
-                lo >= g.from.as_str() && hi <= g.to.as_str()
-            })
+            .filter(|g| g.covers(&c))
             .map(|g| g.group.as_str())
             .collect()
+    }
+
+    /// The ICD-10-CM chapter of a code (`I50.22` -> 9, Diseases of the circulatory system).
+    pub fn icd10_chapter(&self, code: &str) -> Option<&GroupRange> {
+        let c = compact_icd10(code);
+        self.chapters.iter().find(|g| g.covers(&c))
     }
 
     /// Condition group of a SNOMED CT concept, from the curated concept table.

@@ -252,6 +252,9 @@ fn condition_groups_and_statuses() {
         panic!()
     };
     assert_eq!(d.groups, vec!["heart-failure"]);
+    let chapter = d.chapter.as_ref().unwrap();
+    assert_eq!(chapter.number, "9");
+    assert_eq!(chapter.title, "Diseases of the circulatory system");
 }
 
 #[test]

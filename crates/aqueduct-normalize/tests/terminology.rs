@@ -127,6 +127,42 @@ fn icd10_groups() {
 }
 
 #[test]
+fn icd10_chapters() {
+    let t = Terminology::embedded();
+    let ch = |c: &str| t.icd10_chapter(c).map(|g| g.group.as_str());
+    assert_eq!(ch("I50.22"), Some("9"));
+    assert_eq!(ch("A00.0"), Some("1"));
+    assert_eq!(ch("D49.9"), Some("2"));
+    assert_eq!(ch("D50.0"), Some("3"));
+    assert_eq!(ch("O9A.12"), Some("15"));
+    assert_eq!(ch("S72.001A"), Some("19"));
+    assert_eq!(ch("T88.7"), Some("19"));
+    assert_eq!(ch("U07.1"), Some("22"));
+    assert_eq!(ch("z99.89"), Some("21"));
+    assert_eq!(ch(""), None);
+    assert_eq!(ch("ÄÖÜ"), None);
+    assert_eq!(ch("123"), None);
+    assert_eq!(t.chapters.len(), 22);
+    assert!(
+        t.icd10_chapter("I10")
+            .unwrap()
+            .display
+            .contains("circulatory")
+    );
+    // chapters do not overlap, and every condition group lies inside one chapter
+    for (i, a) in t.chapters.iter().enumerate() {
+        for b in &t.chapters[i + 1..] {
+            assert!(a.to < b.from || b.to < a.from, "{a:?} overlaps {b:?}");
+        }
+    }
+    for g in &t.groups {
+        let from = t.icd10_chapter(&g.from).map(|c| &c.group);
+        assert!(from.is_some(), "{g:?}");
+        assert_eq!(from, t.icd10_chapter(&g.to).map(|c| &c.group), "{g:?}");
+    }
+}
+
+#[test]
 fn text_matching() {
     let t = Terminology::embedded();
     let m = t.match_text(Domain::Observation, "Hemoglobin A1c").unwrap();
