@@ -117,6 +117,9 @@ enum SearchEnd {
 #[derive(Debug, Default)]
 struct Probes {
     rejected: HashSet<(String, String)>,
+    /// The server refused a batch Bundle although the profile says it takes them: reads go
+    /// one by one from then on.
+    batch_rejected: bool,
     /// (type, alternative label) of the alternatives the server accepted.
     working_alternative: HashSet<(String, String)>,
     everything_works: Option<bool>,
@@ -1235,7 +1238,8 @@ impl Syncer {
         let caps = &self.profile.capabilities;
         // Binary cannot be searched by _id on most servers; where batch works, reads of it (and
         // of types without multi-id search) go in batches instead of one request each.
-        if caps.batch && ids.len() > 1 && (rtype == "Binary" || !caps.multi_id) {
+        let batch_works = caps.batch && !lock(&self.probes).batch_rejected;
+        if batch_works && ids.len() > 1 && (rtype == "Binary" || !caps.multi_id) {
             return self.fetch_batched(run, rtype, ids, found).await;
         }
         let use_multi = caps.multi_id && rtype != "Binary" && ids.len() > 1;
@@ -1274,7 +1278,20 @@ impl Syncer {
             run.referenced_fetched.fetch_add(stored, Ordering::Relaxed);
             return Ok(stored);
         }
-        // Individual reads, a few at a time (the host limiter paces them), written in batches.
+        let stored = self.fetch_one_by_one(run, rtype, ids, found).await?;
+        run.referenced_fetched.fetch_add(stored, Ordering::Relaxed);
+        Ok(stored)
+    }
+
+    /// Individual reads, a few at a time (the host limiter paces them), written in batches.
+    async fn fetch_one_by_one(
+        &self,
+        run: &Run,
+        rtype: &str,
+        ids: &[String],
+        found: &mut Found,
+    ) -> Result<u64, SyncError> {
+        let mut stored = 0u64;
         for chunk in ids.chunks(64) {
             let results: Vec<(String, Result<RawResource, FetchError>)> =
                 stream::iter(chunk.iter().cloned())
@@ -1306,7 +1323,6 @@ impl Syncer {
                 break;
             }
         }
-        run.referenced_fetched.fetch_add(stored, Ordering::Relaxed);
         Ok(stored)
     }
 
@@ -1321,7 +1337,7 @@ impl Syncer {
     ) -> Result<u64, SyncError> {
         const BATCH_MAX: usize = 50;
         let mut stored = 0u64;
-        for chunk in ids.chunks(BATCH_MAX) {
+        for (i, chunk) in ids.chunks(BATCH_MAX).enumerate() {
             let entries: Vec<serde_json::Value> = chunk
                 .iter()
                 .map(|id| serde_json::json!({"request": {"method": "GET", "url": format!("{rtype}/{id}")}}))
@@ -1357,6 +1373,17 @@ impl Syncer {
                 }
                 Err(e) if e.needs_reauthorization() => {
                     run.abort(e.to_string());
+                    break;
+                }
+                Err(e) if e.is_rejected_query() => {
+                    // the profile promised batch, the server refuses it: read these and the
+                    // rest one by one, and stop trying batches for this run
+                    lock(&self.probes).batch_rejected = true;
+                    run.note(format!(
+                        "the server rejected a batch Bundle ({e}); reading {rtype} one by one"
+                    ));
+                    let rest = &ids[i * BATCH_MAX..];
+                    stored += self.fetch_one_by_one(run, rtype, rest, found).await?;
                     break;
                 }
                 Err(e) => run.note(format!("referenced {rtype} batch failed: {e}")),

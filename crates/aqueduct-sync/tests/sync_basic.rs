@@ -298,3 +298,43 @@ async fn attachments_are_read_in_batches_where_the_server_takes_them() {
         "batches are in the ledger"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_refuses_batch_gets_its_reads_one_by_one() {
+    // The Oracle-like simulator answers batch Bundles with 400 although the profile says yes.
+    let env = start("cerner", 3, 120, &[]).await;
+    let types: Vec<String> = clinical_types()
+        .into_iter()
+        .filter(|t| !["CarePlan", "Goal", "CareTeam"].contains(&t.as_str()))
+        .collect();
+    let auth = Arc::new(ClientCredentials::new(&env.sim.base_url()));
+    let pids = env.sim.patient_ids();
+    let promised = syncer(
+        &env,
+        &profile("generic", "[capabilities]\nbatch = true\n"),
+        auth.clone(),
+        options(types.clone()),
+    );
+    let r = promised.sync_patients(&pids, SyncMode::Full).await.unwrap();
+    assert_eq!(r.outcome, RunOutcome::Complete, "{r:#?}");
+    let ledger = env.store.run_requests(&env.conn, r.run_id).await.unwrap();
+    let posts = ledger.iter().filter(|e| e.method == "POST").count();
+    assert_eq!(posts, 1, "one refused batch, then no more tries this run");
+    assert!(
+        r.notes.iter().any(|n| n.contains("rejected a batch")),
+        "{:?}",
+        r.notes
+    );
+    let binaries = r.by_type["Binary"].fetched;
+    assert!(binaries > 3, "{r:#?}");
+    // Reading them one by one from the start finds nothing the fallback missed.
+    let plain = syncer(
+        &env,
+        &profile("generic", "[capabilities]\nbatch = false\n"),
+        auth,
+        options(types),
+    );
+    let again = plain.sync_patients(&pids, SyncMode::Full).await.unwrap();
+    assert_eq!(again.by_type["Binary"].fetched, binaries);
+    assert_eq!(again.by_type["Binary"].inserted, 0);
+}
