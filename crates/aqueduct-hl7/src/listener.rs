@@ -564,6 +564,16 @@ async fn commit(
     }
 }
 
+fn count_outcome(id: i64, error: Option<&str>, counters: &Counters) {
+    match error {
+        None => inc(&counters.converted),
+        Some(e) => {
+            inc(&counters.conversion_errors);
+            debug!(id, "HL7 conversion failed: {e}");
+        }
+    }
+}
+
 async fn mark(
     store: &Arc<dyn Store>,
     organization: &str,
@@ -571,13 +581,7 @@ async fn mark(
     error: Option<String>,
     counters: &Counters,
 ) {
-    match &error {
-        None => inc(&counters.converted),
-        Some(e) => {
-            inc(&counters.conversion_errors);
-            debug!(id, "HL7 conversion failed: {e}");
-        }
-    }
+    count_outcome(id, error.as_deref(), counters);
     if let Err(e) = store
         .mark_inbound_processed(organization, id, error.as_deref())
         .await
@@ -668,17 +672,39 @@ async fn flush(
             );
         }
     }
-    for (id, c, _) in pending.drain(..) {
-        let mut error = failed.get(&c.connection).cloned();
-        if error.is_none() {
-            for r in &c.refresh {
-                if let Err(e) = store.enqueue_refresh(organization, r).await {
-                    error = Some(format!("enqueueing the refresh request failed: {e}"));
-                    break;
-                }
+    // one transaction queues every refresh request and marks every message processed
+    let outcomes: Vec<aqueduct_store::InboundOutcome> = pending
+        .drain(..)
+        .map(|(id, c, _)| match failed.get(&c.connection) {
+            Some(e) => aqueduct_store::InboundOutcome {
+                id,
+                error: Some(e.clone()),
+                refresh: Vec::new(),
+            },
+            None => aqueduct_store::InboundOutcome {
+                id,
+                error: None,
+                refresh: c.refresh,
+            },
+        })
+        .collect();
+    match store.complete_inbound(organization, &outcomes).await {
+        Ok(()) => {
+            for o in &outcomes {
+                count_outcome(o.id, o.error.as_deref(), counters);
             }
         }
-        mark(store, organization, id, error, counters).await;
+        Err(e) => {
+            // nothing was queued or marked: record each message's failure on its own
+            warn!(
+                count = outcomes.len(),
+                "completing converted HL7 messages failed: {e}"
+            );
+            let error = format!("enqueueing the refresh requests failed: {e}");
+            for o in outcomes {
+                mark(store, organization, o.id, Some(error.clone()), counters).await;
+            }
+        }
     }
 }
 

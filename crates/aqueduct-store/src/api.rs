@@ -191,6 +191,15 @@ pub trait Store: Send + Sync + 'static {
         organization: &str,
         messages: &[InboundMessage],
     ) -> StoreResult<Vec<InboundReceipt>>;
+    /// Records, in ONE transaction, the outcome of converting stored messages: each one's
+    /// refresh requests are queued and the message is marked processed (with its error, if
+    /// any). A crash leaves all of it or none, so a message is never marked processed without
+    /// its refresh requests, and a re-conversion never queues them twice.
+    async fn complete_inbound(
+        &self,
+        organization: &str,
+        outcomes: &[InboundOutcome],
+    ) -> StoreResult<()>;
     /// Records that a stored message was turned into resources and events (or why not).
     async fn mark_inbound_processed(
         &self,

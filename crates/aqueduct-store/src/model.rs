@@ -322,6 +322,15 @@ pub struct RefreshRequest {
     pub source: String,
 }
 
+/// What converting one stored inbound message produced: its refresh requests, or why it
+/// could not be converted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundOutcome {
+    pub id: i64,
+    pub error: Option<String>,
+    pub refresh: Vec<RefreshRequest>,
+}
+
 /// One normalized row derived from a raw resource (a blood-pressure panel gives two). The store
 /// keeps the columns it indexes and the row itself as JSON; what the JSON holds is the
 /// normalize layer's business.

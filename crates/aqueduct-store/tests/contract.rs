@@ -43,6 +43,7 @@ both_backends!(
     concurrent_writers_of_the_same_new_keys_both_succeed,
     runs_whose_heartbeat_stopped_are_closed_as_failed,
     a_lease_has_one_holder_until_released_or_expired,
+    converted_messages_and_their_refreshes_complete_together,
 );
 
 async fn stored_bytes_come_back_identical(t: TestStore) {
@@ -1192,4 +1193,74 @@ async fn a_lease_has_one_holder_until_released_or_expired(t: TestStore) {
         won += usize::from(h.await.unwrap());
     }
     assert_eq!(won, 1);
+}
+
+async fn converted_messages_and_their_refreshes_complete_together(t: TestStore) {
+    let stored = t
+        .store
+        .store_inbound_messages("acme", &[inbound("10"), inbound("11"), inbound("12")])
+        .await
+        .unwrap();
+    let req = |key: &str| RefreshRequest {
+        patient_key: key.into(),
+        connection: Some("epic".into()),
+        reason: "hl7:ADT^A08".into(),
+        source: "mllp://LAB^HOSP/10".into(),
+    };
+    let outcomes = vec![
+        InboundOutcome {
+            id: stored[0].id,
+            error: None,
+            refresh: vec![req("urn:mrn|1"), req("urn:mrn|2")],
+        },
+        InboundOutcome {
+            id: stored[1].id,
+            error: Some("no PID segment".into()),
+            refresh: Vec::new(),
+        },
+        InboundOutcome {
+            id: stored[2].id,
+            error: None,
+            refresh: vec![RefreshRequest {
+                connection: None,
+                ..req("urn:mrn|3")
+            }],
+        },
+    ];
+    t.store.complete_inbound("acme", &outcomes).await.unwrap();
+    t.store.complete_inbound("acme", &[]).await.unwrap();
+    let pending = t.store.list_refresh_requests("acme", 10).await.unwrap();
+    let keys: Vec<&str> = pending.iter().map(|p| p.1.patient_key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec!["urn:mrn|1", "urn:mrn|2", "urn:mrn|3"],
+        "in conversion order"
+    );
+    assert_eq!(pending[2].1.connection, None);
+    let listed = t.store.list_inbound_messages("acme", 0, 10).await.unwrap();
+    assert!(listed.iter().all(|m| m.processed_at.is_some()));
+    assert_eq!(listed[1].process_error.as_deref(), Some("no PID segment"));
+    assert_eq!(listed[0].process_error, None);
+    // another tenant's ids are not touched
+    let theirs = t
+        .store
+        .store_inbound_messages("other", &[inbound("10")])
+        .await
+        .unwrap();
+    t.store
+        .complete_inbound(
+            "acme",
+            &[InboundOutcome {
+                id: theirs[0].id,
+                error: Some("x".into()),
+                refresh: Vec::new(),
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(
+        t.store.list_inbound_messages("other", 0, 10).await.unwrap()[0]
+            .processed_at
+            .is_none()
+    );
 }

@@ -79,6 +79,44 @@ pub(super) async fn mark_processed(
     .map_err(|e| map_err(&s.location, "mark inbound message processed", e))
 }
 
+pub(super) async fn complete(
+    s: &PgStore,
+    org: &str,
+    outcomes: &[InboundOutcome],
+) -> StoreResult<()> {
+    let e = |err| map_err(&s.location, "complete inbound messages", err);
+    let requests: Vec<&RefreshRequest> = outcomes.iter().flat_map(|o| &o.refresh).collect();
+    let keys: Vec<&str> = requests.iter().map(|r| r.patient_key.as_str()).collect();
+    let connections: Vec<Option<&str>> = requests.iter().map(|r| r.connection.as_deref()).collect();
+    let reasons: Vec<&str> = requests.iter().map(|r| r.reason.as_str()).collect();
+    let sources: Vec<&str> = requests.iter().map(|r| r.source.as_str()).collect();
+    let ids: Vec<i64> = outcomes.iter().map(|o| o.id).collect();
+    let errors: Vec<Option<&str>> = outcomes.iter().map(|o| o.error.as_deref()).collect();
+    let mut c = s.client().await?;
+    let tx = c.transaction().await.map_err(e)?;
+    if !requests.is_empty() {
+        // WITH ORDINALITY keeps the queue in conversion order
+        tx.execute(
+            "INSERT INTO refresh_requests (organization, patient_key, connection, reason, source, requested_at)
+             SELECT $1, k, c, r, s, now()
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(k, c, r, s, n)
+             ORDER BY n",
+            &[&org, &keys, &connections, &reasons, &sources],
+        )
+        .await
+        .map_err(e)?;
+    }
+    tx.execute(
+        "UPDATE inbound_messages m SET processed_at = now(), process_error = u.err
+         FROM UNNEST($2::bigint[], $3::text[]) AS u(id, err)
+         WHERE m.organization = $1 AND m.id = u.id",
+        &[&org, &ids, &errors],
+    )
+    .await
+    .map_err(e)?;
+    tx.commit().await.map_err(e)
+}
+
 pub(super) async fn list_messages(
     s: &PgStore,
     org: &str,

@@ -346,6 +346,12 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<InboundReceipt>> {
         inbound::store_messages(self, org, messages).await
     }
+    async fn complete_inbound(&self, org: &str, outcomes: &[InboundOutcome]) -> StoreResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        inbound::complete(self, org, outcomes).await
+    }
     async fn mark_inbound_processed(
         &self,
         org: &str,

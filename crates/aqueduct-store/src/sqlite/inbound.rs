@@ -76,6 +76,47 @@ pub(super) fn mark_processed(
     .map_err(|e| map_err(loc, "mark inbound message processed", e))
 }
 
+pub(super) fn complete(
+    c: &mut Connection,
+    loc: &str,
+    org: &str,
+    outcomes: &[InboundOutcome],
+) -> StoreResult<()> {
+    let e = |err| map_err(loc, "complete inbound messages", err);
+    let now = ts(Utc::now());
+    let tx = c.transaction().map_err(e)?;
+    {
+        let mut enqueue = tx
+            .prepare_cached(
+                "INSERT INTO refresh_requests (organization, patient_key, connection, reason, source, requested_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(e)?;
+        let mut mark = tx
+            .prepare_cached(
+                "UPDATE inbound_messages SET processed_at = ?3, process_error = ?4
+                 WHERE organization = ?1 AND id = ?2",
+            )
+            .map_err(e)?;
+        for o in outcomes {
+            for r in &o.refresh {
+                enqueue
+                    .execute(params![
+                        org,
+                        r.patient_key,
+                        r.connection,
+                        r.reason,
+                        r.source,
+                        now
+                    ])
+                    .map_err(e)?;
+            }
+            mark.execute(params![org, o.id, now, o.error]).map_err(e)?;
+        }
+    }
+    tx.commit().map_err(e)
+}
+
 pub(super) fn list_messages(
     c: &mut Connection,
     loc: &str,

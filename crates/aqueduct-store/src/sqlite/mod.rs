@@ -549,6 +549,23 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn complete_inbound(
+        &self,
+        organization: &str,
+        outcomes: &[InboundOutcome],
+    ) -> StoreResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let (loc, org, out) = (
+            self.location.clone(),
+            organization.to_string(),
+            outcomes.to_vec(),
+        );
+        self.write(move |c| inbound::complete(c, &loc, &org, &out))
+            .await
+    }
+
     async fn mark_inbound_processed(
         &self,
         organization: &str,
