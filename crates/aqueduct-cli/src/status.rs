@@ -126,6 +126,16 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
                     if let Some(e) = &r.error {
                         println!("    error: {e}");
                     }
+                    // a run whose process died says "running" until the next sync closes it
+                    if let Some(silent) = r.silent_for(chrono::Utc::now())
+                        && silent.num_seconds()
+                            > 2 * aqueduct_sync::HEARTBEAT_EVERY.as_secs() as i64
+                    {
+                        println!(
+                            "    no sign of life for {} min: its process has probably stopped; the next sync of this connection closes it as failed",
+                            silent.num_minutes()
+                        );
+                    }
                 }
                 None => println!("    never synced"),
             }

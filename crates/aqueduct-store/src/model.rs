@@ -196,6 +196,17 @@ pub struct SyncRun {
     /// Free-form JSON written by the sync engine at the end (what is missing and why...).
     pub summary: Option<String>,
     pub error: Option<String>,
+    /// Last sign of life while running (`None` before the first heartbeat).
+    pub heartbeat_at: Option<DateTime<Utc>>,
+}
+
+impl SyncRun {
+    /// How long a `running` run has been silent (since its last heartbeat, or its start);
+    /// `None` once it has finished.
+    pub fn silent_for(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        (self.outcome == RunOutcome::Running)
+            .then(|| now - self.heartbeat_at.unwrap_or(self.started_at))
+    }
 }
 
 /// One HTTP request made during a sync: every request lands here, success or not.

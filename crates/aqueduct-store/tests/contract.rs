@@ -1066,6 +1066,13 @@ async fn runs_whose_heartbeat_stopped_are_closed_as_failed(t: TestStore) {
     // a heartbeat after the cutoff keeps an older run alive
     let beating = t.store.begin_run(&c, "incremental").await.unwrap();
     t.store.heartbeat_run(&c, beating).await.unwrap();
+    let b = t.store.get_run(&c, beating).await.unwrap().unwrap();
+    let beat = b.heartbeat_at.expect("heartbeat recorded");
+    assert!(beat >= b.started_at);
+    assert!(b.silent_for(chrono::Utc::now()).unwrap() < chrono::Duration::seconds(5));
+    let d = t.store.get_run(&c, dead).await.unwrap().unwrap();
+    assert_eq!(d.heartbeat_at, None);
+    assert!(d.silent_for(chrono::Utc::now()).unwrap() > chrono::Duration::milliseconds(30));
     let closed = t
         .store
         .close_stale_runs(&c, cutoff, "interrupted: no heartbeat")
@@ -1076,6 +1083,11 @@ async fn runs_whose_heartbeat_stopped_are_closed_as_failed(t: TestStore) {
     assert_eq!(got.outcome, RunOutcome::Failed);
     assert!(got.finished_at.is_some());
     assert_eq!(got.error.as_deref(), Some("interrupted: no heartbeat"));
+    assert_eq!(
+        got.silent_for(chrono::Utc::now()),
+        None,
+        "finished runs are not silent"
+    );
     for (cr, id, outcome) in [
         (&c, finished, RunOutcome::Complete),
         (&c, alive, RunOutcome::Running),

@@ -248,7 +248,8 @@ pub(super) async fn finish_run(
     .map_err(|e| map_err(&s.location, "finish run", e))
 }
 
-const RUN_COLUMNS: &str = "id, kind, started_at, finished_at, outcome, summary, error";
+const RUN_COLUMNS: &str =
+    "id, kind, started_at, finished_at, outcome, summary, error, heartbeat_at";
 
 fn row_to_run(conn: &ConnectionRef, r: &Row) -> SyncRun {
     let outcome: String = r.get(4);
@@ -261,6 +262,7 @@ fn row_to_run(conn: &ConnectionRef, r: &Row) -> SyncRun {
         outcome: RunOutcome::parse(&outcome).unwrap_or(RunOutcome::Failed),
         summary: r.get(5),
         error: r.get(6),
+        heartbeat_at: r.get(7),
     }
 }
 

@@ -267,7 +267,8 @@ pub(super) fn close_stale_runs(
     Ok(ids)
 }
 
-const RUN_COLUMNS: &str = "id, kind, started_at, finished_at, outcome, summary, error";
+const RUN_COLUMNS: &str =
+    "id, kind, started_at, finished_at, outcome, summary, error, heartbeat_at";
 
 fn row_to_run(conn: &ConnectionRef, r: &Row<'_>) -> rusqlite::Result<SyncRun> {
     let finished: Option<String> = r.get(3)?;
@@ -281,6 +282,7 @@ fn row_to_run(conn: &ConnectionRef, r: &Row<'_>) -> rusqlite::Result<SyncRun> {
         outcome: RunOutcome::parse(&outcome).unwrap_or(RunOutcome::Failed),
         summary: r.get(5)?,
         error: r.get(6)?,
+        heartbeat_at: r.get::<_, Option<String>>(7)?.as_deref().map(parse_ts),
     })
 }
 
