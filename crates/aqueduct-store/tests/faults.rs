@@ -196,7 +196,7 @@ async fn a_version_1_store_is_migrated_with_its_data() {
         .await
         .unwrap();
     // Roll the file back to what version 1 wrote.
-    t.raw_sql("DROP INDEX resources_by_patient; CREATE INDEX resources_by_patient ON resources (organization, connection, patient_id, resource_type); DROP TABLE alerts; DROP TABLE normalized; DROP TABLE code_mappings; DROP TABLE inbound_messages; DROP TABLE refresh_requests; DELETE FROM aqueduct_schema WHERE version >= 2;").await;
+    t.raw_sql("DROP INDEX resources_by_patient; CREATE INDEX resources_by_patient ON resources (organization, connection, patient_id, resource_type); DROP TABLE alerts; DROP TABLE normalized; DROP TABLE code_mappings; DROP TABLE inbound_messages; DROP TABLE refresh_requests; DROP TABLE leases; ALTER TABLE sync_runs DROP COLUMN heartbeat_at; DELETE FROM aqueduct_schema WHERE version >= 2;").await;
     let reopened = t.reopen().await.unwrap();
     assert_eq!(reopened.schema_version().await.unwrap(), SCHEMA_VERSION);
     assert_eq!(
