@@ -837,7 +837,7 @@ impl Norm<'_> {
             }
             (None, Some(c)) => {
                 // dimensionless canonical units need no unit; others are never assumed
-                if units::analyze(c).is_ok_and(|d| d.is_dimensionless()) {
+                if units::analyze(c).is_ok_and(|d| d.unitless) {
                     v.canonical_value = Some(x);
                     v.canonical_unit = Some(c.to_string());
                     v.conversion = Some("identity");

@@ -294,6 +294,10 @@ pub struct UnitInfo {
     pub osmoles: Exponents,
     /// Annotations that matter, lower-cased and sorted (descriptive ones dropped).
     pub annotations: Vec<String>,
+    /// No unit atom at all: `1`, `{INR}`, `{score}`. Only such a unit may be assumed for a
+    /// value sent without one (`%` and `mg/g` are dimensionless too, but a bare 48 for an
+    /// HbA1c may be mmol/mol).
+    pub unitless: bool,
 }
 
 impl UnitInfo {
@@ -408,6 +412,7 @@ fn analyze_uncached(code: &str) -> Result<UnitInfo, UnitError> {
         substance: atoms.substance,
         equivalents: atoms.equivalents,
         osmoles: atoms.osmoles,
+        unitless: !atoms.symbols && factor == 1.0,
         annotations: atoms.annotations,
     })
 }
@@ -415,6 +420,8 @@ fn analyze_uncached(code: &str) -> Result<UnitInfo, UnitError> {
 /// Walks a parsed expression for what UCUM's reduction forgets.
 #[derive(Default)]
 struct Atoms {
+    /// Any unit symbol (`%`, `g`, `10*`), as opposed to numbers and annotations only.
+    symbols: bool,
     substance: Exponents,
     equivalents: Exponents,
     osmoles: Exponents,
@@ -424,12 +431,15 @@ struct Atoms {
 impl Atoms {
     fn walk(&mut self, e: &UnitExpr, exp: i32) {
         match e {
-            UnitExpr::Symbol(s) => match atom_of(s) {
-                Some("mol" | "U" | "kat") => self.substance.add(exp),
-                Some("eq") => self.equivalents.add(exp),
-                Some("osm") => self.osmoles.add(exp),
-                _ => {}
-            },
+            UnitExpr::Symbol(s) => {
+                self.symbols = true;
+                match atom_of(s) {
+                    Some("mol" | "U" | "kat") => self.substance.add(exp),
+                    Some("eq") => self.equivalents.add(exp),
+                    Some("osm") => self.osmoles.add(exp),
+                    _ => {}
+                }
+            }
             UnitExpr::Numeric(_) => {}
             UnitExpr::Power(inner, n) => self.walk(inner, exp.saturating_mul(*n)),
             UnitExpr::Annotation(a) => self.note(a),
@@ -513,7 +523,11 @@ fn repair(text: &str) -> Option<String> {
     }
     // the clinical spelling wins over a rarer UCUM reading of the same letters: `ML` is a
     // millilitre typed in capitals, not a megalitre; `mg/dl` is written `mg/dL`
-    if let Some(c) = COMMON_UNITS.iter().find(|c| c.eq_ignore_ascii_case(t)) {
+    // single letters stay case-sensitive: `M` is not metres, nor `A` years
+    if let Some(c) = COMMON_UNITS
+        .iter()
+        .find(|c| c.len() > 1 && c.eq_ignore_ascii_case(t))
+    {
         return Some((*c).to_string());
     }
     is_valid(t).then(|| t.to_string())
@@ -591,15 +605,28 @@ pub fn convert_detailed(
             (v, Method::Scaled)
         } else {
             let base = value * f.factor + f.offset;
-            ((base - t.offset) / t.factor, Method::Scaled)
+            let mut out = (base - t.offset) / t.factor;
+            // affine units: 32 [degF] is 0 Cel, not 5.7e-14 left over from the offsets
+            let offsets = f.offset.abs() + t.offset.abs();
+            if offsets > 0.0 && (out * t.factor).abs() < 1e-9 * offsets {
+                out = 0.0;
+            }
+            (out, Method::Scaled)
         }
     } else {
         // mass <-> substance: one more gram on one side is one more mole on the other, in
         // the numerator only (mg/dL <-> mmol/L; never mmol/mol <-> %)
-        let step = t.substance.numerator - f.substance.numerator;
+        let step = t.substance.numerator.saturating_sub(f.substance.numerator);
         let mut expected = f.dimension;
-        expected[MASS] -= step as i8;
-        if step.abs() != 1
+        let mass_moves = match step {
+            1 => expected[MASS].checked_sub(1),
+            -1 => expected[MASS].checked_add(1),
+            _ => None,
+        };
+        if let Some(m) = mass_moves {
+            expected[MASS] = m;
+        }
+        if mass_moves.is_none()
             || f.substance.denominator != t.substance.denominator
             || expected != t.dimension
             || f.nonlinear

@@ -619,6 +619,13 @@ fn unknown_unit_is_not_converted() {
         obs(&n, 0).value.as_ref().unwrap().canonical_value,
         Some(1.1)
     );
+    // HbA1c (canonical %) without a unit: 48 may be IFCC mmol/mol; never assumed to be %
+    let raw = br#"{"resourceType":"Observation","id":"a","code":{"coding":[{"system":"http://loinc.org","code":"4548-4"}]},"effectiveDateTime":"2024-01-01","valueQuantity":{"value":48}}"#;
+    let n = normalize("Observation", raw, &ctx());
+    let v = obs(&n, 0).value.clone().unwrap();
+    assert_eq!(v.canonical_value, None);
+    assert_eq!(v.conversion, Some("missing-unit"));
+    assert!(has_flag(&n.rows[0].flags, "missing-unit"));
     // creatinine umol/L -> mg/dL through its molar mass (88.4 umol/L per mg/dL)
     let raw = br#"{"resourceType":"Observation","id":"a","code":{"coding":[{"system":"http://loinc.org","code":"2160-0"}]},"effectiveDateTime":"2024-01-01","valueQuantity":{"value":88.4,"unit":"umol/L"}}"#;
     let n = normalize("Observation", raw, &ctx());

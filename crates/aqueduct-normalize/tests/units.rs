@@ -212,6 +212,36 @@ fn aliases() {
 }
 
 #[test]
+fn review_regressions() {
+    // only a unit with no unit atom may be assumed for a bare value
+    for u in ["1", "{INR}", "{score}", "{ratio}"] {
+        assert!(analyze(u).unwrap().unitless, "{u}");
+    }
+    for u in ["%", "mg/g", "10*3", "g/g", "mmol/mol", "[IU]"] {
+        assert!(!analyze(u).unwrap().unitless, "{u}");
+    }
+    // exponents at the edge of i8 are refused, not overflowed (debug builds panicked)
+    assert!(convert_with_molar_mass(1.0, "g-128", "mol", Some(10.0)).is_err());
+    assert!(convert_with_molar_mass(1.0, "mol-128", "g", Some(10.0)).is_err());
+    // affine conversions land on exact zeros
+    assert_eq!(convert(32.0, "[degF]", "Cel").unwrap(), 0.0);
+    assert_eq!(convert(273.15, "K", "Cel").unwrap(), 0.0);
+    assert!(close(
+        convert(32.5, "[degF]", "Cel").unwrap(),
+        0.5 * 5.0 / 9.0,
+        1e-9
+    ));
+    // single letters are not repaired across case: M is not metres, A not years
+    assert_eq!(to_ucum("M"), None);
+    assert_eq!(
+        to_ucum("A").as_deref(),
+        Some("A"),
+        "valid UCUM (ampere) stays as written"
+    );
+    assert_eq!(to_ucum("ML").as_deref(), Some("mL"));
+}
+
+#[test]
 fn every_common_unit_is_valid_ucum() {
     for code in known_units() {
         assert!(is_valid(code), "{code}: {:?}", analyze(code));
