@@ -10,8 +10,7 @@ use serde::Serialize;
 use crate::error::NormalizeError;
 use crate::model::{Detail, Normalized, NormalizedRow, Resolution, SUPPORTED_TYPES};
 use crate::normalize::{
-    NormalizeContext, RULES_VERSION, derive_bmi, medication_reference, normalize_with_hash,
-    normalize_with_refs,
+    NormalizeContext, RULES_VERSION, derive_bmi, medication_reference, normalize_with_refs,
 };
 use crate::terminology::{LOINC, LocalMapping, Terminology};
 
@@ -237,6 +236,11 @@ impl BmiInputs {
     }
 }
 
+/// A weight row: the source a derived BMI is attached to.
+fn is_weight(row: &NormalizedRow) -> bool {
+    is_bmi_input(row) && row.code.as_ref().and_then(|c| c.code.as_deref()) == Some("29463-7")
+}
+
 fn is_bmi_input(row: &NormalizedRow) -> bool {
     let Some(c) = &row.code else { return false };
     c.system.as_deref() == Some(LOINC)
@@ -324,11 +328,15 @@ pub async fn rebuild_with(
         incremental,
         ..Default::default()
     };
-    // patients with a re-derived (or removed) weight/height: their BMI is derived again
+    // patients with a re-derived, moved or removed Observation: their BMI is derived again
     let mut bmi_changed: HashSet<String> = HashSet::new();
     let mut bmi = BmiInputs {
         by_patient: HashMap::new(),
     };
+    // Observation sources holding a weight, written after the BMI step together with the
+    // BMI derived from them (so a failure in between leaves them stale, and re-derived next
+    // time): id -> (normalization, re-derived in this pass)
+    let mut weights: BTreeMap<String, (Normalized, bool)> = BTreeMap::new();
     // Medication resources referenced by requests/statements (bounded cache)
     let mut med_cache: HashMap<String, Option<Vec<u8>>> = HashMap::new();
     for t in &types {
@@ -344,7 +352,7 @@ pub async fn rebuild_with(
             if page.is_empty() {
                 break;
             }
-            let stamps = if incremental {
+            let stamps = if selective {
                 let ids: Vec<String> = page.iter().map(|r| r.logical_id.clone()).collect();
                 store.normalized_stamps(conn, t, &ids).await?
             } else {
@@ -363,10 +371,9 @@ pub async fn rebuild_with(
                     if before_window || (incremental && stamp.is_none()) {
                         continue; // nothing stored for it, or outside the window
                     }
-                    if t == "Observation"
-                        && let Some(p) = &r.patient_id
-                    {
-                        bmi_changed.insert(p.clone());
+                    if t == "Observation" {
+                        bmi_changed.extend(r.patient_id.iter().cloned());
+                        bmi_changed.extend(stamp.and_then(|s| s.patient_id.clone()));
                     }
                     tr.deleted += 1;
                     sources.push(NormalizedSource {
@@ -402,8 +409,7 @@ pub async fn rebuild_with(
                 };
                 let mut n =
                     normalize_with_refs(t, &r.bytes, r.content_hash.clone(), ctx, med_bytes);
-                if unchanged {
-                    // an Observation parsed only for the BMI inputs it may hold
+                if t == "Observation" {
                     for row in &mut n.rows {
                         if row.patient_id.is_none() {
                             row.patient_id = r.patient_id.clone();
@@ -412,7 +418,20 @@ pub async fn rebuild_with(
                             bmi.add(&r.logical_id, row);
                         }
                     }
+                    // (a source that had no rows and still has none changes nothing)
+                    if !unchanged && (stamp.is_some() || !n.rows.is_empty()) {
+                        // its patient now, and where its rows were filed before
+                        bmi_changed.extend(n.rows.iter().filter_map(|x| x.patient_id.clone()));
+                        bmi_changed.extend(r.patient_id.iter().cloned());
+                        bmi_changed.extend(stamp.and_then(|s| s.patient_id.clone()));
+                    }
+                }
+                if unchanged {
+                    // an Observation parsed only for the BMI inputs it may hold
                     tr.unchanged += 1;
+                    if n.rows.iter().any(is_weight) {
+                        weights.insert(r.logical_id.clone(), (n, false));
+                    }
                     continue;
                 }
                 tr.resources += 1;
@@ -442,11 +461,12 @@ pub async fn rebuild_with(
                             .entry(c.resolution.as_str().to_string())
                             .or_default() += 1;
                     }
-                    if t == "Observation" && is_bmi_input(row) {
-                        bmi_changed.insert(bmi.add(&r.logical_id, row));
-                    }
                 }
-                sources.push(to_source(&r.logical_id, &n));
+                if t == "Observation" && n.rows.iter().any(is_weight) {
+                    weights.insert(r.logical_id.clone(), (n, true));
+                } else {
+                    sources.push(to_source(&r.logical_id, &n));
+                }
             }
             if !sources.is_empty() {
                 store.write_normalized(conn, &sources, &fingerprint).await?;
@@ -461,52 +481,57 @@ pub async fn rebuild_with(
         tracing::info!(connection = %conn, resource_type = %t, resources = tr.resources, rows = tr.rows, "normalized");
         report.types.push(tr);
     }
-    // derived BMI: attach to the weight's source, rewritten with the extra row
-    let mut patients: Vec<&String> = bmi.by_patient.keys().collect();
-    patients.sort();
-    for p in patients {
-        if selective && !bmi_changed.contains(p) {
-            continue; // its weights and heights are as they were: so is its derived BMI
+    // derived BMI, attached to the weight's source: every weight re-derived in this pass is
+    // written now, and every weight of a patient whose inputs changed (a BMI may have appeared
+    // or gone); the others keep their rows
+    let mut derived_by_patient: HashMap<String, Vec<NormalizedRow>> = HashMap::new();
+    let mut batch: Vec<NormalizedSource> = Vec::new();
+    for (id, (mut n, changed)) in weights {
+        let patient = n
+            .rows
+            .iter()
+            .find_map(|r| r.patient_id.clone())
+            .unwrap_or_default();
+        if !changed && selective && !bmi_changed.contains(&patient) {
+            continue;
         }
-        let rows = &bmi.by_patient[p];
-        let refs: Vec<(String, &NormalizedRow)> =
-            rows.iter().map(|(id, r)| (id.clone(), r)).collect();
-        for derived in derive_bmi(&refs, 365) {
-            let Detail::Observation(d) = &derived.detail else {
+        let derived = derived_by_patient
+            .entry(patient.clone())
+            .or_insert_with(|| {
+                let rows = bmi
+                    .by_patient
+                    .get(&patient)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                let refs: Vec<(String, &NormalizedRow)> =
+                    rows.iter().map(|(i, r)| (i.clone(), r)).collect();
+                derive_bmi(&refs, 365)
+            });
+        let source = format!("Observation/{id}");
+        for d in derived.iter() {
+            let Detail::Observation(o) = &d.detail else {
                 continue;
             };
-            let Some(weight_src) = d.derived_from.first() else {
+            if o.derived_from.first() != Some(&source) {
                 continue;
-            };
-            let Some(weight_id) = weight_src.strip_prefix("Observation/") else {
-                continue;
-            };
-            let Some(stored) = store.get_resource(conn, "Observation", weight_id).await? else {
-                continue;
-            };
-            let mut n = normalize_with_hash(
-                "Observation",
-                &stored.bytes,
-                stored.content_hash.clone(),
-                ctx,
-            );
-            for row in &mut n.rows {
-                if row.patient_id.is_none() {
-                    row.patient_id = stored.patient_id.clone();
-                }
             }
-            let mut derived = derived.clone();
-            derived.ordinal = n.rows.len() as u32;
-            n.rows.push(derived);
-            store
-                .write_normalized(conn, &[to_source(weight_id, &n)], &fingerprint)
-                .await?;
+            let mut row = d.clone();
+            row.ordinal = n.rows.len() as u32;
+            n.rows.push(row);
             report.derived_bmi += 1;
             *report
                 .resolution
                 .entry(Resolution::Standard.as_str().to_string())
                 .or_default() += 1;
         }
+        batch.push(to_source(&id, &n));
+        if batch.len() >= PAGE_SIZE as usize {
+            store.write_normalized(conn, &batch, &fingerprint).await?;
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        store.write_normalized(conn, &batch, &fingerprint).await?;
     }
     Ok(report)
 }

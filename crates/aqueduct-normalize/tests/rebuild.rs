@@ -455,7 +455,10 @@ async fn since_limits_the_rebuild_to_recent_resources() {
     .await
     .unwrap();
     assert_eq!((r.types[0].resources, r.types[0].unchanged), (1, 525));
-    assert_eq!(r.derived_bmi, 0, "no weight or height in the window");
+    assert_eq!(
+        r.derived_bmi, 1,
+        "the patient has a new observation: its BMI is derived again, from older inputs"
+    );
     let rows = store
         .list_normalized(&conn, "observation", None, 10_000)
         .await
@@ -478,4 +481,80 @@ async fn since_limits_the_rebuild_to_recent_resources() {
     assert!(e.contains("RFC 3339") && e.contains("36h"), "{e}");
     assert!(parse_since("-5d").is_err());
     assert!(parse_since("99999999999999d").is_err());
+}
+
+async fn bmi_rows(store: &Arc<dyn Store>, conn: &ConnectionRef) -> Vec<(String, bool)> {
+    let rows = store
+        .list_normalized(conn, "observation", None, 10_000)
+        .await
+        .unwrap();
+    rows.iter()
+        .filter(|r| r.record.code.as_deref() == Some("39156-5"))
+        .map(|r| {
+            (
+                r.logical_id.clone(),
+                r.record.data.contains("derived_from\":[\""),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_derived_bmi_follows_its_inputs_through_refreshes() {
+    let (_dir, store, conn) = setup().await;
+    let ctx = context_for(store.as_ref(), &conn, Arc::new(Terminology::embedded()))
+        .await
+        .unwrap();
+    let obs = vec!["Observation".to_string()];
+    refresh(store.as_ref(), &conn, &ctx, &obs).await.unwrap();
+    assert_eq!(bmi_rows(&store, &conn).await, vec![("w".to_string(), true)]);
+
+    // the height is withdrawn: the BMI computed from it goes too
+    store
+        .tombstone(&conn, "Observation", &["h".to_string()], Utc::now())
+        .await
+        .unwrap();
+    refresh(store.as_ref(), &conn, &ctx, &obs).await.unwrap();
+    assert!(bmi_rows(&store, &conn).await.is_empty());
+
+    // it comes back: so does the BMI
+    let height = res(
+        "Observation",
+        "h",
+        r#"{"resourceType":"Observation","id":"h","code":{"coding":[{"system":"http://loinc.org","code":"8302-2"}]},"effectiveDateTime":"2024-03-01T09:31:00Z","valueQuantity":{"value":180,"unit":"cm"}}"#,
+    );
+    store.write_resources(&conn, &[height]).await.unwrap();
+    refresh(store.as_ref(), &conn, &ctx, &obs).await.unwrap();
+    assert_eq!(bmi_rows(&store, &conn).await, vec![("w".to_string(), true)]);
+
+    // a measured BMI the same day replaces the derived one (never two BMIs)
+    let measured = res(
+        "Observation",
+        "bmi",
+        r#"{"resourceType":"Observation","id":"bmi","code":{"coding":[{"system":"http://loinc.org","code":"39156-5"}]},"effectiveDateTime":"2024-03-01T09:35:00Z","valueQuantity":{"value":24.6,"unit":"kg/m2"}}"#,
+    );
+    store.write_resources(&conn, &[measured]).await.unwrap();
+    refresh(store.as_ref(), &conn, &ctx, &obs).await.unwrap();
+    assert_eq!(
+        bmi_rows(&store, &conn).await,
+        vec![("bmi".to_string(), false)]
+    );
+
+    // the height turns out to be another patient's: this patient's BMI must not use it
+    store
+        .tombstone(&conn, "Observation", &["bmi".to_string()], Utc::now())
+        .await
+        .unwrap();
+    let mut moved = res(
+        "Observation",
+        "h",
+        r#"{"resourceType":"Observation","id":"h","subject":{"reference":"Patient/p2"},"code":{"coding":[{"system":"http://loinc.org","code":"8302-2"}]},"effectiveDateTime":"2024-03-01T09:31:00Z","valueQuantity":{"value":181,"unit":"cm"}}"#,
+    );
+    moved.patient_id = Some("p2".into());
+    store.write_resources(&conn, &[moved]).await.unwrap();
+    refresh(store.as_ref(), &conn, &ctx, &obs).await.unwrap();
+    assert!(bmi_rows(&store, &conn).await.is_empty());
+    // and a full rebuild agrees with the refreshes
+    rebuild(store.as_ref(), &conn, &ctx, &obs).await.unwrap();
+    assert!(bmi_rows(&store, &conn).await.is_empty());
 }

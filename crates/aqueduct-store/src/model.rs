@@ -395,6 +395,8 @@ pub struct StoredNormalized {
 pub struct NormalizedStamp {
     pub content_hash: String,
     pub rules_version: String,
+    /// The patient of the source's first row: where the rows were filed last time.
+    pub patient_id: Option<String>,
 }
 
 /// A source code no rule could resolve, with how often it occurs: the review queue.

@@ -104,7 +104,7 @@ pub(super) async fn stamps(
     let c = s.client().await?;
     let rows = c
         .query(
-            "SELECT logical_id, content_hash, rules_version FROM normalized
+            "SELECT logical_id, content_hash, rules_version, patient_id FROM normalized
              WHERE organization = $1 AND connection = $2 AND resource_type = $3 AND ordinal = 0
                AND logical_id = ANY($4)",
             &[&conn.organization, &conn.connection, &resource_type, &ids],
@@ -119,6 +119,7 @@ pub(super) async fn stamps(
                 NormalizedStamp {
                     content_hash: r.get(1),
                     rules_version: r.get(2),
+                    patient_id: r.get(3),
                 },
             )
         })

@@ -84,7 +84,7 @@ pub(super) fn stamps(
             .collect::<Vec<_>>()
             .join(",");
         let sql = format!(
-            "SELECT logical_id, content_hash, rules_version FROM normalized
+            "SELECT logical_id, content_hash, rules_version, patient_id FROM normalized
              WHERE organization = ?1 AND connection = ?2 AND resource_type = ?3 AND ordinal = 0
                AND logical_id IN ({marks})"
         );
@@ -99,6 +99,7 @@ pub(super) fn stamps(
                         NormalizedStamp {
                             content_hash: r.get(1)?,
                             rules_version: r.get(2)?,
+                            patient_id: r.get(3)?,
                         },
                     ))
                 })?;
