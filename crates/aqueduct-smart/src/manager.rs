@@ -17,8 +17,13 @@ use crate::token::LaunchContext;
 
 /// The store lease held while a connection's tokens are refreshed.
 pub const REFRESH_LEASE: &str = "token-refresh";
-/// Longest a refresh may hold the lease; a holder that dies blocks others this long at most.
+/// A refresh lease lapses this long after its last renewal: a holder that dies blocks the
+/// others this long at most. A live holder renews it every third of that, however long
+/// discovery and the token endpoint take.
 const LEASE_TTL: Duration = Duration::from_secs(30);
+/// How long a process waits for another's refresh before giving up (a refresh is bounded by
+/// its HTTP timeouts: discovery and the token request, 30 s each).
+const LEASE_WAIT: Duration = Duration::from_secs(120);
 /// How often a process waiting for another's refresh looks at the vault again.
 const LEASE_POLL: Duration = Duration::from_millis(100);
 
@@ -34,6 +39,7 @@ pub struct TokenManager {
     refreshes: AtomicU64,
     /// This manager's name as a lease holder (unique per process and manager).
     holder: String,
+    lease_ttl: Duration,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -53,7 +59,15 @@ impl TokenManager {
             current: Mutex::new(None),
             refreshes: AtomicU64::new(0),
             holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
+            lease_ttl: LEASE_TTL,
         }
+    }
+
+    /// A shorter (or longer) refresh lease than the default 30 s; tests use it to see
+    /// renewal at work without waiting.
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> TokenManager {
+        self.lease_ttl = ttl;
+        self
     }
 
     pub fn connection(&self) -> &SmartConnection {
@@ -97,10 +111,10 @@ impl TokenManager {
         let conn = &self.connection.conn;
         let store = self.client.store().clone();
         let store_err = |e: aqueduct_store::StoreError| SmartError::Store(e.to_string());
-        let give_up = Instant::now() + LEASE_TTL + LEASE_TTL / 2;
+        let give_up = Instant::now() + LEASE_WAIT;
         loop {
             if store
-                .acquire_lease(conn, REFRESH_LEASE, &self.holder, LEASE_TTL)
+                .acquire_lease(conn, REFRESH_LEASE, &self.holder, self.lease_ttl)
                 .await
                 .map_err(store_err)?
             {
@@ -117,12 +131,35 @@ impl TokenManager {
             if Instant::now() > give_up {
                 return Err(SmartError::Store(format!(
                     "another process has been refreshing the tokens of {conn} for over {} s",
-                    (LEASE_TTL + LEASE_TTL / 2).as_secs()
+                    LEASE_WAIT.as_secs()
                 )));
             }
             tokio::time::sleep(LEASE_POLL).await;
         }
+        let renew = {
+            let (store, conn, holder) = (store.clone(), conn.clone(), self.holder.clone());
+            let ttl = self.lease_ttl;
+            RenewWhileHeld(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    match store
+                        .acquire_lease(&conn, REFRESH_LEASE, &holder, ttl)
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(connection = %conn, "token refresh lease lost");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(connection = %conn, error = %e, "lease not renewed");
+                        }
+                    }
+                }
+            }))
+        };
         let result = self.refresh_holding_lease(slot, rejected).await;
+        drop(renew);
         if let Err(e) = store.release_lease(conn, REFRESH_LEASE, &self.holder).await {
             // it lapses by itself after LEASE_TTL
             tracing::warn!(connection = %conn, error = %e, "token refresh lease not released");
@@ -245,4 +282,14 @@ impl TokenManager {
 /// the server just rejected, and not about to expire.
 fn usable(stored: &TokenSet, rejected: Option<&str>) -> bool {
     rejected.is_none_or(|r| stored.access_token.expose() != r) && !stored.needs_refresh(Utc::now())
+}
+
+/// Stops renewing the lease when dropped: when the refresh ends, or its caller gives up on
+/// it (the lease then lapses after `LEASE_TTL`).
+struct RenewWhileHeld(tokio::task::JoinHandle<()>);
+
+impl Drop for RenewWhileHeld {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

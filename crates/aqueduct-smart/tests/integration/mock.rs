@@ -26,6 +26,8 @@ struct Behavior {
     token_status: u16,
     token_body: String,
     token_calls: u32,
+    /// A slow token endpoint.
+    token_delay: std::time::Duration,
 }
 
 struct Mock {
@@ -66,8 +68,13 @@ async fn jwks_route(State(b): State<Shared>) -> axum::response::Response {
 }
 
 async fn token_route(State(b): State<Shared>) -> axum::response::Response {
-    let mut b = b.lock().unwrap();
-    b.token_calls += 1;
+    let delay = {
+        let mut b = b.lock().unwrap();
+        b.token_calls += 1;
+        b.token_delay
+    };
+    tokio::time::sleep(delay).await;
+    let b = b.lock().unwrap();
     reply(b.token_status, b.token_body.clone())
 }
 
@@ -94,6 +101,7 @@ async fn start_mock() -> Mock {
         token_status: 200,
         token_body: "{}".into(),
         token_calls: 0,
+        token_delay: std::time::Duration::ZERO,
     }));
     let app = Router::new()
         .route("/fhir/.well-known/smart-configuration", get(smart_config))
@@ -419,6 +427,53 @@ async fn refresh_faults() {
     // the Debug of the token set is redacted
     let dbg = format!("{:?}", env.client.load_tokens(&sc.conn).await.unwrap());
     assert!(!dbg.contains("AT-2") && !dbg.contains("RT-1"), "{dbg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_refresh_keeps_its_lease_so_no_other_process_spends_the_token() {
+    let env = env().await;
+    let m = start_mock().await;
+    let mut sc = mock_connection(&m);
+    sc.openid = false;
+    attempt(&env.client, &m, &sc, |b, _| {
+        set_token(b, 200, token_body(None))
+    })
+    .await
+    .unwrap();
+    // the token endpoint takes five lease lifetimes to answer
+    let ttl = std::time::Duration::from_millis(200);
+    {
+        let mut b = m.b.lock().unwrap();
+        b.token_delay = ttl * 5;
+        set_token(
+            &mut b,
+            200,
+            json!({"access_token": "AT-2", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "RT-2"}),
+        );
+        b.token_calls = 0;
+    }
+    let other = Arc::new(crate::common::client_with(&env.store, &env.key_b64));
+    let a = Arc::new(TokenManager::new(env.client.clone(), sc.clone()).with_lease_ttl(ttl));
+    let b = Arc::new(TokenManager::new(other, sc.clone()).with_lease_ttl(ttl));
+    assert_eq!(a.access_token().await.unwrap(), "AT-1");
+    assert_eq!(b.access_token().await.unwrap(), "AT-1");
+    let (ra, rb) = {
+        let (a, b) = (a.clone(), b.clone());
+        tokio::join!(
+            tokio::spawn(async move { a.refresh_after_unauthorized("AT-1").await }),
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                b.refresh_after_unauthorized("AT-1").await
+            })
+        )
+    };
+    assert_eq!(ra.unwrap().unwrap(), "AT-2");
+    assert_eq!(rb.unwrap().unwrap(), "AT-2");
+    assert_eq!(
+        m.b.lock().unwrap().token_calls,
+        1,
+        "the lease was renewed while the token endpoint was slow"
+    );
 }
 
 #[tokio::test]
