@@ -695,14 +695,23 @@ async fn flush(
             }
         }
         Err(e) => {
-            // nothing was queued or marked: record each message's failure on its own
+            // nothing was queued or marked: try each message on its own, so one that cannot
+            // be completed does not take the others with it
             warn!(
                 count = outcomes.len(),
                 "completing converted HL7 messages failed: {e}"
             );
-            let error = format!("enqueueing the refresh requests failed: {e}");
             for o in outcomes {
-                mark(store, organization, o.id, Some(error.clone()), counters).await;
+                match store
+                    .complete_inbound(organization, std::slice::from_ref(&o))
+                    .await
+                {
+                    Ok(()) => count_outcome(o.id, o.error.as_deref(), counters),
+                    Err(e) => {
+                        let error = format!("enqueueing the refresh requests failed: {e}");
+                        mark(store, organization, o.id, Some(error), counters).await;
+                    }
+                }
             }
         }
     }

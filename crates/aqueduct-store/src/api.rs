@@ -191,10 +191,11 @@ pub trait Store: Send + Sync + 'static {
         organization: &str,
         messages: &[InboundMessage],
     ) -> StoreResult<Vec<InboundReceipt>>;
-    /// Records, in ONE transaction, the outcome of converting stored messages: each one's
-    /// refresh requests are queued and the message is marked processed (with its error, if
-    /// any). A crash leaves all of it or none, so a message is never marked processed without
-    /// its refresh requests, and a re-conversion never queues them twice.
+    /// Records, in ONE transaction, the outcome of converting stored messages: each message
+    /// not yet processed is marked processed (with its error, if any) and its refresh
+    /// requests are queued. A crash leaves all of it or none, so a message is never marked
+    /// without its refresh requests; a message already processed is left alone, so a second
+    /// conversion never queues them twice.
     async fn complete_inbound(
         &self,
         organization: &str,

@@ -843,6 +843,7 @@ async fn normalized_rows_replace_per_source_and_feed_the_review_queue(t: TestSto
     assert_eq!(stamps.len(), 2);
     assert_eq!(stamps["lab1"].content_hash, "h2");
     assert_eq!(stamps["lab1"].rules_version, "rules-2");
+    assert_eq!(stamps["lab1"].patient_id.as_deref(), Some("p1"));
     assert!(
         t.store
             .normalized_stamps(&c, "Condition", &ids)
@@ -1241,6 +1242,8 @@ async fn converted_messages_and_their_refreshes_complete_together(t: TestStore) 
     ];
     t.store.complete_inbound("acme", &outcomes).await.unwrap();
     t.store.complete_inbound("acme", &[]).await.unwrap();
+    // converted again (a restart before the queue drained): nothing is queued twice
+    t.store.complete_inbound("acme", &outcomes).await.unwrap();
     let pending = t.store.list_refresh_requests("acme", 10).await.unwrap();
     let keys: Vec<&str> = pending.iter().map(|p| p.1.patient_key.as_str()).collect();
     assert_eq!(

@@ -85,16 +85,35 @@ pub(super) async fn complete(
     outcomes: &[InboundOutcome],
 ) -> StoreResult<()> {
     let e = |err| map_err(&s.location, "complete inbound messages", err);
-    let requests: Vec<&RefreshRequest> = outcomes.iter().flat_map(|o| &o.refresh).collect();
-    let keys: Vec<&str> = requests.iter().map(|r| r.patient_key.as_str()).collect();
-    let connections: Vec<Option<&str>> = requests.iter().map(|r| r.connection.as_deref()).collect();
-    let reasons: Vec<&str> = requests.iter().map(|r| r.reason.as_str()).collect();
-    let sources: Vec<&str> = requests.iter().map(|r| r.source.as_str()).collect();
     let ids: Vec<i64> = outcomes.iter().map(|o| o.id).collect();
     let errors: Vec<Option<&str>> = outcomes.iter().map(|o| o.error.as_deref()).collect();
     let mut c = s.client().await?;
     let tx = c.transaction().await.map_err(e)?;
+    // only messages not completed before: a message converted twice queues nothing again
+    let marked: std::collections::HashSet<i64> = tx
+        .query(
+            "UPDATE inbound_messages m SET processed_at = now(), process_error = u.err
+             FROM UNNEST($2::bigint[], $3::text[]) AS u(id, err)
+             WHERE m.organization = $1 AND m.id = u.id AND m.processed_at IS NULL
+             RETURNING m.id",
+            &[&org, &ids, &errors],
+        )
+        .await
+        .map_err(e)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let requests: Vec<&RefreshRequest> = outcomes
+        .iter()
+        .filter(|o| marked.contains(&o.id))
+        .flat_map(|o| &o.refresh)
+        .collect();
     if !requests.is_empty() {
+        let keys: Vec<&str> = requests.iter().map(|r| r.patient_key.as_str()).collect();
+        let connections: Vec<Option<&str>> =
+            requests.iter().map(|r| r.connection.as_deref()).collect();
+        let reasons: Vec<&str> = requests.iter().map(|r| r.reason.as_str()).collect();
+        let sources: Vec<&str> = requests.iter().map(|r| r.source.as_str()).collect();
         // WITH ORDINALITY keeps the queue in conversion order
         tx.execute(
             "INSERT INTO refresh_requests (organization, patient_key, connection, reason, source, requested_at)
@@ -106,14 +125,6 @@ pub(super) async fn complete(
         .await
         .map_err(e)?;
     }
-    tx.execute(
-        "UPDATE inbound_messages m SET processed_at = now(), process_error = u.err
-         FROM UNNEST($2::bigint[], $3::text[]) AS u(id, err)
-         WHERE m.organization = $1 AND m.id = u.id",
-        &[&org, &ids, &errors],
-    )
-    .await
-    .map_err(e)?;
     tx.commit().await.map_err(e)
 }
 

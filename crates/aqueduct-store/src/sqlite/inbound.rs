@@ -95,10 +95,14 @@ pub(super) fn complete(
         let mut mark = tx
             .prepare_cached(
                 "UPDATE inbound_messages SET processed_at = ?3, process_error = ?4
-                 WHERE organization = ?1 AND id = ?2",
+                 WHERE organization = ?1 AND id = ?2 AND processed_at IS NULL",
             )
             .map_err(e)?;
         for o in outcomes {
+            // a message already completed (converted twice) queues nothing again
+            if mark.execute(params![org, o.id, now, o.error]).map_err(e)? == 0 {
+                continue;
+            }
             for r in &o.refresh {
                 enqueue
                     .execute(params![
@@ -111,7 +115,6 @@ pub(super) fn complete(
                     ])
                     .map_err(e)?;
             }
-            mark.execute(params![org, o.id, now, o.error]).map_err(e)?;
         }
     }
     tx.commit().map_err(e)
