@@ -390,6 +390,28 @@ impl Syncer {
             "notes": report.notes.iter().take(50).collect::<Vec<_>>(),
         })
         .to_string();
+        // Closed as interrupted while this process was frozen (a suspended machine): the
+        // real outcome replaces the interruption, and a finding says it happened.
+        if let Some(r) = self.store.get_run(&self.conn, run_id).await?
+            && r.outcome == RunOutcome::Failed
+            && r.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("interrupted"))
+        {
+            let f = Finding {
+                at: Utc::now(),
+                run_id: Some(run_id),
+                kind: "run-revived".into(),
+                severity: "warning".into(),
+                resource_type: None,
+                detail: format!(
+                    "run {run_id} was closed as interrupted (no heartbeat) but its process was \
+                     only paused and finished {}; that outcome replaces the interruption",
+                    report.outcome.as_str()
+                ),
+            };
+            self.store.record_finding(&self.conn, &f).await?;
+        }
         self.store
             .finish_run(
                 &self.conn,

@@ -394,3 +394,49 @@ async fn a_killed_run_resumes_without_loss_or_duplicates() {
         "the live run is not mistaken for a dead one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_closed_as_dead_that_finishes_records_its_real_outcome() {
+    let env = start("reference", 3, 200, &[]).await;
+    let p = profile(
+        "generic",
+        "[paging]\nmax_page_size = 10\n[rate_limit]\nrequests_per_sec = 100.0\n",
+    );
+    let auth = Arc::new(ClientCredentials::new(&env.sim.base_url()));
+    let s = Arc::new(syncer(&env, &p, auth, options(clinical_types())));
+    let pids = env.sim.patient_ids();
+    let task = {
+        let s = s.clone();
+        let pids = pids.clone();
+        tokio::spawn(async move { s.sync_patients(&pids, SyncMode::Full).await })
+    };
+    // Another process decides this run is dead while it is in fact only slow.
+    let run = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        if let Some(r) = env.store.list_runs(&env.conn, 1).await.unwrap().first() {
+            break r.id;
+        }
+    };
+    let later = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let closed = env
+        .store
+        .close_stale_runs(&env.conn, later, aqueduct_sync::INTERRUPTED)
+        .await
+        .unwrap();
+    assert_eq!(closed, vec![run]);
+    let r = task.await.unwrap().unwrap();
+    assert_eq!(r.outcome, RunOutcome::Complete, "{r:#?}");
+    let stored = env.store.get_run(&env.conn, run).await.unwrap().unwrap();
+    assert_eq!(
+        stored.outcome,
+        RunOutcome::Complete,
+        "the real outcome wins"
+    );
+    let findings = env.store.list_findings(&env.conn, 50).await.unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.kind == "run-revived" && f.run_id == Some(run)),
+        "{findings:?}"
+    );
+}
