@@ -1399,7 +1399,8 @@ impl Syncer {
                 }
                 Err(e) if e.is_rejected_query() => {
                     // the profile promised batch, the server refuses it: read these and the
-                    // rest one by one, and stop trying batches for this run
+                    // rest one by one, and stop trying batches with this server (like every
+                    // probe, this outlives the run)
                     lock(&self.probes).batch_rejected = true;
                     run.note(format!(
                         "the server rejected a batch Bundle ({e}); reading {rtype} one by one"
