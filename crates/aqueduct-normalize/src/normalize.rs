@@ -66,22 +66,40 @@ impl NormalizeContext {
     }
 
     /// Everything a normalized row depends on besides its raw bytes: the rules, every table
-    /// version, the mapping table, the thresholds and today's date (staleness is judged
-    /// against it). Stored with each row; a rebuild skips a source whose raw content and
-    /// fingerprint are both unchanged.
+    /// version, the mapping table and the thresholds. Stored with each row; a rebuild skips
+    /// a source whose raw content and fingerprint are both unchanged. See
+    /// [`Self::fingerprint_for`] for the types that also depend on the date.
     pub fn fingerprint(&self) -> String {
+        self.fingerprint_with(None)
+    }
+
+    /// The fingerprint of one resource type's rows. Medication requests and statements are
+    /// judged "probably stale" against today, so theirs includes the day: they are derived
+    /// again once a day. Every other type's rows do not depend on the date.
+    pub fn fingerprint_for(&self, resource_type: &str) -> String {
+        match resource_type {
+            "MedicationRequest" | "MedicationStatement" => {
+                self.fingerprint_with(Some(self.now.date_naive()))
+            }
+            _ => self.fingerprint_with(None),
+        }
+    }
+
+    fn fingerprint_with(&self, day: Option<chrono::NaiveDate>) -> String {
         let mut text = String::new();
         for (k, v) in &self.terminology.versions {
             text.push_str(&format!("{k}={v};"));
         }
         text.push_str(&format!(
-            "mappings={};day={};stale={};infer={};offset={}",
+            "mappings={};stale={};infer={};offset={}",
             self.mapping_version,
-            self.now.date_naive(),
             self.stale_after_days,
             self.infer_threshold,
             self.assumed_offset_minutes
         ));
+        if let Some(d) = day {
+            text.push_str(&format!(";day={d}"));
+        }
         format!(
             "{RULES_VERSION}+{}",
             &aqueduct_store::content_hash(text.as_bytes())[..12]

@@ -41,7 +41,8 @@ pub struct TypeReport {
 pub struct RebuildReport {
     pub connection: String,
     pub rules_version: String,
-    /// The context fingerprint stored with every row written.
+    /// The context fingerprint (of every type but medication requests and statements, whose
+    /// fingerprint also holds the day).
     pub fingerprint: String,
     /// Only sources whose raw content or fingerprint changed were re-derived.
     pub incremental: bool,
@@ -340,6 +341,7 @@ pub async fn rebuild_with(
     // Medication resources referenced by requests/statements (bounded cache)
     let mut med_cache: HashMap<String, Option<Vec<u8>>> = HashMap::new();
     for t in &types {
+        let fingerprint = ctx.fingerprint_for(t);
         let mut tr = TypeReport {
             resource_type: t.clone(),
             ..Default::default()
@@ -484,6 +486,7 @@ pub async fn rebuild_with(
     // derived BMI, attached to the weight's source: every weight re-derived in this pass is
     // written now, and every weight of a patient whose inputs changed (a BMI may have appeared
     // or gone); the others keep their rows
+    let fingerprint = ctx.fingerprint_for("Observation");
     let mut derived_by_patient: HashMap<String, Vec<NormalizedRow>> = HashMap::new();
     let mut batch: Vec<NormalizedSource> = Vec::new();
     for (id, (mut n, changed)) in weights {

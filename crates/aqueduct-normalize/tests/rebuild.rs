@@ -398,12 +398,56 @@ async fn refresh_rederives_only_what_changed() {
     );
     assert!(rows.iter().all(|r| r.rules_version == ctx2.fingerprint()));
 
-    // staleness is judged against today: a new day is a new fingerprint
+    // staleness is judged against today: a new day re-derives medication requests and
+    // statements, nothing else
     let tomorrow = context_for(store.as_ref(), &conn, terms)
         .await
         .unwrap()
         .with_now(Utc::now() + chrono::Duration::days(1));
-    assert_ne!(tomorrow.fingerprint(), ctx2.fingerprint());
+    assert_eq!(tomorrow.fingerprint(), ctx2.fingerprint());
+    assert_ne!(
+        tomorrow.fingerprint_for("MedicationRequest"),
+        ctx2.fingerprint_for("MedicationRequest")
+    );
+    let inline = res(
+        "MedicationRequest",
+        "mr2",
+        r#"{"resourceType":"MedicationRequest","id":"mr2","status":"active","medicationCodeableConcept":{"coding":[{"system":"http://www.nlm.nih.gov/research/umls/rxnorm","code":"6809"}]},"authoredOn":"2020-01-01"}"#,
+    );
+    store.write_resources(&conn, &[inline]).await.unwrap();
+    refresh(store.as_ref(), &conn, &ctx2, &[]).await.unwrap();
+    let same_day = refresh(store.as_ref(), &conn, &ctx2, &[]).await.unwrap();
+    let mr = same_day
+        .types
+        .iter()
+        .find(|x| x.resource_type == "MedicationRequest")
+        .unwrap();
+    assert_eq!(
+        (mr.resources, mr.unchanged),
+        (1, 1),
+        "mr2 unchanged the same day"
+    );
+    let next_day = refresh(store.as_ref(), &conn, &tomorrow, &[])
+        .await
+        .unwrap();
+    let by_type = |t: &str| {
+        next_day
+            .types
+            .iter()
+            .find(|x| x.resource_type == t)
+            .unwrap()
+    };
+    assert_eq!(
+        by_type("Observation").resources,
+        1,
+        "only the unparseable one"
+    );
+    assert_eq!(by_type("Condition").resources, 0);
+    assert_eq!(
+        by_type("MedicationRequest").resources,
+        2,
+        "mr2 is judged against the new day"
+    );
 
     // a tombstone removes the rows once; the next refresh has nothing to remove
     store
