@@ -3,8 +3,8 @@
 //! three launch flows (standalone patient launch with PKCE S256, state and nonce; EHR launch with
 //! issuer checking; backend services with a `private_key_jwt` assertion signed RS384/ES384),
 //! confidential clients, minimum-necessary scopes and the detection of narrower grants, the token
-//! lifecycle (refresh ahead of expiry and after a 401 with a single flight, rotation,
-//! revocation), the credential vault (AES-256-GCM bound to organization, connection and secret
+//! lifecycle (refresh ahead of expiry and after a 401 with a single flight — a mutex within the
+//! process, a store lease across processes — rotation, revocation), the credential vault (AES-256-GCM bound to organization, connection and secret
 //! name) and the auth audit. It does not know vendors by name — quirks arrive as parameters (the
 //! `aud` rule, scopes, the client authentication method) — and knows nothing of sync or of HTTP
 //! paging.

@@ -1,7 +1,9 @@
 //! The Aqueduct store: raw FHIR resources exactly as received, their history and tombstones,
 //! the sync ledger (one row per run and per HTTP request), checkpoints for resuming, encrypted
-//! credentials, the auth audit log and monitoring findings — behind one [`Store`] trait with two
-//! real backends: SQLite (a single file, the embedded default) and PostgreSQL (scale-out).
+//! credentials, the auth audit log, monitoring findings and alerts, inbound event messages and
+//! refresh requests, derived normalized rows with their lineage, and short leases that let
+//! processes sharing a store coordinate — behind one [`Store`] trait with two real backends:
+//! SQLite (a single file, the embedded default) and PostgreSQL (scale-out).
 //!
 //! The store owns durability, transactions, schema migrations and tenant isolation: every query
 //! of tenant data names its organization. It must not know FHIR beyond a type name, a logical id
