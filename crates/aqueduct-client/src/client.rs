@@ -24,6 +24,7 @@ use serde::de::IgnoredAny;
 use url::Url;
 
 use crate::auth::{AccessTokenSource, AuthError, NoAuth};
+use crate::body::BodyError;
 use crate::error::{FetchError, FetchErrorKind};
 use crate::fhir::{Bundle, CapabilityStatement, OperationOutcome};
 use crate::headers::{parse_rate_limit_reset, parse_retry_after};
@@ -173,6 +174,9 @@ pub struct FhirResponse {
     /// Attempts it took (1 = first try).
     pub attempts: u32,
     pub duration: Duration,
+    /// Held while a large body is in memory (see [`crate::body`]); dropping the response
+    /// lets the next large body be read.
+    pub large_body_lane: Option<crate::body::LargeBodyLane>,
 }
 
 impl FhirResponse {
@@ -195,6 +199,8 @@ struct Inner {
     headers: HeaderMap,
     accept: String,
     timeout: Duration,
+    max_response_bytes: u64,
+    max_binary_bytes: u64,
     auth: Arc<dyn AccessTokenSource>,
     limiter: Arc<HostLimiter>,
     retry: RetryPolicy,
@@ -217,6 +223,8 @@ pub fn shared_http() -> reqwest::Client {
             .connect_timeout(Duration::from_secs(15))
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("aqueduct/", env!("CARGO_PKG_VERSION")))
+            // redirects are followed by FhirClient::send, same origin only
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_else(|_| reqwest::Client::new())
     })
@@ -291,6 +299,8 @@ impl FhirClientBuilder {
                 headers,
                 accept: self.profile.http.accept.clone(),
                 timeout: Duration::from_secs(self.profile.http.timeout_secs.max(1)),
+                max_response_bytes: self.profile.http.max_response_mb.max(1) * 1024 * 1024,
+                max_binary_bytes: self.profile.http.max_binary_mb.max(1) * 1024 * 1024,
                 auth: self.auth,
                 limiter,
                 retry: self.retry,
@@ -382,12 +392,15 @@ impl FhirClient {
         Ok(u)
     }
 
-    /// True when `url` is on the same server (scheme, host, port, under the base path).
+    /// True when `url` is on the same server: the same origin exactly, under the base path
+    /// compared without regard to letter case (servers send `/fhir/R4` next links for a
+    /// `/fhir/r4` base).
     pub fn is_same_server(&self, url: &Url) -> bool {
-        url.scheme() == self.inner.base.scheme()
-            && url.host_str() == self.inner.base.host_str()
-            && url.port_or_known_default() == self.inner.base.port_or_known_default()
-            && url.path().starts_with(self.inner.base.path())
+        let (path, base) = (url.path(), self.inner.base.path());
+        self.is_same_origin(url)
+            && path.len() >= base.len()
+            && path.is_char_boundary(base.len())
+            && path[..base.len()].eq_ignore_ascii_case(base)
     }
 
     /// Fetches and parses the CapabilityStatement (`GET metadata`).
@@ -411,6 +424,7 @@ impl FhirClient {
         let mut refreshed = false;
         let mut attempt: u32 = 0;
         let mut transient_failures: u32 = 0;
+        let mut timeouts: u32 = 0;
         loop {
             attempt += 1;
             match self
@@ -447,6 +461,14 @@ impl FhirClient {
                     }
                     if !err.is_transient() {
                         return Err(err);
+                    }
+                    // A stalled server costs one more try, not one per retry: each timeout
+                    // is a whole `timeout` of waiting.
+                    if err.kind == FetchErrorKind::Timeout {
+                        timeouts += 1;
+                        if timeouts > 1 {
+                            return Err(err);
+                        }
                     }
                     transient_failures += 1;
                     if transient_failures >= policy.max_attempts {
@@ -517,50 +539,107 @@ impl FhirClient {
     }
 
     /// One request on the wire, classified. Errors carry the bytes received.
+    ///
+    /// Redirects are followed here, not by the HTTP library, and only within the same origin
+    /// as the FHIR base: a redirect elsewhere is refused (its body could replace a patient's
+    /// data, and the token or configured headers would leave the server).
     async fn send(
         &self,
         req: &FhirRequest,
         token: Option<&str>,
     ) -> Result<FhirResponse, (FetchError, u64)> {
+        const MAX_REDIRECTS: u32 = 5;
         let url_s = req.url.as_str();
-        if !matches!(req.url.scheme(), "http" | "https") {
-            return Err((
-                FetchError::new(
-                    FetchErrorKind::InvalidUrl,
-                    url_s,
-                    "only http and https URLs are fetched",
-                ),
-                0,
-            ));
-        }
-        let rb = match &req.body {
-            Some(body) => self
-                .inner
-                .http
-                .post(req.url.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/fhir+json")
-                .body(body.clone()),
-            None => self.inner.http.get(req.url.clone()),
-        };
-        let mut rb = rb
-            .timeout(self.inner.timeout)
-            .headers(self.inner.headers.clone())
-            .header(ACCEPT, req.accept.as_deref().unwrap_or(&self.inner.accept));
-        if let Some(t) = token {
-            rb = rb.header(AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let resp = match rb.send().await {
-            Ok(r) => r,
-            Err(e) => return Err((transport_error(url_s, &e), 0)),
+        let mut url = req.url.clone();
+        let mut body = req.body.clone();
+        let mut hops = 0u32;
+        let resp = loop {
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err((
+                    FetchError::new(
+                        FetchErrorKind::InvalidUrl,
+                        url_s,
+                        "only http and https URLs are fetched",
+                    ),
+                    0,
+                ));
+            }
+            let resp = match self.send_once(req, &url, body.clone(), token).await {
+                Ok(r) => r,
+                Err(e) => return Err((transport_error(url_s, &e), 0)),
+            };
+            let status = resp.status().as_u16();
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                break resp;
+            }
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| url.join(l).ok());
+            let Some(next) = location else {
+                break resp;
+            };
+            if !self.is_same_origin(&next) {
+                return Err((
+                    FetchError::new(
+                        FetchErrorKind::RedirectRefused,
+                        url_s,
+                        format!(
+                            "HTTP {status} to another origin ({}); not followed",
+                            origin_of(&next)
+                        ),
+                    ),
+                    0,
+                ));
+            }
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err((
+                    FetchError::new(
+                        FetchErrorKind::RedirectRefused,
+                        url_s,
+                        format!("more than {MAX_REDIRECTS} redirects"),
+                    ),
+                    0,
+                ));
+            }
+            if status == 303 {
+                body = None;
+            }
+            url = next;
         };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let final_url = resp.url().clone();
         let content_length = resp.content_length();
         self.apply_throttle_headers(status, &headers);
-        let body = match resp.bytes().await {
+        let cap = match req.expect {
+            Expect::Json => self.inner.max_response_bytes,
+            Expect::Any => self.inner.max_binary_bytes,
+        };
+        let (body, lane) = match crate::body::read_capped(resp, cap).await {
             Ok(b) => b,
-            Err(e) => {
+            Err(BodyError::TooLarge {
+                read,
+                cap,
+                declared,
+            }) => {
+                let how = if declared {
+                    "its Content-Length is"
+                } else {
+                    "it grew"
+                };
+                return Err((
+                    FetchError::new(
+                        FetchErrorKind::TooLarge,
+                        url_s,
+                        format!("body aborted: {how} past the cap of {cap} bytes"),
+                    ),
+                    read,
+                ));
+            }
+            Err(BodyError::Transport(e)) => {
                 let kind = if e.is_timeout() {
                     FetchErrorKind::Timeout
                 } else {
@@ -589,7 +668,10 @@ impl FhirClient {
             .map(str::to_string);
         if !(200..300).contains(&status) {
             let mut err = FetchError::new(FetchErrorKind::Http(status), url_s, "");
-            err.outcome = OperationOutcome::parse(&body).map(|o| o.summary().into_boxed_str());
+            if let Some(o) = OperationOutcome::parse(&body) {
+                err.outcome = Some(o.summary().into_boxed_str());
+                err.outcome_codes = o.issue.iter().filter_map(|i| i.code.clone()).collect();
+            }
             err.retry_after = headers
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
@@ -659,7 +741,45 @@ impl FhirClient {
             resources,
             attempts: 1,
             duration: Duration::ZERO,
+            large_body_lane: lane,
         })
+    }
+
+    /// One HTTP exchange. The token and the configured headers go only to the FHIR server's
+    /// own origin.
+    async fn send_once(
+        &self,
+        req: &FhirRequest,
+        url: &Url,
+        body: Option<Bytes>,
+        token: Option<&str>,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let rb = match body {
+            Some(body) => self
+                .inner
+                .http
+                .post(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/fhir+json")
+                .body(body),
+            None => self.inner.http.get(url.clone()),
+        };
+        let mut rb = rb
+            .timeout(self.inner.timeout)
+            .header(ACCEPT, req.accept.as_deref().unwrap_or(&self.inner.accept));
+        if self.is_same_origin(url) {
+            rb = rb.headers(self.inner.headers.clone());
+            if let Some(t) = token {
+                rb = rb.header(AUTHORIZATION, format!("Bearer {t}"));
+            }
+        }
+        rb.send().await
+    }
+
+    /// Same scheme, host and port as the FHIR base.
+    pub fn is_same_origin(&self, url: &Url) -> bool {
+        url.scheme() == self.inner.base.scheme()
+            && url.host_str() == self.inner.base.host_str()
+            && url.port_or_known_default() == self.inner.base.port_or_known_default()
     }
 
     /// Pauses the host on `Retry-After` (429/503) or `X-RateLimit-Remaining: 0`.
@@ -680,6 +800,16 @@ impl FhirClient {
             }
         }
     }
+}
+
+/// "scheme://host:port", for messages.
+fn origin_of(url: &Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default().unwrap_or(0)
+    )
 }
 
 fn auth_error(req: &FhirRequest, e: AuthError) -> FetchError {

@@ -26,6 +26,12 @@ pub enum FetchErrorKind {
     Auth(AuthError),
     /// The URL could not be built or points at an unsupported scheme.
     InvalidUrl,
+    /// A redirect to another origin (or too many redirects): not followed, so neither the
+    /// token nor configured headers leave the server, and nothing from elsewhere is stored.
+    RedirectRefused,
+    /// The body is larger than the configured cap: aborted, and never retried (the same
+    /// body would come again).
+    TooLarge,
 }
 
 /// A failed fetch: what, where, and what the server said.
@@ -39,6 +45,8 @@ pub struct FetchError {
     pub message: Box<str>,
     /// The server's OperationOutcome, summarized, when it sent one.
     pub outcome: Option<Box<str>>,
+    /// The issue codes of that OperationOutcome (`suppressed`, `not-supported`...).
+    pub outcome_codes: Box<[String]>,
     /// How long the server asked us to wait, when it said.
     pub retry_after: Option<Duration>,
     /// Attempts made before giving up.
@@ -58,6 +66,7 @@ impl FetchError {
             status,
             message: message.into().into_boxed_str(),
             outcome: None,
+            outcome_codes: Box::default(),
             retry_after: None,
             attempts: 1,
         }
@@ -91,6 +100,8 @@ impl FetchError {
             }
             FetchErrorKind::Auth(_) => "auth-failed".into(),
             FetchErrorKind::InvalidUrl => "invalid-url".into(),
+            FetchErrorKind::RedirectRefused => "redirect-refused".into(),
+            FetchErrorKind::TooLarge => "too-large".into(),
         }
     }
 
@@ -121,6 +132,13 @@ impl FetchError {
             FetchErrorKind::ReauthorizationNeeded
                 | FetchErrorKind::Auth(AuthError::ReauthorizationNeeded(_))
         )
+    }
+
+    /// The server's OperationOutcome carries an issue with this code.
+    pub fn has_outcome_code(&self, code: &str) -> bool {
+        self.outcome_codes
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(code))
     }
 
     /// 403: outside the granted scopes or forbidden for this client.

@@ -15,6 +15,7 @@
 //! ledger entry type; no code branches on a vendor's name — only on profile fields.
 
 pub mod auth;
+pub mod body;
 pub mod client;
 pub mod error;
 pub mod fhir;

@@ -81,7 +81,12 @@ pub struct HttpSettings {
     /// Non-standard headers the server requires, sent with every request.
     pub extra_headers: BTreeMap<String, String>,
     pub accept: String,
+    /// The whole request, body included: a server that trickles a body is cut off here.
     pub timeout_secs: u64,
+    /// Largest FHIR JSON response read (MiB); a larger one is aborted, never retried.
+    pub max_response_mb: u64,
+    /// Largest attachment (Binary content) read (MiB).
+    pub max_binary_mb: u64,
 }
 
 impl Default for HttpSettings {
@@ -90,6 +95,8 @@ impl Default for HttpSettings {
             extra_headers: BTreeMap::new(),
             accept: "application/fhir+json".into(),
             timeout_secs: 60,
+            max_response_mb: 64,
+            max_binary_mb: 64,
         }
     }
 }
@@ -120,6 +127,11 @@ pub struct PagingSettings {
     /// The largest `_count` the server honours; searches ask for this.
     pub max_page_size: u32,
     pub style: PagingStyle,
+    /// Pages followed per search before it is ended as partial (a server that pages forever).
+    pub max_pages: u32,
+    /// Consecutive pages that add no new resource (empty, or only entries already seen)
+    /// before a search is ended as partial (a cursor that changes but repeats itself).
+    pub max_fruitless_pages: u32,
 }
 
 impl Default for PagingSettings {
@@ -127,6 +139,8 @@ impl Default for PagingSettings {
         Self {
             default_page_size: 50,
             max_page_size: 200,
+            max_pages: 10_000,
+            max_fruitless_pages: 5,
             style: PagingStyle::NextLink,
         }
     }
@@ -265,6 +279,8 @@ const PROFILE_SHAPE: Shape = Shape::Table(&[
             ("extra_headers", Shape::Map(&Shape::Leaf)),
             ("accept", Shape::Leaf),
             ("timeout_secs", Shape::Leaf),
+            ("max_response_mb", Shape::Leaf),
+            ("max_binary_mb", Shape::Leaf),
         ]),
     ),
     (
@@ -281,6 +297,8 @@ const PROFILE_SHAPE: Shape = Shape::Table(&[
             ("default_page_size", Shape::Leaf),
             ("max_page_size", Shape::Leaf),
             ("style", Shape::Leaf),
+            ("max_pages", Shape::Leaf),
+            ("max_fruitless_pages", Shape::Leaf),
         ]),
     ),
     (

@@ -176,7 +176,9 @@ pub async fn assess_run(
                 this.error.as_deref().unwrap_or("no error recorded")
             ),
         );
-    } else if !is_incremental(&this.kind) {
+    } else if !is_incremental(&this.kind) && summary.resumed_from.is_none() {
+        // A run that resumed an interrupted one fetched only what that one had left: its
+        // volumes are not comparable (and do not serve as a baseline either).
         let baseline = baseline_runs(store, conn, &this, cfg.baseline_runs).await?;
         if !baseline.is_empty() {
             compare_types(
@@ -246,6 +248,9 @@ async fn baseline_runs(
             r.id < this.id
                 && r.kind == this.kind
                 && matches!(r.outcome, RunOutcome::Complete | RunOutcome::Partial)
+                && RunSummary::parse(r.summary.as_deref())
+                    .resumed_from
+                    .is_none()
         })
         .take(n as usize)
         .collect())
@@ -258,6 +263,8 @@ struct RunSummary {
     missing: Vec<MissingType>,
     skipped_types: serde_json::Value,
     notes: Vec<serde_json::Value>,
+    /// The interrupted run this one resumed, if any.
+    resumed_from: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

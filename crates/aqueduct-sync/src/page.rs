@@ -9,6 +9,7 @@ use aqueduct_store::{ParseStatus, RawResource};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::outcome::{OutcomeMeaning, outcome_meaning};
 use crate::refs::{Found, collect};
 
 /// Prefix of synthetic ids given to resources that arrive without one.
@@ -27,12 +28,39 @@ pub struct Page {
     pub resources: Vec<RawResource>,
     /// Entries whose (type, id) was already seen (in this page or an earlier one).
     pub duplicates: u64,
-    /// OperationOutcome entries (search.mode = outcome), summarized.
-    pub outcomes: Vec<String>,
+    /// OperationOutcome entries (search.mode = outcome, or any entry that is an
+    /// OperationOutcome: it is never stored as data), summarized with what they mean.
+    pub outcomes: Vec<PageOutcome>,
     /// Entries that were not even an object, or had no resource.
     pub malformed: u64,
     /// References and attachment URLs found in the page's resources.
     pub found: Found,
+}
+
+/// An OperationOutcome found among a page's entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageOutcome {
+    pub summary: String,
+    pub meaning: OutcomeMeaning,
+}
+
+impl PageOutcome {
+    fn parse(json: &str) -> Self {
+        match aqueduct_client::fhir::OperationOutcome::parse(json.as_bytes()) {
+            Some(o) => PageOutcome {
+                summary: o.summary(),
+                meaning: outcome_meaning(
+                    o.issue
+                        .iter()
+                        .map(|i| (i.severity.as_deref(), i.code.as_deref())),
+                ),
+            },
+            None => PageOutcome {
+                summary: "an outcome entry that is not an OperationOutcome".into(),
+                meaning: OutcomeMeaning::Note,
+            },
+        }
+    }
 }
 
 /// Context of the request a page answered.
@@ -114,13 +142,17 @@ pub fn bundle_page(
         let is_outcome = e.search.as_ref().and_then(|s| s.mode.as_deref()) == Some("outcome");
         let json: String = String::from(Box::<str>::from(resource));
         if is_outcome {
-            let summary = aqueduct_client::fhir::OperationOutcome::parse(json.as_bytes())
-                .map(|o| o.summary())
-                .unwrap_or_else(|| "an outcome entry".into());
-            page.outcomes.push(summary);
+            page.outcomes.push(PageOutcome::parse(&json));
             continue;
         }
         let raw = raw_resource(json, src);
+        if raw.resource_type == "OperationOutcome" {
+            // an outcome without search.mode: still the server talking, not patient data
+            if let Ok(text) = std::str::from_utf8(&raw.bytes) {
+                page.outcomes.push(PageOutcome::parse(text));
+            }
+            continue;
+        }
         if !seen.insert((raw.resource_type.clone(), raw.logical_id.clone())) {
             page.duplicates += 1;
             continue;

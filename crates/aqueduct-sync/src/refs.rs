@@ -33,12 +33,16 @@ fn valid_type(t: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric())
 }
 
+/// Ids as real servers use them: the specification allows 64 characters of `[A-Za-z0-9.-]`,
+/// servers send longer ones (Epic Medication ids of 66) — any URL-safe id up to 256 is taken.
+pub const MAX_ID_LEN: usize = 256;
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
-        && id.len() <= 64
+        && id.len() <= MAX_ID_LEN
         && id
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'))
 }
 
 fn parse_relative(path: &str) -> Option<RefTarget> {
@@ -72,11 +76,16 @@ pub fn parse_reference(reference: &str, base: &Url) -> RefTarget {
         let same = u.scheme() == base.scheme()
             && u.host_str() == base.host_str()
             && u.port_or_known_default() == base.port_or_known_default();
-        if same {
-            if let Some(rest) = u.path().strip_prefix(base.path()) {
-                if let Some(t) = parse_relative(rest) {
-                    return t;
-                }
+        // the base path compared without regard to letter case (`/fhir/R4` links under a
+        // `/fhir/r4` base are the same server)
+        let (path, bp) = (u.path(), base.path());
+        if same
+            && path.len() >= bp.len()
+            && path.is_char_boundary(bp.len())
+            && path[..bp.len()].eq_ignore_ascii_case(bp)
+        {
+            if let Some(t) = parse_relative(&path[bp.len()..]) {
+                return t;
             }
         }
         return RefTarget::External(r.to_string());
@@ -171,7 +180,9 @@ impl<'de> Visitor<'de> for Walk<'_> {
         while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let key = match k.as_ref() {
                 "reference" => Key::Reference,
-                "attachment" => Key::Attachment,
+                // every element of type Attachment that R4 resources carry
+                "attachment" | "presentedForm" | "photo" | "valueAttachment"
+                | "contentAttachment" | "sourceAttachment" => Key::Attachment,
                 "url" if in_attachment => Key::AttachmentUrl,
                 // Contained resources hold their own references; they are followed too.
                 "div" => {

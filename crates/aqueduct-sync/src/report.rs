@@ -4,11 +4,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aqueduct_store::{RunId, RunOutcome, StoreError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Why a type's data is missing or incomplete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// How the error of a run stopped for re-authorization starts.
+pub const REAUTH_PREFIX: &str = "re-authorization needed";
+
+/// Why a type's data is missing or incomplete. Each is a gap that makes a run partial; see
+/// [`crate::outcome`] for the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MissingReason {
     /// 403: outside the granted scopes or forbidden.
@@ -24,6 +28,22 @@ pub enum MissingReason {
     ReauthorizationNeeded,
     /// A server-side cap (e.g. `$everything` limited) or a page that came back short.
     Incomplete,
+    /// The server said it left data out because the client is not authorized for it (an
+    /// OperationOutcome issue `suppressed`, in a 200 Bundle or a 4xx).
+    AuthorizationSuppressed,
+    /// A 200 page carried an OperationOutcome of severity error or fatal ("results
+    /// truncated"): what came is kept, but the type is not known to be whole.
+    ErrorOutcome,
+    /// A response was refused: a redirect to another origin, or a body past its cap.
+    RefusedResponse,
+    /// A reference on the same server could not be read.
+    ReferenceUnresolved,
+    /// An attachment that may be fetched could not be.
+    AttachmentNotFetched,
+    /// A first sync of the patient brought no Patient resource, or nothing at all.
+    EmptyRecord,
+    /// The run's deadline passed before this was fetched.
+    DeadlineReached,
 }
 
 impl MissingReason {
@@ -35,12 +55,19 @@ impl MissingReason {
             MissingReason::ScopeNotGranted => "scope-not-granted",
             MissingReason::ReauthorizationNeeded => "reauthorization-needed",
             MissingReason::Incomplete => "incomplete",
+            MissingReason::AuthorizationSuppressed => "authorization-suppressed",
+            MissingReason::ErrorOutcome => "error-outcome",
+            MissingReason::RefusedResponse => "refused-response",
+            MissingReason::ReferenceUnresolved => "reference-unresolved",
+            MissingReason::AttachmentNotFetched => "attachment-not-fetched",
+            MissingReason::EmptyRecord => "empty-record",
+            MissingReason::DeadlineReached => "deadline-reached",
         }
     }
 }
 
 /// One type of one patient that is not complete.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartialType {
     pub patient_id: String,
     pub resource_type: String,
@@ -118,4 +145,9 @@ pub enum SyncError {
     Plan(String),
     #[error("fetch failed: {0}")]
     Fetch(#[from] aqueduct_client::FetchError),
+    #[error(
+        "another sync of connection {connection} is running (it holds the sync lease); \
+         not starting a second one side by side"
+    )]
+    Busy { connection: String },
 }

@@ -191,11 +191,25 @@ async fn athena_like_server_narrowed_scope_is_reported_not_silent() {
         .await
         .unwrap();
     assert_eq!(r.outcome, RunOutcome::Partial, "{r:#?}");
+    // DocumentReference is outside the narrowed scopes, and so are the practitioners,
+    // locations and organizations the record points at: each is a gap, never silent.
     assert!(
         r.partial
             .iter()
-            .all(|p| p.resource_type == "DocumentReference"
-                && p.reason == aqueduct_sync::MissingReason::ScopeNotGranted),
+            .all(|p| p.reason == aqueduct_sync::MissingReason::ScopeNotGranted),
+        "{r:#?}"
+    );
+    assert!(
+        r.partial
+            .iter()
+            .any(|p| p.resource_type == "DocumentReference"),
+        "{r:#?}"
+    );
+    assert!(
+        r.partial
+            .iter()
+            .any(|p| p.resource_type == "Practitioner"
+                && p.detail.contains("referenced by the record")),
         "{r:#?}"
     );
     // Everything else is complete, MedicationRequest included (the profile adds intent=order,plan).

@@ -1,0 +1,202 @@
+//! The outcome rule, written once. Every decision about whether data is whole goes through
+//! here; the syncer only gathers the facts.
+//!
+//! A run is `complete` only when every planned type was answered to its last page, every
+//! same-server reference was resolved, every attachment allowed was fetched, and no gap below
+//! applies. Anything else is `partial`, each gap named (type, patient, reason, example
+//! request), or `failed` when the run could not go on at all. Clauses:
+//!
+//! 1. The run stopped as a whole (re-authorization needed, store failure, the population or
+//!    the endpoints could not be listed) → failed.
+//! 2. Any gap → partial: a search not read to its last page (errors after retries, loops,
+//!    broken or foreign next links, runaway paging, responses refused for size or redirect),
+//!    a 200 page carrying an error outcome, data suppressed for lack of authorization, a
+//!    same-server reference that could not be read, an allowed attachment not fetched, a
+//!    first sync that brought no Patient, a type forbidden or outside the granted scopes, a
+//!    run deadline reached.
+//! 3. A type the server neither lists nor has returned, and refuses when asked, is "not
+//!    offered": reported, not a gap. A type it lists, or returned before, and then refuses is
+//!    a gap (not-supported).
+//! 4. Informational outcomes ("this response includes information available to the
+//!    authorized user...") are noted, never gaps.
+//! 5. Only a type read completely may tombstone; a type with any gap never does.
+
+use aqueduct_store::RunOutcome;
+
+use crate::report::{MissingReason, PartialType};
+
+/// Clauses 1 and 2: the run's outcome from its failure (if any) and its gaps.
+pub fn run_outcome(failure: Option<&str>, gaps: &[PartialType]) -> RunOutcome {
+    if failure.is_some() {
+        RunOutcome::Failed
+    } else if gaps.is_empty() {
+        RunOutcome::Complete
+    } else {
+        RunOutcome::Partial
+    }
+}
+
+/// What a type whose every search was refused is (clause 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not offered by the server: reported, not a gap.
+    NotOffered,
+    /// Offered (listed, or returned before) and refused: a gap.
+    Gap(MissingReason),
+}
+
+pub fn refused_type(listed_by_server: bool, returned_before: bool) -> Refusal {
+    if listed_by_server || returned_before {
+        Refusal::Gap(MissingReason::NotSupported)
+    } else {
+        Refusal::NotOffered
+    }
+}
+
+/// One issue of an OperationOutcome: (severity, code).
+pub type Issue<'a> = (Option<&'a str>, Option<&'a str>);
+
+/// What an OperationOutcome found in a 200 page, or in a refusal, means (clauses 2 and 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeMeaning {
+    /// Informational or a warning: noted.
+    Note,
+    /// Data was left out: a gap with this reason.
+    Gap(MissingReason),
+}
+
+pub fn outcome_meaning<'a>(issues: impl IntoIterator<Item = Issue<'a>>) -> OutcomeMeaning {
+    let mut meaning = OutcomeMeaning::Note;
+    for (severity, code) in issues {
+        if code.is_some_and(|c| c.eq_ignore_ascii_case("suppressed")) {
+            return OutcomeMeaning::Gap(MissingReason::AuthorizationSuppressed);
+        }
+        if severity
+            .is_some_and(|s| s.eq_ignore_ascii_case("error") || s.eq_ignore_ascii_case("fatal"))
+        {
+            meaning = OutcomeMeaning::Gap(MissingReason::ErrorOutcome);
+        }
+    }
+    meaning
+}
+
+/// Clause 2, the empty record: a first sync of a patient that brought no Patient resource
+/// (or nothing at all) is a gap.
+pub fn empty_record(first_sync: bool, got_patient: bool) -> Option<MissingReason> {
+    (first_sync && !got_patient).then_some(MissingReason::EmptyRecord)
+}
+
+/// Clause 5: a type may tombstone what it no longer returned only when it was read
+/// completely, fresh (not resumed), and nothing about it is a gap.
+pub fn may_tombstone(read_completely: bool, resumed: bool, has_gap: bool) -> bool {
+    read_completely && !resumed && !has_gap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gap(reason: MissingReason) -> PartialType {
+        PartialType {
+            patient_id: "p".into(),
+            resource_type: "Observation".into(),
+            reason,
+            detail: "GET Observation?patient=p".into(),
+        }
+    }
+
+    #[test]
+    fn clause_1_and_2_the_run_outcome() {
+        let all_gaps = [
+            MissingReason::Forbidden,
+            MissingReason::NotSupported,
+            MissingReason::FailedAfterRetries,
+            MissingReason::ScopeNotGranted,
+            MissingReason::ReauthorizationNeeded,
+            MissingReason::Incomplete,
+            MissingReason::AuthorizationSuppressed,
+            MissingReason::ErrorOutcome,
+            MissingReason::RefusedResponse,
+            MissingReason::ReferenceUnresolved,
+            MissingReason::AttachmentNotFetched,
+            MissingReason::EmptyRecord,
+            MissingReason::DeadlineReached,
+        ];
+        assert_eq!(run_outcome(None, &[]), RunOutcome::Complete);
+        for r in all_gaps {
+            assert_eq!(run_outcome(None, &[gap(r)]), RunOutcome::Partial, "{r:?}");
+            assert_eq!(
+                run_outcome(Some("re-authorization needed"), &[gap(r)]),
+                RunOutcome::Failed
+            );
+        }
+        assert_eq!(run_outcome(Some("store error"), &[]), RunOutcome::Failed);
+    }
+
+    #[test]
+    fn clause_3_refused_types() {
+        let table = [
+            // (listed, returned before, meaning)
+            (false, false, Refusal::NotOffered),
+            (true, false, Refusal::Gap(MissingReason::NotSupported)),
+            (false, true, Refusal::Gap(MissingReason::NotSupported)),
+            (true, true, Refusal::Gap(MissingReason::NotSupported)),
+        ];
+        for (listed, before, want) in table {
+            assert_eq!(refused_type(listed, before), want, "{listed} {before}");
+        }
+    }
+
+    #[test]
+    fn clause_2_and_4_outcomes_in_pages() {
+        use OutcomeMeaning::*;
+        let table: &[(&[Issue<'static>], OutcomeMeaning)] = &[
+            (&[(Some("information"), Some("informational"))], Note),
+            (&[(Some("warning"), Some("processing"))], Note),
+            (&[(None, None)], Note),
+            (&[], Note),
+            (
+                &[(Some("error"), Some("too-costly"))],
+                Gap(MissingReason::ErrorOutcome),
+            ),
+            (
+                &[(Some("fatal"), Some("exception"))],
+                Gap(MissingReason::ErrorOutcome),
+            ),
+            (
+                &[(Some("ERROR"), Some("processing"))],
+                Gap(MissingReason::ErrorOutcome),
+            ),
+            (
+                &[(Some("warning"), Some("suppressed"))],
+                Gap(MissingReason::AuthorizationSuppressed),
+            ),
+            (
+                &[
+                    (Some("error"), Some("processing")),
+                    (Some("information"), Some("suppressed")),
+                ],
+                Gap(MissingReason::AuthorizationSuppressed),
+            ),
+        ];
+        for (issues, want) in table {
+            assert_eq!(outcome_meaning(issues.iter().copied()), *want, "{issues:?}");
+        }
+    }
+
+    #[test]
+    fn clause_2_empty_record() {
+        assert_eq!(empty_record(true, false), Some(MissingReason::EmptyRecord));
+        assert_eq!(empty_record(true, true), None);
+        // a later sync may legitimately bring nothing new (incremental)
+        assert_eq!(empty_record(false, false), None);
+    }
+
+    #[test]
+    fn clause_5_only_complete_fresh_types_tombstone() {
+        assert!(may_tombstone(true, false, false));
+        assert!(!may_tombstone(false, false, false));
+        assert!(!may_tombstone(true, true, false));
+        assert!(!may_tombstone(true, false, true));
+    }
+}
