@@ -184,7 +184,7 @@ fn main() {
     for r in Resolution::ALL {
         let n = by_level.get(r.as_str()).copied().unwrap_or(0);
         println!(
-            "  {:<9} {:>8}  {:>5.1} %",
+            "  {:<11} {:>8}  {:>5.1} %",
             r.as_str(),
             n,
             100.0 * n as f64 / coded.max(1) as f64

@@ -6,6 +6,9 @@
 //!   flag, never a lost resource; no `serde_json::Value` is built.
 //! * [`Terminology`] — curated embedded tables (`terminology/*.csv`) plus loaders for official
 //!   release files (LOINC CSV, RxNorm RRF, SNOMED CT RF2, ICD-10-CM order file, CVX).
+//! * [`code_format`] — format checks for standard codes (LOINC and SNOMED CT check digits,
+//!   SNOMED CT concept ids, ICD-10-CM, RxNorm, CVX, NDC, CPT) and NPIs: a system label is
+//!   trusted only when its code passes.
 //! * [`units`] — UCUM (full grammar via `octofhir-ucum`) plus the clinical refusals UCUM does
 //!   not make: substance vs number, equivalents vs moles, meaningful annotations; molar-mass
 //!   aware.
@@ -16,31 +19,35 @@
 //!
 //! # Terminology strategy (recorded per code in [`ResolvedCode`])
 //! 1. `standard`: a LOINC / SNOMED CT / ICD-10-CM / RxNorm / CVX / CPT code for the domain,
-//!    with a valid shape (LOINC mod-10 and SNOMED Verhoeff check digits verified); system
-//!    aliases (`LOINC`, OIDs) accepted and flagged `system-alias`.
+//!    with a valid shape ([`code_format`]: LOINC mod-10 and SNOMED CT Verhoeff check digits,
+//!    SNOMED CT partition, ICD-10-CM pattern, RxNorm/CVX numbers, NDC segments); system
+//!    aliases (`LOINC`, OIDs) accepted and flagged `system-alias`. A code that fails its
+//!    label's check is flagged `code-mislabelled`, kept as the source code and treated as a
+//!    local code in the steps below.
 //! 2. `mapped`: an NDC through the NDC->RxNorm table, or any code through the connection's
 //!    mapping table (rule `ndc-rxnorm-table` / `local-mapping`, table version recorded).
 //! 3. `inferred`: text matched against the domain's table with a score >= the threshold
-//!    (0.9) and no near tie; below it, or ambiguous: `unmapped` with the best candidate kept
-//!    for review. A local code without text is `unmapped` too.
+//!    (0.9) and no near tie — `mislabelled` instead when the row's code was a mislabelled
+//!    one; below the threshold, or ambiguous: `unmapped` with the best candidate kept for
+//!    review. A local (or mislabelled) code without text is `unmapped` too.
 //! 4. `none`: nothing usable.
 //!
 //! # Flags
-//! Resource level: `unparseable`, `missing-id`, `missing-resource-type`,
-//! `resource-type-mismatch`, `unsupported-type`. Row level: `malformed-field`, `no-code`,
-//! `code-inferred`, `code-unmapped`, `code-without-system`, `invalid-standard-code`,
-//! `system-alias`, `invalid-date`, `partial-date`, `timezone-assumed`, `non-standard-date`,
-//! `no-effective-time`, `effective-from-issued`, `number-as-string`, `not-a-number`,
-//! `no-value`, `data-absent`, `unit-from-text`, `unit-not-ucum`, `unknown-unit`,
-//! `missing-unit`, `unit-not-convertible`, `implausible-value`, `components-not-split`,
-//! `empty-panel`, `entered-in-error`, `no-clinical-status`, `active-but-abated`,
-//! `onset-as-text`, `probably-stale`, `active-without-date`, `medication-by-reference`,
-//! `unknown-criticality`, `occurrence-as-text`, `no-encounter-class`, `narrative-only`,
-//! `empty-report`, `no-content`, `not-machine-readable`, `no-name`, `gender-normalized`,
-//! `unknown-gender-code`, `identifier-without-system`, `empty-identifier`, `empty-telecom`,
-//! `derived`.
+//! Resource level: `unparseable`, `missing-id`, `missing-resource-type`, `resource-type-mismatch`,
+//! `unsupported-type`. Row level: `malformed-field`, `no-code`, `code-inferred`, `code-unmapped`,
+//! `code-without-system`, `code-mislabelled`, `ndc-ambiguous`, `system-alias`, `invalid-date`,
+//! `partial-date`, `timezone-assumed`, `non-standard-date`, `no-effective-time`,
+//! `effective-from-issued`, `number-as-string`, `not-a-number`, `no-value`, `data-absent`,
+//! `unit-from-text`, `unit-not-ucum`, `unknown-unit`, `missing-unit`, `unit-not-convertible`,
+//! `implausible-value`, `components-not-split`, `empty-panel`, `entered-in-error`,
+//! `no-clinical-status`, `active-but-abated`, `onset-as-text`, `probably-stale`,
+//! `active-without-date`, `medication-by-reference`, `unknown-criticality`, `occurrence-as-text`,
+//! `no-encounter-class`, `narrative-only`, `empty-report`, `no-content`, `not-machine-readable`,
+//! `no-name`, `gender-normalized`, `unknown-gender-code`, `identifier-without-system`,
+//! `invalid-npi`, `empty-identifier`, `empty-telecom`, `derived`.
 
 pub mod cli;
+pub mod code_format;
 mod csv;
 pub mod dates;
 mod error;

@@ -14,6 +14,12 @@ pub enum Resolution {
     Mapped,
     /// Matched from text above the confidence threshold.
     Inferred,
+    /// The coding's system label failed that system's format check (a local "31337" sent
+    /// as LOINC), so the code was treated as a local code and resolved by its text above
+    /// the threshold. The mislabelled coding is kept as the source code. A mislabelled code
+    /// the text cannot resolve is `unmapped` (the review queue); both are flagged
+    /// `code-mislabelled`.
+    Mislabelled,
     /// Something was there (local code, text) but nothing matched well enough: queued for review.
     Unmapped,
     /// Nothing usable.
@@ -21,10 +27,11 @@ pub enum Resolution {
 }
 
 impl Resolution {
-    pub const ALL: [Resolution; 5] = [
+    pub const ALL: [Resolution; 6] = [
         Resolution::Standard,
         Resolution::Mapped,
         Resolution::Inferred,
+        Resolution::Mislabelled,
         Resolution::Unmapped,
         Resolution::None,
     ];
@@ -33,6 +40,7 @@ impl Resolution {
             Resolution::Standard => "standard",
             Resolution::Mapped => "mapped",
             Resolution::Inferred => "inferred",
+            Resolution::Mislabelled => "mislabelled",
             Resolution::Unmapped => "unmapped",
             Resolution::None => "none",
         }
@@ -46,7 +54,8 @@ pub struct ResolvedCode {
     pub system: Option<String>,
     pub code: Option<String>,
     pub display: Option<String>,
-    /// The coding as received that the result came from (or the first one, when unmapped).
+    /// The coding as received that the result came from; for a code resolved by text (or
+    /// not at all), the mislabelled coding if there is one, else the first coded one.
     pub source_system: Option<String>,
     pub source_code: Option<String>,
     pub source_text: Option<String>,
@@ -55,7 +64,7 @@ pub struct ResolvedCode {
     pub rule: &'static str,
     /// Version of the table the rule used.
     pub table_version: Option<String>,
-    /// Text-match score (0..1) for inferred and unmapped-with-candidate codes.
+    /// Text-match score (0..1) for inferred, mislabelled and unmapped-with-candidate codes.
     pub confidence: Option<f64>,
     /// Best text candidate that was NOT applied (below threshold or ambiguous), for review.
     pub candidate: Option<Candidate>,

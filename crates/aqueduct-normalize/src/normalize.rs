@@ -5,18 +5,20 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::code_format::{self, NdcForm};
 use crate::dates::{When, parse_fhir_datetime, parse_utc};
 use crate::fhir::{self, CodeableConcept, HasHead, LStr, Lax, Many, Num};
 use crate::model::*;
 use crate::terminology::{
     Domain, LOINC, LocalMapping, LoincEntry, LoincKind, RXNORM, SNOMED, StdSystem, Terminology,
-    UCUM, normalize_ndc, recognise_system,
+    UCUM, is_npi_system, recognise_system,
 };
 use crate::units;
 
 /// Version of the normalization rules; recorded with every write so a rebuild can be told
 /// from an older derivation.
-pub const RULES_VERSION: &str = "aqueduct-normalize-2";
+/// 3: codes whose system label fails that system's format check are `mislabelled`.
+pub const RULES_VERSION: &str = "aqueduct-normalize-3";
 
 /// Everything normalization needs besides the resource: tables, the connection's mappings,
 /// thresholds and the clock (explicit, so results are reproducible).
@@ -343,7 +345,9 @@ impl Norm<'_> {
         self.when(start, field)
     }
 
-    /// The terminology strategy: standard, mapped, inferred, unmapped, none.
+    /// The terminology strategy: standard, mapped, inferred (or mislabelled), unmapped, none.
+    /// A coding whose code fails its system's format check is not trusted: it is flagged
+    /// `code-mislabelled`, kept as the source code, and resolved like a local code.
     fn resolve(
         &mut self,
         cc: Option<&CodeableConcept>,
@@ -373,6 +377,8 @@ impl Norm<'_> {
         }
         let text = concept_text(cc).map(str::to_string);
         let codings = &cc.coding.items;
+        // the first coding whose code fails its system label's format: a local code
+        let mut mislabelled: Option<&fhir::Coding> = None;
         // 1. a standard code for this domain
         for &sys in domain.standard_systems() {
             for c in codings {
@@ -385,8 +391,9 @@ impl Norm<'_> {
                 if s != sys {
                     continue;
                 }
-                if !s.valid_code(code) {
-                    self.flag("invalid-standard-code", field, format!("{system}|{code}"));
+                if let Err(why) = s.check(code) {
+                    self.flag("code-mislabelled", field, format!("{system}|{code}: {why}"));
+                    mislabelled.get_or_insert(c);
                     continue;
                 }
                 if alias {
@@ -438,9 +445,21 @@ impl Norm<'_> {
                 if recognise_system(system).map(|x| x.0) != Some(StdSystem::Ndc) {
                     continue;
                 }
-                let Some(ndc) = normalize_ndc(code) else {
-                    self.flag("invalid-standard-code", field, format!("{system}|{code}"));
-                    continue;
+                let ndc = match code_format::ndc(code.trim()) {
+                    Ok(NdcForm::Eleven(ndc)) => ndc,
+                    Ok(NdcForm::TenUnsegmented) => {
+                        self.flag(
+                            "ndc-ambiguous",
+                            field,
+                            format!("{code}: 10 digits without hyphens fit 4-4-2, 5-3-2 and 5-4-1"),
+                        );
+                        continue;
+                    }
+                    Err(why) => {
+                        self.flag("code-mislabelled", field, format!("{system}|{code}: {why}"));
+                        mislabelled.get_or_insert(c);
+                        continue;
+                    }
                 };
                 if let Some(rxcui) = t.ndc.get(&ndc) {
                     return ResolvedCode {
@@ -483,7 +502,8 @@ impl Norm<'_> {
                 };
             }
         }
-        let first = codings.iter().find(|c| c.code.get().is_some());
+        // a mislabelled coding is the source code: it is what the source meant to send
+        let first = mislabelled.or_else(|| codings.iter().find(|c| c.code.get().is_some()));
         let (src_sys, src_code) = match first {
             Some(c) => (c.system.owned(), c.code.owned()),
             None => (None, None),
@@ -520,7 +540,11 @@ impl Norm<'_> {
                     );
                     let table = table_for(m.system);
                     ResolvedCode {
-                        resolution: Resolution::Inferred,
+                        resolution: if mislabelled.is_some() {
+                            Resolution::Mislabelled
+                        } else {
+                            Resolution::Inferred
+                        },
                         system: Some(m.system.to_string()),
                         code: Some(m.code),
                         display: Some(m.display),
@@ -1030,8 +1054,14 @@ impl Norm<'_> {
                 continue;
             };
             let system = i.system.owned();
-            if system.is_none() {
-                self.flag("identifier-without-system", "identifier", v.clone());
+            match system.as_deref() {
+                None => self.flag("identifier-without-system", "identifier", v.clone()),
+                Some(s) if is_npi_system(s) => {
+                    if let Err(why) = code_format::npi(v.trim()) {
+                        self.flag("invalid-npi", "identifier", format!("{v}: {why}"));
+                    }
+                }
+                Some(_) => {}
             }
             d.identifiers.push(IdentifierOut {
                 system,
@@ -1090,7 +1120,9 @@ impl Norm<'_> {
                         groups.extend(t.icd10_groups(k).into_iter().map(str::to_string));
                         chapter_of(k, &mut chapter);
                     }
-                    Some(StdSystem::Snomed) => groups.extend(t.snomed_group(k).map(str::to_string)),
+                    Some(StdSystem::Snomed) if StdSystem::Snomed.valid_code(k) => {
+                        groups.extend(t.snomed_group(k).map(str::to_string))
+                    }
                     _ => {}
                 }
             }

@@ -47,7 +47,9 @@ pub struct RebuildReport {
     /// Only sources whose raw content or fingerprint changed were re-derived.
     pub incremental: bool,
     pub types: Vec<TypeReport>,
-    /// resolution -> rows, over all coded rows (patients excluded)
+    /// resolution -> rows, over all coded rows (patients excluded); every
+    /// [`Resolution::ALL`] kind is present (standard, mapped, inferred, mislabelled,
+    /// unmapped, none)
     pub resolution: BTreeMap<String, u64>,
     /// BMI rows computed from weight and height.
     pub derived_bmi: u64,
@@ -106,7 +108,7 @@ impl RebuildReport {
         s.push_str(&format!("  codes resolved ({total} coded rows):\n"));
         for (r, share) in self.resolution_shares() {
             let n = self.resolution.get(r).copied().unwrap_or(0);
-            s.push_str(&format!("    {r:<9} {n:>8}  {:>5.1} %\n", share * 100.0));
+            s.push_str(&format!("    {r:<11} {n:>8}  {:>5.1} %\n", share * 100.0));
         }
         if self.derived_bmi > 0 {
             s.push_str(&format!(
@@ -327,6 +329,11 @@ pub async fn rebuild_with(
         rules_version: RULES_VERSION.to_string(),
         fingerprint: fingerprint.clone(),
         incremental,
+        // every kind is named in the JSON report, at 0 when no row had it
+        resolution: Resolution::ALL
+            .iter()
+            .map(|r| (r.as_str().to_string(), 0))
+            .collect(),
         ..Default::default()
     };
     // patients with a re-derived, moved or removed Observation: their BMI is derived again

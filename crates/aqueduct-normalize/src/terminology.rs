@@ -6,6 +6,7 @@ use std::io::BufRead;
 
 use serde::Serialize;
 
+use crate::code_format::{self, FormatError};
 use crate::csv::read_record;
 use crate::error::NormalizeError;
 
@@ -17,6 +18,8 @@ pub const NDC: &str = "http://hl7.org/fhir/sid/ndc";
 pub const CVX: &str = "http://hl7.org/fhir/sid/cvx";
 pub const CPT: &str = "http://www.ama-assn.org/go/cpt";
 pub const UCUM: &str = "http://unitsofmeasure.org";
+/// The NPI identifier system (identifiers, not codes: checked, never resolved).
+pub const NPI: &str = "http://hl7.org/fhir/sid/us-npi";
 
 /// The standard code systems this crate recognises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -44,24 +47,25 @@ impl StdSystem {
         }
     }
 
-    /// Whether `code` has the shape of a code of this system (LOINC check digit included).
+    /// Whether `code` has the shape of a code of this system (see [`Self::check`]).
     pub fn valid_code(self, code: &str) -> bool {
+        self.check(code).is_ok()
+    }
+
+    /// Checks that `code` (surrounding spaces ignored) could be a code of this system:
+    /// LOINC mod-10 and SNOMED CT Verhoeff check digits, SNOMED CT concept-id structure,
+    /// the ICD-10-CM pattern, RxNorm and CVX numbers, NDC segments, CPT. A code that fails
+    /// was labelled with a system it does not belong to.
+    pub fn check(self, code: &str) -> Result<(), FormatError> {
         let c = code.trim();
         match self {
-            StdSystem::Loinc => loinc_check_digit_ok(c),
-            StdSystem::Snomed => snomed_check_digit_ok(c),
-            StdSystem::Icd10Cm => icd10_shape_ok(c),
-            StdSystem::RxNorm => {
-                (1..=9).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit())
-            }
-            StdSystem::Ndc => normalize_ndc(c).is_some(),
-            StdSystem::Cvx => (1..=3).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit()),
-            StdSystem::Cpt => {
-                let b = c.as_bytes();
-                b.len() == 5
-                    && b[..4].iter().all(u8::is_ascii_digit)
-                    && (b[4].is_ascii_digit() || b[4] == b'F' || b[4] == b'T')
-            }
+            StdSystem::Loinc => code_format::loinc(c),
+            StdSystem::Snomed => code_format::snomed_concept(c),
+            StdSystem::Icd10Cm => code_format::icd10cm(c),
+            StdSystem::RxNorm => code_format::rxnorm(c),
+            StdSystem::Ndc => code_format::ndc(c).map(|_| ()),
+            StdSystem::Cvx => code_format::cvx(c),
+            StdSystem::Cpt => code_format::cpt(c),
         }
     }
 }
@@ -118,78 +122,17 @@ pub fn recognise_system(system: &str) -> Option<(StdSystem, bool)> {
 
 /// LOINC "mod 10" check digit (the Luhn algorithm over the part before the hyphen).
 pub fn loinc_check_digit_ok(code: &str) -> bool {
-    let Some((num, check)) = code.split_once('-') else {
-        return false;
-    };
-    if num.is_empty()
-        || num.len() > 7
-        || check.len() != 1
-        || !num.bytes().all(|b| b.is_ascii_digit())
-        || !check.bytes().all(|b| b.is_ascii_digit())
-    {
-        return false;
-    }
-    let mut sum = 0u32;
-    for (i, b) in num.bytes().rev().enumerate() {
-        let d = u32::from(b - b'0');
-        if i % 2 == 0 {
-            let dd = d * 2;
-            sum += dd / 10 + dd % 10;
-        } else {
-            sum += d;
-        }
-    }
-    let expected = (10 - sum % 10) % 10;
-    u32::from(check.as_bytes()[0] - b'0') == expected
+    code_format::loinc(code).is_ok()
 }
 
-/// SNOMED CT identifier check: 6 to 18 digits, no leading zero, valid Verhoeff check digit.
+/// SNOMED CT identifier check: 6 to 18 digits, no leading zero, valid Verhoeff check digit
+/// (any component; a coding's code must also be a concept id: [`code_format::snomed_concept`]).
 pub fn snomed_check_digit_ok(code: &str) -> bool {
-    const D: [[u8; 10]; 10] = [
-        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
-        [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
-        [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
-        [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
-        [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
-        [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
-        [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
-        [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
-        [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
-        [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
-    ];
-    const P: [[u8; 10]; 8] = [
-        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
-        [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
-        [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
-        [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
-        [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
-        [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
-        [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
-        [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
-    ];
-    let b = code.as_bytes();
-    if !(6..=18).contains(&b.len()) || b[0] == b'0' || !b.iter().all(u8::is_ascii_digit) {
-        return false;
-    }
-    let mut c = 0u8;
-    for (i, &x) in b.iter().rev().enumerate() {
-        c = D[c as usize][P[i % 8][(x - b'0') as usize] as usize];
-    }
-    c == 0
+    code_format::snomed_id(code).is_ok()
 }
 
 fn icd10_shape_ok(c: &str) -> bool {
-    let compact: String = c.chars().filter(|&ch| ch != '.').collect();
-    let b = compact.as_bytes();
-    (3..=7).contains(&b.len())
-        && b[0].is_ascii_uppercase()
-        && b[1].is_ascii_digit()
-        && b[2].is_ascii_alphanumeric()
-        && b[3..]
-            .iter()
-            .all(|x| x.is_ascii_digit() || x.is_ascii_uppercase())
-        && c.matches('.').count() <= 1
-        && c.find('.').is_none_or(|i| i == 3)
+    code_format::icd10cm(c).is_ok()
 }
 
 /// An ICD-10-CM code without the dot, upper case ("e11.9" -> "E119").
@@ -204,24 +147,13 @@ pub fn compact_icd10(code: &str) -> String {
 /// NDC to the 11-digit 5-4-2 form used by RxNorm: hyphenated 4-4-2, 5-3-2, 5-4-1 are padded;
 /// a bare 11-digit string is kept; a bare 10-digit string is ambiguous and refused.
 pub fn normalize_ndc(code: &str) -> Option<String> {
-    let c = code.trim();
-    if c.bytes().all(|b| b.is_ascii_digit()) {
-        return (c.len() == 11).then(|| c.to_string());
-    }
-    let parts: Vec<&str> = c.split('-').collect();
-    if parts.len() != 3
-        || parts
-            .iter()
-            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return None;
-    }
-    let (a, b, d) = (parts[0], parts[1], parts[2]);
-    let ok = matches!(
-        (a.len(), b.len(), d.len()),
-        (4, 4, 2) | (5, 3, 2) | (5, 4, 1) | (5, 4, 2)
-    );
-    ok.then(|| format!("{a:0>5}{b:0>4}{d:0>2}"))
+    code_format::ndc_11(code.trim())
+}
+
+/// Whether an identifier system is the US National Provider Identifier.
+pub fn is_npi_system(system: &str) -> bool {
+    let s = system.trim().trim_end_matches('/');
+    s == NPI || s.eq_ignore_ascii_case("urn:oid:2.16.840.1.113883.4.6")
 }
 
 /// What a LOINC code measures, for routing (vital vs lab vs panel).
@@ -782,11 +714,11 @@ impl Terminology {
             .map_err(|e| NormalizeError::load("snomed groups", 0, e))?;
         let mut n = 0;
         for (i, rec) in rows(&text).enumerate() {
-            if rec.len() < 3 || !snomed_check_digit_ok(rec[0].trim()) {
+            if rec.len() < 3 || code_format::snomed_concept(rec[0].trim()).is_err() {
                 return Err(NormalizeError::load(
                     "snomed groups",
                     i as u64 + 1,
-                    "expected concept_id,group,display[,synonyms] with a valid SNOMED CT id",
+                    "expected concept_id,group,display[,synonyms] with a valid SNOMED CT concept id",
                 ));
             }
             let code = rec[0].trim().to_string();

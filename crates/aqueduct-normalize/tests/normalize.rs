@@ -205,7 +205,7 @@ fn wrong_systems_and_invalid_codes() {
     // wrong check digit: not used as standard
     let raw = br#"{"resourceType":"Observation","id":"a","code":{"coding":[{"system":"http://loinc.org","code":"2345-8"}],"text":"Glucose"},"effectiveDateTime":"2024-01-01","valueQuantity":{"value":90,"unit":"mg/dL"}}"#;
     let n = normalize("Observation", raw, &ctx());
-    assert!(has_flag(&n.rows[0].flags, "invalid-standard-code"));
+    assert!(has_flag(&n.rows[0].flags, "code-mislabelled"));
     assert_ne!(
         n.rows[0].code.as_ref().unwrap().resolution,
         Resolution::Standard
@@ -699,4 +699,185 @@ fn medication_reference_resolved_with_fetched_medication() {
         medication_reference(br##"{"medicationReference":{"reference":"#x"}}"##),
         None
     );
+}
+
+fn flag_detail<'a>(flags: &'a [Flag], code: &str) -> Option<&'a str> {
+    flags
+        .iter()
+        .find(|f| f.code == code)
+        .map(|f| f.detail.as_str())
+}
+
+#[test]
+fn loinc_labelled_local_code_is_mislabelled_and_resolved_by_text() {
+    // athenahealth sends local numbers under the LOINC system URI
+    let raw = br#"{"resourceType":"Observation","id":"a1c","status":"final",
+      "code":{"coding":[{"system":"http://loinc.org","code":"31337"}],"text":"Hemoglobin A1c"},
+      "subject":{"reference":"Patient/p1"},"effectiveDateTime":"2024-02-11",
+      "valueQuantity":{"value":7.2,"unit":"%"}}"#;
+    let n = normalize("Observation", raw, &ctx());
+    let row = &n.rows[0];
+    let code = row.code.as_ref().unwrap();
+    assert_eq!(code.resolution, Resolution::Mislabelled, "{code:?}");
+    assert_eq!(code.rule, "text-match");
+    assert_eq!(code.system.as_deref(), Some("http://loinc.org"));
+    assert_eq!(code.code.as_deref(), Some("4548-4"));
+    assert!(code.confidence.unwrap() >= 0.9);
+    // the source code is kept as received
+    assert_eq!(code.source_system.as_deref(), Some("http://loinc.org"));
+    assert_eq!(code.source_code.as_deref(), Some("31337"));
+    assert_eq!(code.source_text.as_deref(), Some("Hemoglobin A1c"));
+    let why = flag_detail(&row.flags, "code-mislabelled").unwrap();
+    assert!(
+        why.contains("31337") && why.contains("check digit"),
+        "{why}"
+    );
+    // the resolved LOINC drives the rest: a lab, its unit checked against 4548-4's
+    assert_eq!(obs(&n, 0).class, "laboratory");
+    assert_eq!(
+        obs(&n, 0).value.as_ref().unwrap().canonical_value,
+        Some(7.2)
+    );
+    // the stored JSON names the kind
+    let json = serde_json::to_string(row).unwrap();
+    assert!(json.contains(r#""resolution":"mislabelled""#), "{json}");
+}
+
+#[test]
+fn mislabelled_codes_in_every_system_fall_back_like_local_codes() {
+    let c = ctx();
+    // no text: unmapped (the review queue), the mislabelled code as the source
+    let raw = br#"{"resourceType":"Observation","id":"x","code":{"coding":[{"system":"http://loinc.org","code":"3953"}]},"effectiveDateTime":"2024-01-01"}"#;
+    let n = normalize("Observation", raw, &c);
+    let code = n.rows[0].code.as_ref().unwrap();
+    assert_eq!(code.resolution, Resolution::Unmapped);
+    assert_eq!(code.rule, "unmapped-code");
+    assert_eq!(code.source_code.as_deref(), Some("3953"));
+    assert!(has_flag(&n.rows[0].flags, "code-mislabelled"));
+    // beside a local coding, the mislabelled one is the source code (what was meant)
+    let raw = br#"{"resourceType":"Observation","id":"z","code":{"coding":[{"system":"urn:oid:1.2.3","code":"L-77"},{"system":"http://loinc.org","code":"3953"}]},"effectiveDateTime":"2024-01-01"}"#;
+    let n = normalize("Observation", raw, &c);
+    let code = n.rows[0].code.as_ref().unwrap();
+    assert_eq!(code.source_code.as_deref(), Some("3953"));
+    assert_eq!(code.source_system.as_deref(), Some("http://loinc.org"));
+    // text that matches nothing well: unmapped too, never a guess
+    let raw = br#"{"resourceType":"Observation","id":"y","code":{"coding":[{"system":"http://loinc.org","code":"31337"}],"text":"Send-out misc 4"},"effectiveDateTime":"2024-01-01"}"#;
+    let n = normalize("Observation", raw, &c);
+    assert_eq!(
+        n.rows[0].code.as_ref().unwrap().resolution,
+        Resolution::Unmapped
+    );
+    // SNOMED CT with a wrong Verhoeff digit (38341003 is hypertensive disorder)
+    let raw = br#"{"resourceType":"Condition","id":"c","code":{"coding":[{"system":"http://snomed.info/sct","code":"38341004"}],"text":"Hypertension"}}"#;
+    let n = normalize("Condition", raw, &c);
+    let code = n.rows[0].code.as_ref().unwrap();
+    assert_eq!(code.resolution, Resolution::Mislabelled, "{code:?}");
+    assert_eq!(code.source_code.as_deref(), Some("38341004"));
+    assert_ne!(code.code.as_deref(), Some("38341004"));
+    assert!(
+        flag_detail(&n.rows[0].flags, "code-mislabelled")
+            .unwrap()
+            .contains("38341004")
+    );
+    // a SNOMED CT description id is not a concept
+    let raw = br#"{"resourceType":"Condition","id":"d","code":{"coding":[{"system":"http://snomed.info/sct","code":"197761014"}]}}"#;
+    let n = normalize("Condition", raw, &c);
+    assert!(
+        flag_detail(&n.rows[0].flags, "code-mislabelled")
+            .unwrap()
+            .contains("partition")
+    );
+    // ICD-10-CM, RxNorm and CVX labels on codes of the wrong shape
+    for (rt, body) in [
+        (
+            "Condition",
+            r#"{"resourceType":"Condition","id":"i","code":{"coding":[{"system":"http://hl7.org/fhir/sid/icd-10-cm","code":"250.00"}]}}"#,
+        ),
+        (
+            "MedicationRequest",
+            r#"{"resourceType":"MedicationRequest","id":"m","status":"active","medicationCodeableConcept":{"coding":[{"system":"http://www.nlm.nih.gov/research/umls/rxnorm","code":"RX-860975"}]},"authoredOn":"2026-01-01"}"#,
+        ),
+        (
+            "Immunization",
+            r#"{"resourceType":"Immunization","id":"v","status":"completed","vaccineCode":{"coding":[{"system":"http://hl7.org/fhir/sid/cvx","code":"2080"}]}}"#,
+        ),
+        (
+            "MedicationRequest",
+            r#"{"resourceType":"MedicationRequest","id":"n","status":"active","medicationCodeableConcept":{"coding":[{"system":"http://hl7.org/fhir/sid/ndc","code":"71-0155-23"}]},"authoredOn":"2026-01-01"}"#,
+        ),
+    ] {
+        let n = normalize(rt, body.as_bytes(), &c);
+        assert!(has_flag(&n.rows[0].flags, "code-mislabelled"), "{body}");
+        assert_eq!(
+            n.rows[0].code.as_ref().unwrap().resolution,
+            Resolution::Unmapped,
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn a_valid_coding_beside_a_mislabelled_one_is_standard() {
+    let raw = br#"{"resourceType":"Observation","id":"a","code":{"coding":[
+        {"system":"http://loinc.org","code":"31337"},
+        {"system":"http://loinc.org","code":"4548-4"}],"text":"HbA1c"},
+      "effectiveDateTime":"2024-01-01","valueQuantity":{"value":6.1,"unit":"%"}}"#;
+    let n = normalize("Observation", raw, &ctx());
+    let code = n.rows[0].code.as_ref().unwrap();
+    assert_eq!(code.resolution, Resolution::Standard);
+    assert_eq!(code.code.as_deref(), Some("4548-4"));
+    assert!(
+        has_flag(&n.rows[0].flags, "code-mislabelled"),
+        "still reported"
+    );
+}
+
+#[test]
+fn a_mislabelled_code_can_be_mapped_by_the_user() {
+    let c = ctx().with_mappings([LocalMapping {
+        source_system: "http://loinc.org".into(),
+        source_code: "3953".into(),
+        target_system: "http://loinc.org".into(),
+        target_code: "2345-7".into(),
+        target_display: None,
+    }]);
+    let raw = br#"{"resourceType":"Observation","id":"x","code":{"coding":[{"system":"http://loinc.org","code":"3953"}]},"effectiveDateTime":"2024-01-01"}"#;
+    let n = normalize("Observation", raw, &c);
+    let code = n.rows[0].code.as_ref().unwrap();
+    assert_eq!(code.resolution, Resolution::Mapped);
+    assert_eq!(code.code.as_deref(), Some("2345-7"));
+    assert!(has_flag(&n.rows[0].flags, "code-mislabelled"));
+}
+
+#[test]
+fn ndc_forms_and_npi_identifiers() {
+    let c = ctx();
+    // the 4-4-2 form and both 11-digit forms reach the NDC table alike (lisinopril 10 mg,
+    // 00093111310 -> RxCUI 314076 in RxNorm's own RXNSAT)
+    for code in ["0093-1113-10", "00093-1113-10", "00093111310"] {
+        let body = format!(
+            r#"{{"resourceType":"MedicationRequest","id":"m","status":"active","medicationCodeableConcept":{{"coding":[{{"system":"http://hl7.org/fhir/sid/ndc","code":"{code}"}}]}},"authoredOn":"2026-01-01"}}"#
+        );
+        let n = normalize("MedicationRequest", body.as_bytes(), &c);
+        let got = n.rows[0].code.as_ref().unwrap();
+        assert_eq!(got.resolution, Resolution::Mapped, "{code}");
+        assert_eq!(got.code.as_deref(), Some("314076"), "{code}");
+    }
+    // ten bare digits: a real NDC shape whose segments are unknown, not a mislabel
+    let body = br#"{"resourceType":"MedicationRequest","id":"m","status":"active","medicationCodeableConcept":{"coding":[{"system":"http://hl7.org/fhir/sid/ndc","code":"0071015523"}],"text":"zzz unknown drug"},"authoredOn":"2026-01-01"}"#;
+    let n = normalize("MedicationRequest", body, &c);
+    assert!(has_flag(&n.rows[0].flags, "ndc-ambiguous"));
+    assert!(!has_flag(&n.rows[0].flags, "code-mislabelled"));
+    // NPIs are checked with the 80840 prefix
+    let body = br#"{"resourceType":"Patient","id":"p","identifier":[
+        {"system":"http://hl7.org/fhir/sid/us-npi","value":"1234567893"},
+        {"system":"http://hl7.org/fhir/sid/us-npi","value":"1234567890"}]}"#;
+    let n = normalize("Patient", body, &c);
+    let bad: Vec<&Flag> = n.rows[0]
+        .flags
+        .iter()
+        .filter(|f| f.code == "invalid-npi")
+        .collect();
+    assert_eq!(bad.len(), 1, "{:?}", n.rows[0].flags);
+    assert!(bad[0].detail.starts_with("1234567890"));
 }

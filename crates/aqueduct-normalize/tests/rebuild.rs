@@ -602,3 +602,95 @@ async fn a_derived_bmi_follows_its_inputs_through_refreshes() {
     rebuild(store.as_ref(), &conn, &ctx, &obs).await.unwrap();
     assert!(bmi_rows(&store, &conn).await.is_empty());
 }
+
+#[tokio::test]
+async fn mislabelled_codes_are_counted_stored_and_queued() {
+    let (_dir, store, conn) = setup().await;
+    let a1c = r#"{"resourceType":"Observation","id":"a1c","code":{"coding":[{"system":"http://loinc.org","code":"31337"}],"text":"Hemoglobin A1c"},"effectiveDateTime":"2024-02-11","valueQuantity":{"value":7.2,"unit":"%"}}"#;
+    store
+        .write_resources(
+            &conn,
+            &[
+                res("Observation", "a1c", a1c),
+                res(
+                    "Observation",
+                    "x3953",
+                    r#"{"resourceType":"Observation","id":"x3953","code":{"coding":[{"system":"http://loinc.org","code":"3953"}]},"effectiveDateTime":"2024-02-11"}"#,
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    let args = |json| NormalizeArgs {
+        connection: Some("epic".into()),
+        types: vec!["Observation".into()],
+        json,
+        terminology_dir: None,
+        since: None,
+        changed: false,
+    };
+    let text = run_normalize(
+        store.clone(),
+        "acme",
+        &args(false),
+        Arc::new(Terminology::embedded()),
+    )
+    .await
+    .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("mislabelled"))
+        .unwrap_or_else(|| panic!("no mislabelled line in {text}"));
+    assert_eq!(line.split_whitespace().nth(1), Some("1"), "{text}");
+    let json = run_normalize(
+        store.clone(),
+        "acme",
+        &args(true),
+        Arc::new(Terminology::embedded()),
+    )
+    .await
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let res_map = &v[0]["resolution"];
+    assert_eq!(res_map["mislabelled"], 1, "{res_map}");
+    // every kind is named, at 0 when unused
+    assert_eq!(res_map["none"], 0, "{res_map}");
+    let report = RebuildReport {
+        resolution: [("mislabelled".to_string(), 1), ("standard".to_string(), 3)]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    assert!(report.resolution_shares().contains(&("mislabelled", 0.25)));
+    // the row: resolved by text, the source code kept; raw untouched
+    let rows = store
+        .list_normalized(&conn, "observation", None, 10_000)
+        .await
+        .unwrap();
+    let row = rows.iter().find(|r| r.logical_id == "a1c").unwrap();
+    assert_eq!(row.record.resolution, "mislabelled");
+    assert_eq!(row.record.code.as_deref(), Some("4548-4"));
+    assert_eq!(row.record.source_code.as_deref(), Some("31337"));
+    assert_eq!(
+        row.record.source_system.as_deref(),
+        Some("http://loinc.org")
+    );
+    assert!(row.record.data.contains("code-mislabelled"));
+    let raw = store
+        .get_resource(&conn, "Observation", "a1c")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(raw.bytes, a1c.as_bytes());
+    // a mislabelled code nothing resolved waits for review like any local code
+    let queue = store
+        .unmapped_codes("acme", Some("epic"), 10)
+        .await
+        .unwrap();
+    assert!(
+        queue
+            .iter()
+            .any(|q| q.source_code.as_deref() == Some("3953")),
+        "{queue:?}"
+    );
+}
