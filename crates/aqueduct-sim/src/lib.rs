@@ -4,9 +4,13 @@
 //! vread, search with vendor-style paging, `$everything`, batch, CapabilityStatement), a SMART
 //! App Launch 2.x authorization server, Bulk Data `$export`, vendor personalities declared as
 //! TOML data, and injected faults that reproduce the silent and noisy failures real sources
-//! show. It must not know anything about Aqueduct's client, sync engine or store: it depends on
-//! no other aqueduct crate and implements the specifications, not a client's expectations, so
-//! tests against it find real disagreements.
+//! show, including hostile ones (cross-origin redirects, huge and stalling bodies, endless
+//! paging). Beside the FHIR server it runs a document host and a foreign origin that record
+//! the headers they receive, and it serves the ground truth of every patient's whole record
+//! (`/admin/truth...`, with the SHA-256 of the bytes served) for differential tests. It must
+//! not know anything about Aqueduct's client, sync engine or store: it depends on no other
+//! aqueduct crate and implements the specifications, not a client's expectations, so tests
+//! against it find real disagreements.
 
 mod auth;
 mod bulk;

@@ -10,8 +10,55 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::generator::binary_resource_json;
+use crate::generator::{Resource, Version, binary_resource_json};
 use crate::server::SimState;
+
+/// How a correct client reaches a resource of the record, and why a server may withhold it:
+/// hints for differential tests, which expect a withheld resource to be reported missing
+/// (partial), not found.
+fn reachability(st: &SimState, r: &Resource, v: &Version) -> (&'static str, Option<&'static str>) {
+    let p = &st.personality;
+    let via = if p.everything_only_types.iter().any(|t| t == r.rtype) || p.search_disabled {
+        "everything"
+    } else if p.serves(r.rtype) {
+        "search"
+    } else {
+        "reference"
+    };
+    let Some(rule) = p.types.get(r.rtype) else {
+        return (via, None);
+    };
+    let withheld = if v
+        .index
+        .category
+        .iter()
+        .any(|c| rule.suppressed_categories.contains(c))
+    {
+        Some("suppressed-category")
+    } else if rule.required_any.iter().all(|x| x == "category")
+        && !rule.required_any.is_empty()
+        && rule
+            .allowed_categories
+            .as_ref()
+            .is_some_and(|allowed| !v.index.category.iter().any(|c| allowed.contains(c)))
+    {
+        Some("category-refused")
+    } else if p.drop_scope_types.iter().any(|t| t == r.rtype) {
+        Some("scope-never-granted")
+    } else {
+        None
+    };
+    let via = if rule
+        .excluded_statuses
+        .iter()
+        .any(|s| v.index.status.as_deref() == Some(s.as_str()))
+    {
+        "reference"
+    } else {
+        via
+    };
+    (via, withheld)
+}
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -93,8 +140,12 @@ pub fn patient(st: &SimState, patient_id: &str) -> Option<Value> {
     let mut served = Vec::new();
     for r in &rec.resources {
         if let Some(v) = r.visible(stale).filter(|v| !v.deleted) {
-            entries
-                .push(json!({"resourceType": r.rtype, "id": r.id, "sha256": sha256_hex(&v.json)}));
+            let (via, withheld) = reachability(st, r, v);
+            let mut e = json!({"resourceType": r.rtype, "id": r.id, "sha256": sha256_hex(&v.json), "via": via});
+            if let Some(w) = withheld {
+                e["withheld"] = json!(w);
+            }
+            entries.push(e);
             served.push(v.json.clone());
         }
     }
@@ -102,12 +153,12 @@ pub fn patient(st: &SimState, patient_id: &str) -> Option<Value> {
         if let Some(found) = st.store.find(&t, &id)
             && let Some(v) = found.resource().visible(stale)
         {
-            entries.push(json!({"resourceType": t, "id": id, "sha256": sha256_hex(&v.json)}));
+            entries.push(json!({"resourceType": t, "id": id, "sha256": sha256_hex(&v.json), "via": "reference"}));
         }
     }
     for b in &rec.binaries {
         entries.push(json!({
-            "resourceType": "Binary", "id": b.id, "sha256": sha256_hex(&b.data),
+            "resourceType": "Binary", "id": b.id, "sha256": sha256_hex(&b.data), "via": "attachment",
             "contentType": b.content_type,
             "json_sha256": sha256_hex(&binary_resource_json(b)),
         }));

@@ -126,6 +126,15 @@ async fn hospital_serves_extra_types_and_provenance_only_through_everything() {
     let prov = id_set(&everything, "Provenance");
     assert!(!prov.is_empty());
     assert_eq!(prov, truth_ids(&t, "Provenance"));
+    for e in t["resources"].as_array().expect("resources") {
+        let want = match e["resourceType"].as_str().expect("type") {
+            "Provenance" => "everything",
+            "Binary" => "attachment",
+            "Practitioner" | "Organization" | "Location" | "Medication" => "reference",
+            _ => "search",
+        };
+        assert_eq!(e["via"], want, "{e}");
+    }
     let (s, _) = get_json(
         &sim,
         &token,
@@ -280,6 +289,9 @@ async fn member_patient_links_to_the_patients_holding_the_data() {
         })
         .collect();
     assert_eq!(links.len(), 2);
+    let mrn = member["identifier"][0]["value"].as_str().expect("mrn");
+    let by_mrn = fetch_all(&sim, &token, &format!("Patient?identifier={mrn}")).await;
+    assert_eq!(ids(&by_mrn), vec![format!("Patient/{pid}")]);
     let direct = fetch_all(&sim, &token, &format!("Observation?patient={pid}")).await;
     assert!(direct.is_empty(), "the member Patient holds no data");
     let t = truth(&sim, &pid).await;
@@ -372,6 +384,33 @@ async fn suppressed_outcomes_and_informational_outcomes() {
         all.len() > shown.len(),
         "the truth holds the hidden diagnoses"
     );
+    let withheld: BTreeSet<String> = t["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter(|e| e["resourceType"] == "Condition" && e["withheld"] == "suppressed-category")
+        .map(|e| e["id"].as_str().expect("id").to_string())
+        .collect();
+    let shown_ids = id_set(&shown, "Condition");
+    assert_eq!(
+        all.difference(&shown_ids).cloned().collect::<BTreeSet<_>>(),
+        withheld,
+        "the truth marks exactly what the server withheld"
+    );
+    let refused_plans = t["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter(|e| e["resourceType"] == "CarePlan" && e["withheld"] == "category-refused")
+        .count();
+    let plans = fetch_all(
+        &sim,
+        &token,
+        &format!("CarePlan?patient={pid}&category=38717003"),
+    )
+    .await;
+    assert!(refused_plans > 0);
+    assert_eq!(plans.len() + refused_plans, truth_ids(&t, "CarePlan").len());
     // CarePlan: only 38717003 answers; another category is refused as suppressed.
     let (s, oo) = get_json(
         &sim,

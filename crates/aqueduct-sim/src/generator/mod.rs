@@ -491,7 +491,10 @@ pub fn generate_patient(ctx: &GenContext, index: usize, steps: &[(u64, i64)]) ->
             {
                 *ident = json!(format!("{s}-{}", k + 1));
             }
-            linked_values.push((l.clone(), v));
+            // Each linked Patient is found by its own identifier, not the member's.
+            let mut idx = pidx.clone();
+            idx.code = idx.code.iter().map(|c| format!("{c}-{}", k + 1)).collect();
+            linked_values.push((l.clone(), v, idx));
         }
     }
     let mut resources = vec![Resource {
@@ -507,7 +510,7 @@ pub fn generate_patient(ctx: &GenContext, index: usize, steps: &[(u64, i64)]) ->
         )],
         born_step: 0,
     }];
-    for (l, v) in linked_values {
+    for (l, v, idx) in linked_values {
         resources.push(Resource {
             rtype: "Patient",
             id: l.clone(),
@@ -517,7 +520,7 @@ pub fn generate_patient(ctx: &GenContext, index: usize, steps: &[(u64, i64)]) ->
                 &l,
                 1,
                 first_ms,
-                pidx.clone(),
+                idx,
             )],
             born_step: 0,
         });
