@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::auth::{Access, TokenInfo};
 use crate::fhir::search::date_range;
-use crate::generator::{SHARED_TYPES, ms_to_instant};
+use crate::generator::ms_to_instant;
 use crate::reply::Reply;
 use crate::server::SimState;
 
@@ -87,7 +87,7 @@ pub fn kick_off(
     };
     let mut all: Vec<String> = st.personality.types.keys().cloned().collect();
     if level == Level::System {
-        all.extend(SHARED_TYPES.iter().map(|s| s.to_string()));
+        all.extend(st.store.ctx.shared_types().iter().map(|s| s.to_string()));
     }
     let requested: Vec<String> = match param(params, "_type") {
         Some(t) => t

@@ -21,6 +21,17 @@ macro_rules! faults {
             Timeout { rate: f64, secs: f64 },
             /// `token-expires-mid-sync[:n]`: access tokens stop working after n FHIR requests (default 5).
             TokenExpiresMidSync { after_requests: u64 },
+            /// `huge-body[:MB]`: a search answered with a streamed Bundle of MB megabytes
+            /// (default 1024), generated while it is sent.
+            HugeBody { rate: f64, mb: f64 },
+            /// `huge-binary[:MB]`: a Binary read answered with MB megabytes (default 1024), streamed.
+            HugeBinary { rate: f64, mb: f64 },
+            /// `stall-page[:secs]`: a search page whose headers arrive at once and whose body
+            /// trickles one byte every secs seconds (default 5).
+            StallPage { rate: f64, secs: f64 },
+            /// `stall-headers[:secs]`: nothing at all for secs seconds (default 600), then the
+            /// connection is closed.
+            StallHeaders { rate: f64, secs: f64 },
         }
 
         impl Fault {
@@ -30,6 +41,10 @@ macro_rules! faults {
                     $( Fault::$var { .. } => $name, )*
                     Fault::Timeout { .. } => "timeout",
                     Fault::TokenExpiresMidSync { .. } => "token-expires-mid-sync",
+                    Fault::HugeBody { .. } => "huge-body",
+                    Fault::HugeBinary { .. } => "huge-binary",
+                    Fault::StallPage { .. } => "stall-page",
+                    Fault::StallHeaders { .. } => "stall-headers",
                 }
             }
 
@@ -37,14 +52,18 @@ macro_rules! faults {
             pub fn rate(&self) -> f64 {
                 match self {
                     $( Fault::$var { rate } => *rate, )*
-                    Fault::Timeout { rate, .. } => *rate,
+                    Fault::Timeout { rate, .. }
+                    | Fault::HugeBody { rate, .. }
+                    | Fault::HugeBinary { rate, .. }
+                    | Fault::StallPage { rate, .. }
+                    | Fault::StallHeaders { rate, .. } => *rate,
                     Fault::TokenExpiresMidSync { .. } => 1.0,
                 }
             }
 
             /// Every fault name, for help texts.
             pub fn all_names() -> &'static [&'static str] {
-                &[$( $name, )* "timeout", "token-expires-mid-sync"]
+                &[$( $name, )* "timeout", "token-expires-mid-sync", "huge-body", "huge-binary", "stall-page", "stall-headers"]
             }
 
             fn with_rate(name: &str, rate: f64, param: Option<f64>) -> Option<Fault> {
@@ -54,6 +73,10 @@ macro_rules! faults {
                     "token-expires-mid-sync" => Some(Fault::TokenExpiresMidSync {
                         after_requests: param.map(|p| p as u64).unwrap_or(5).max(1),
                     }),
+                    "huge-body" => Some(Fault::HugeBody { rate, mb: param.unwrap_or(1024.0) }),
+                    "huge-binary" => Some(Fault::HugeBinary { rate, mb: param.unwrap_or(1024.0) }),
+                    "stall-page" => Some(Fault::StallPage { rate, secs: param.unwrap_or(5.0) }),
+                    "stall-headers" => Some(Fault::StallHeaders { rate, secs: param.unwrap_or(600.0) }),
                     _ => None,
                 }
             }
@@ -96,6 +119,21 @@ faults! {
     StaleData => "stale-data",
     /// An HTML error page with status 200 and Content-Type text/html.
     HtmlError200 => "html-error-200",
+    /// Searches answer 302 to another origin (the simulator's foreign listener), which serves
+    /// a bogus Bundle and records the request headers it received.
+    RedirectCrossOrigin => "redirect-cross-origin",
+    /// Every search page is empty and carries a fresh next link (ends after 100,000 pages).
+    EndlessEmptyPages => "endless-empty-pages",
+    /// Next links change on every page while the page repeats the same entries (ends after
+    /// 100,000 pages).
+    CursorRepeat => "cursor-repeat",
+    /// A 200 searchset holding one resource plus an OperationOutcome entry of severity
+    /// `error` ("results truncated") and no next link.
+    ErrorOutcomeInBundle => "error-outcome-in-bundle",
+    /// `/metadata` answers 500.
+    Metadata500 => "metadata-500",
+    /// `/metadata` answers 404.
+    Metadata404 => "metadata-404",
 }
 
 impl FromStr for Fault {
@@ -134,6 +172,10 @@ impl fmt::Display for Fault {
         match self {
             Fault::Timeout { secs, .. } => write!(f, ":{secs}")?,
             Fault::TokenExpiresMidSync { after_requests } => write!(f, ":{after_requests}")?,
+            Fault::HugeBody { mb, .. } | Fault::HugeBinary { mb, .. } => write!(f, ":{mb}")?,
+            Fault::StallPage { secs, .. } | Fault::StallHeaders { secs, .. } => {
+                write!(f, ":{secs}")?
+            }
             _ => {}
         }
         if self.rate() < 1.0 {

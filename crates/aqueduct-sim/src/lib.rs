@@ -4,9 +4,13 @@
 //! vread, search with vendor-style paging, `$everything`, batch, CapabilityStatement), a SMART
 //! App Launch 2.x authorization server, Bulk Data `$export`, vendor personalities declared as
 //! TOML data, and injected faults that reproduce the silent and noisy failures real sources
-//! show. It must not know anything about Aqueduct's client, sync engine or store: it depends on
-//! no other aqueduct crate and implements the specifications, not a client's expectations, so
-//! tests against it find real disagreements.
+//! show, including hostile ones (cross-origin redirects, huge and stalling bodies, endless
+//! paging). Beside the FHIR server it runs a document host and a foreign origin that record
+//! the headers they receive, and it serves the ground truth of every patient's whole record
+//! (`/admin/truth...`, with the SHA-256 of the bytes served) for differential tests. It must
+//! not know anything about Aqueduct's client, sync engine or store: it depends on no other
+//! aqueduct crate and implements the specifications, not a client's expectations, so tests
+//! against it find real disagreements.
 
 mod auth;
 mod bulk;
@@ -17,7 +21,9 @@ mod generator;
 pub mod personality;
 mod reply;
 mod server;
+mod side;
 mod store;
+mod truth;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,11 +33,14 @@ use std::sync::Arc;
 pub use cli::{SimArgs, run_standalone};
 pub use fault::Fault;
 pub use personality::{Personality, built_in_names};
+pub use side::SideRequest;
 
 /// Errors from starting or configuring the simulator.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("unknown personality `{0}` (built in: reference, epic, cerner, athena, payer)")]
+    #[error(
+        "unknown personality `{0}` (built in: reference, epic, cerner, athena, payer, payer-everything, payer-linked, epic-suppressed, nextgen, athena-records, hospital)"
+    )]
     UnknownPersonality(String),
     #[error("invalid personality file: {0}")]
     Personality(String),
@@ -132,6 +141,9 @@ pub struct SimStats {
     pub rate_limited: u64,
     pub tokens_issued: u64,
     pub tokens_refreshed: u64,
+    /// Bytes sent so far by streamed hostile bodies (`huge-body`, `huge-binary`,
+    /// `stall-page`): what left the server, not what a fault announced.
+    pub bytes_streamed: u64,
 }
 
 pub struct Simulator;
@@ -162,6 +174,28 @@ impl SimServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.addr
+    }
+
+    /// The document host's origin (same organization, another port), e.g.
+    /// `http://127.0.0.1:PORT`; documents live at `{origin}/content/{id}`.
+    pub fn documents_origin(&self) -> String {
+        self.state.docs_origin.clone()
+    }
+
+    /// The foreign origin `redirect-cross-origin` redirects to.
+    pub fn foreign_origin(&self) -> String {
+        self.state.foreign_origin.clone()
+    }
+
+    /// Requests the document host and the foreign origin received, oldest first.
+    pub fn side_requests(&self) -> Vec<SideRequest> {
+        self.state.side_log.all()
+    }
+
+    /// The ground truth of one patient's whole record (the JSON `/admin/truth/patient/{id}`
+    /// serves).
+    pub fn truth(&self, patient_id: &str) -> Option<serde_json::Value> {
+        truth::patient(&self.state, patient_id)
     }
 
     pub fn personality(&self) -> &Personality {

@@ -14,6 +14,24 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("cerner", include_str!("../personalities/cerner.toml")),
     ("athena", include_str!("../personalities/athena.toml")),
     ("payer", include_str!("../personalities/payer.toml")),
+    (
+        "payer-everything",
+        include_str!("../personalities/payer-everything.toml"),
+    ),
+    (
+        "payer-linked",
+        include_str!("../personalities/payer-linked.toml"),
+    ),
+    (
+        "epic-suppressed",
+        include_str!("../personalities/epic-suppressed.toml"),
+    ),
+    ("nextgen", include_str!("../personalities/nextgen.toml")),
+    (
+        "athena-records",
+        include_str!("../personalities/athena-records.toml"),
+    ),
+    ("hospital", include_str!("../personalities/hospital.toml")),
 ];
 
 /// A built-in personality by name, or a personality TOML file by path.
@@ -114,6 +132,20 @@ pub struct TypeRule {
     /// A filter silently applied when the parameter is absent (athena's `intent`).
     #[serde(default)]
     pub default_filter: Option<(String, String)>,
+    /// The issue code of the 400 answered for a category outside `allowed_categories`
+    /// (default `not-supported`; Epic answers `suppressed` for CarePlan categories).
+    #[serde(default)]
+    pub category_refusal_code: Option<String>,
+    /// Categories the client is not authorized for: their resources are left out of every
+    /// search and each search answer carries one OperationOutcome entry (search.mode =
+    /// outcome, issue code `suppressed`) per hidden category (Epic's Encounter Diagnosis).
+    #[serde(default)]
+    pub suppressed_categories: Vec<String>,
+    /// Resources with these statuses are never returned by a search, even when asked for
+    /// by `status` (athena leaves out cancelled and entered-in-error Encounters), but they
+    /// stay readable and referenced.
+    #[serde(default)]
+    pub excluded_statuses: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +180,68 @@ pub struct Personality {
     pub bulk_polls_before_ready: u32,
     pub bulk_retry_after_secs: u64,
     pub bulk_file_max_resources: usize,
+    /// Types generated and returned only by `Patient/$everything`: not searchable, not
+    /// readable, not in the CapabilityStatement (a network's Provenance).
+    #[serde(default)]
+    pub everything_only_types: Vec<String>,
+    /// Served types the CapabilityStatement does not list.
+    #[serde(default)]
+    pub capability_omits: Vec<String>,
+    /// Every type-level search answers 400; only reads and `$everything` work (a payer).
+    #[serde(default)]
+    pub search_disabled: bool,
+    /// `Patient/{id}` answers a Patient whose id is an alias that only this server uses;
+    /// every resource of the record references the alias.
+    #[serde(default)]
+    pub patient_alias: bool,
+    /// `$everything` also returns the Practitioners, Organizations, Locations and Medications
+    /// the record references.
+    #[serde(default)]
+    pub everything_includes_references: bool,
+    /// The member Patient holds no clinical data; it links (`Patient.link`, type seealso) to
+    /// this many other Patients that do.
+    #[serde(default)]
+    pub linked_patients: usize,
+    /// Answer every search page with an informational OperationOutcome entry ("This response
+    /// includes information available to the authorized user at the time of the request").
+    #[serde(default)]
+    pub informational_outcome: bool,
+    /// Reads of these types (also `_id` searches of them and batch entries reading them)
+    /// answer 500 while `$everything` still returns them.
+    #[serde(default)]
+    pub referenced_read_errors: Vec<String>,
+    /// Next links and document URLs use this path (e.g. `/fhir/R4`) instead of `/fhir/r4`;
+    /// the server answers both.
+    #[serde(default)]
+    pub link_base_path: Option<String>,
+    /// Types whose ids are 70+ characters long (every tenth up to 200).
+    #[serde(default)]
+    pub long_ids: Vec<String>,
+    /// Document contents and patient photos are served by a second listener (another origin
+    /// of the same organization) at `{documents origin}/content/{id}`.
+    #[serde(default)]
+    pub document_host: bool,
+    /// Attachment URLs on the FHIR host are `{base}/documents/{id}`, not `Binary/{id}`.
+    #[serde(default)]
+    pub document_paths: bool,
+    /// Some Encounters are cancelled or entered-in-error; Conditions and DocumentReferences
+    /// still reference them.
+    #[serde(default)]
+    pub cancelled_encounters: bool,
+    /// Some local lab codes carry the LOINC system URI but fail LOINC's check digit.
+    #[serde(default)]
+    pub mislabelled_loinc: bool,
+    /// Every reference carries `/_history/1`.
+    #[serde(default)]
+    pub versioned_references: bool,
+    /// Medication requests, administrations and statements reference shared Medication
+    /// resources instead of coding the drug inline.
+    #[serde(default)]
+    pub medication_references: bool,
+    /// CarePlan categories to draw from (numeric codes are SNOMED CT, others US Core's
+    /// careplan-category); empty keeps assess-plan / longitudinal.
+    #[serde(default)]
+    pub careplan_categories: Vec<String>,
     /// Resource types served, with their search rules.
     pub types: BTreeMap<String, TypeRule>,
 }
@@ -178,6 +272,15 @@ impl Personality {
 
     pub fn serves(&self, rtype: &str) -> bool {
         self.types.contains_key(rtype)
+    }
+
+    /// Does the generator produce this type (searchable or only through `$everything`)?
+    pub fn generates(&self, rtype: &str) -> bool {
+        self.serves(rtype) || self.everything_only_types.iter().any(|t| t == rtype)
+    }
+
+    pub fn has_long_ids(&self, rtype: &str) -> bool {
+        self.long_ids.iter().any(|t| t == rtype)
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use crate::auth::AuthServer;
 use crate::bulk::BulkJobs;
@@ -20,7 +21,8 @@ use crate::fault::{self, Fault};
 use crate::fhir::{self, Cursors};
 use crate::generator::GenContext;
 use crate::personality::{Personality, RateSignal};
-use crate::reply::Reply;
+use crate::reply::{Reply, StreamKind, Streamed};
+use crate::side::{SideHost, SideLog};
 use crate::store::Store;
 use crate::{SimConfig, SimError, SimStats};
 
@@ -36,6 +38,15 @@ pub struct SimState {
     pub personality: Arc<Personality>,
     pub store: Store,
     pub base_url: String,
+    /// Base of next links and document URLs (`link_base_path`, else `base_url`).
+    pub link_base: String,
+    /// Origin of the document host (same organization, another origin).
+    pub docs_origin: String,
+    /// Origin of the foreign listener that `redirect-cross-origin` sends clients to.
+    pub foreign_origin: String,
+    pub side_log: SideLog,
+    /// Bytes sent by streamed (hostile) bodies so far.
+    pub bytes_streamed: Arc<AtomicU64>,
     pub auth: AuthServer,
     pub bulk: BulkJobs,
     pub cursors: Mutex<Cursors>,
@@ -69,6 +80,9 @@ impl SimState {
         let (issued, refreshed) = self.auth.counters();
         s.tokens_issued = issued;
         s.tokens_refreshed = refreshed;
+        s.bytes_streamed = self
+            .bytes_streamed
+            .load(std::sync::atomic::Ordering::Relaxed);
         s
     }
 
@@ -82,6 +96,33 @@ impl SimState {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .any(|f| f.name() == name)
+    }
+
+    pub fn link_base(&self) -> &str {
+        &self.link_base
+    }
+
+    /// Fire one fault by name, counting only its own requests (for paths that do not go
+    /// through the FHIR pipeline: `/metadata`, the document host).
+    pub fn fire_named(&self, name: &str) -> Option<Fault> {
+        let f = self
+            .faults
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|f| f.name() == name)
+            .cloned()?;
+        let mut counts = lock(&self.fault_counts);
+        let n = counts.entry(f.name()).or_insert(0);
+        *n += 1;
+        fault::fires(self.seed, f.name(), *n, f.rate()).then_some(f)
+    }
+
+    pub fn streamed(&self, kind: StreamKind) -> Box<Streamed> {
+        Box::new(Streamed {
+            kind,
+            sent: self.bytes_streamed.clone(),
+        })
     }
 
     pub fn stale(&self) -> bool {
@@ -128,7 +169,7 @@ impl SimState {
         }
     }
 
-    fn record(&self, status: u16, resources: usize) {
+    pub fn record(&self, status: u16, resources: usize) {
         let mut s = lock(&self.stats);
         s.requests += 1;
         *s.by_status.entry(status).or_insert(0) += 1;
@@ -158,15 +199,31 @@ fn too_many(signal: RateSignal, limit: f64) -> Reply {
 
 pub struct Handle {
     pub addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Handle {
     pub async fn shutdown(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
     }
+}
+
+fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stopped: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await;
+    })
 }
 
 pub async fn start(addr: SocketAddr, config: SimConfig) -> Result<crate::SimServer, SimError> {
@@ -175,11 +232,32 @@ pub async fn start(addr: SocketAddr, config: SimConfig) -> Result<crate::SimServ
         .await
         .map_err(|source| SimError::Bind { addr, source })?;
     let local = listener.local_addr()?;
+    let side_addr = SocketAddr::new(local.ip(), 0);
+    let docs_listener = tokio::net::TcpListener::bind(side_addr)
+        .await
+        .map_err(|source| SimError::Bind {
+            addr: side_addr,
+            source,
+        })?;
+    let foreign_listener = tokio::net::TcpListener::bind(side_addr)
+        .await
+        .map_err(|source| SimError::Bind {
+            addr: side_addr,
+            source,
+        })?;
+    let docs_origin = format!("http://{}", docs_listener.local_addr()?);
+    let foreign_origin = format!("http://{}", foreign_listener.local_addr()?);
     let origin = format!("http://{local}");
     let base_url = format!("{origin}{FHIR_PATH}");
+    let link_base = format!(
+        "{origin}{}",
+        personality.link_base_path.as_deref().unwrap_or(FHIR_PATH)
+    );
     let ctx = GenContext::new(
         config.seed,
         base_url.clone(),
+        link_base.clone(),
+        docs_origin.clone(),
         personality.clone(),
         config.resources_per_patient,
         config.patients,
@@ -207,6 +285,11 @@ pub async fn start(addr: SocketAddr, config: SimConfig) -> Result<crate::SimServ
         personality,
         store,
         base_url,
+        link_base,
+        docs_origin,
+        foreign_origin,
+        side_log: SideLog::default(),
+        bytes_streamed: Arc::new(AtomicU64::new(0)),
         bulk: BulkJobs::default(),
         cursors: Mutex::new(Cursors::default()),
         faults: RwLock::new(config.faults.clone()),
@@ -219,20 +302,26 @@ pub async fn start(addr: SocketAddr, config: SimConfig) -> Result<crate::SimServ
         }),
     });
     let app = Router::new().fallback(handle).with_state(state.clone());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    let (stop, stopped) = watch::channel(false);
+    let tasks = vec![
+        serve(listener, app, stopped.clone()),
+        serve(
+            docs_listener,
+            crate::side::router(state.clone(), SideHost::Documents),
+            stopped.clone(),
+        ),
+        serve(
+            foreign_listener,
+            crate::side::router(state.clone(), SideHost::Foreign),
+            stopped,
+        ),
+    ];
     Ok(crate::SimServer {
         state,
         handle: Handle {
             addr: local,
             stop,
-            task,
+            tasks,
         },
     })
 }
@@ -266,6 +355,51 @@ async fn handle(State(st): State<Arc<SimState>>, req: Request) -> Response {
     }
 }
 
+pub fn megabytes(mb: f64) -> u64 {
+    (mb.clamp(0.0, 1_048_576.0) * 1_048_576.0) as u64
+}
+
+/// Simulator-only endpoints: ground truth and what the side listeners received.
+async fn admin(st: &Arc<SimState>, method: &Method, path: &str, query: &str) -> Option<Reply> {
+    let rest = path.strip_prefix("/admin/")?;
+    let not_found = || Reply::json(404, &serde_json::json!({"error": "not_found"}));
+    let r = match (method, rest) {
+        (&Method::GET, "truth") => {
+            let st = st.clone();
+            let v = tokio::task::spawn_blocking(move || crate::truth::population(&st))
+                .await
+                .unwrap_or_default();
+            Reply::json(200, &v)
+        }
+        (&Method::GET, p) if p.starts_with("truth/patient/") => {
+            let id = p.trim_start_matches("truth/patient/").to_string();
+            let st = st.clone();
+            let v = tokio::task::spawn_blocking(move || crate::truth::patient(&st, &id))
+                .await
+                .ok()
+                .flatten();
+            match v {
+                Some(v) => Reply::json(200, &v),
+                None => not_found(),
+            }
+        }
+        (&Method::GET, "side-requests") => {
+            let host = parse_query(query)
+                .into_iter()
+                .find(|(k, _)| k == "host")
+                .map(|(_, v)| v);
+            Reply::json(200, &st.side_log.to_json(host.as_deref()))
+        }
+        (&Method::DELETE, "side-requests") => {
+            st.side_log.clear();
+            Reply::bytes(204, "text/plain", vec![])
+        }
+        _ if rest.starts_with("backend-clients/") => return None,
+        _ => not_found(),
+    };
+    Some(r)
+}
+
 pub fn parse_query(q: &str) -> Vec<(String, String)> {
     url::form_urlencoded::parse(q.as_bytes())
         .into_owned()
@@ -295,6 +429,9 @@ async fn route(
             ),
         });
     }
+    if let Some(r) = admin(st, method, path, query).await {
+        return Outcome::Reply(r);
+    }
     if let Some(rest) = path.strip_prefix("/oauth2/") {
         let form = || parse_query(std::str::from_utf8(body).unwrap_or(""));
         let r = match (method, rest) {
@@ -309,7 +446,14 @@ async fn route(
         };
         return Outcome::Reply(r);
     }
-    let Some(rest) = path.strip_prefix(FHIR_PATH) else {
+    // The registered base, or the other spelling the personality's links use.
+    let rest = path.strip_prefix(FHIR_PATH).or_else(|| {
+        st.personality
+            .link_base_path
+            .as_deref()
+            .and_then(|alt| path.strip_prefix(alt))
+    });
+    let Some(rest) = rest else {
         return Outcome::Reply(Reply::bytes(
             404,
             "text/plain",
@@ -318,7 +462,15 @@ async fn route(
     };
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {
-        ["metadata"] => return Outcome::Reply(fhir::capability::statement(st)),
+        ["metadata"] => {
+            if st.fire_named("metadata-500").is_some() {
+                return Outcome::Reply(Reply::outcome(500, "exception", "internal server error"));
+            }
+            if st.fire_named("metadata-404").is_some() {
+                return Outcome::Reply(Reply::bytes(404, "text/plain", b"Not Found".to_vec()));
+            }
+            return Outcome::Reply(fhir::capability::statement(st));
+        }
         [".well-known", "smart-configuration"] => {
             return Outcome::Reply(Reply::json(200, &st.auth.smart_configuration()));
         }
@@ -344,6 +496,10 @@ async fn route(
     let fired = st.fire();
     if let Some(Fault::Timeout { secs, .. }) = fired.get("timeout") {
         tokio::time::sleep(Duration::from_secs_f64(secs.clamp(0.0, 3600.0))).await;
+    }
+    if let Some(Fault::StallHeaders { secs, .. }) = fired.get("stall-headers") {
+        tokio::time::sleep(Duration::from_secs_f64(secs.clamp(0.0, 3600.0))).await;
+        return Outcome::Drop;
     }
     if fired.has("drop-connection") {
         return Outcome::Drop;
@@ -384,6 +540,32 @@ async fn route(
         Ok(t) => t,
         Err(r) => return Outcome::Reply(r),
     };
+    let search = fhir::is_search_path(&segs);
+    if fired.has("redirect-cross-origin") && search {
+        let q = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        return Outcome::Reply(Reply::redirect(&format!(
+            "{}{FHIR_PATH}{rest}{q}",
+            st.foreign_origin
+        )));
+    }
+    let binary_read =
+        method == Method::GET && matches!(segs.as_slice(), ["Binary" | "documents", _]);
+    let huge_body = match fired.get("huge-body") {
+        Some(Fault::HugeBody { mb, .. }) if search => Some(*mb),
+        _ => None,
+    };
+    let huge_binary = match fired.get("huge-binary") {
+        Some(Fault::HugeBinary { mb, .. }) if binary_read => Some(*mb),
+        _ => None,
+    };
+    let stall = match fired.get("stall-page") {
+        Some(Fault::StallPage { secs, .. }) if search => Some(*secs),
+        _ => None,
+    };
     if fired.has("error-mid-paging") && fhir::is_later_page(&params) {
         return Outcome::Reply(Reply::outcome(500, "exception", "error while reading page"));
     }
@@ -411,6 +593,22 @@ async fn route(
         reply = reply
             .header("X-RateLimit-Limit", limit.to_string())
             .header("X-RateLimit-Remaining", left.to_string());
+    }
+    if reply.status == 200 {
+        if let Some(mb) = huge_body {
+            reply.stream = Some(st.streamed(StreamKind::HugeBundle {
+                bytes: megabytes(mb),
+            }));
+        } else if let Some(mb) = huge_binary {
+            reply.stream = Some(st.streamed(StreamKind::HugeRaw {
+                bytes: megabytes(mb),
+            }));
+        } else if let Some(secs) = stall {
+            reply.stream = Some(st.streamed(StreamKind::Trickle {
+                body: std::mem::take(&mut reply.body),
+                every: Duration::from_secs_f64(secs.clamp(0.001, 3600.0)),
+            }));
+        }
     }
     if reply.status == 200 && truncate {
         let half = reply.body.len() / 2;

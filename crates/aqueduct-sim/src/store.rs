@@ -4,9 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::generator::{
-    self, Binary, GenContext, PatientRecord, Resource, SHARED_TYPES, generate_patient,
-};
+use crate::generator::{self, Binary, GenContext, PatientRecord, Resource, generate_patient};
 
 pub struct Store {
     pub ctx: GenContext,
@@ -52,10 +50,9 @@ impl Store {
         let patient_ids: Vec<String> = (0..ctx.total_patients())
             .map(|i| generator::patient_id(ctx.personality.id_style, ctx.seed, i))
             .collect();
-        let patient_index = patient_ids
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.clone(), i))
+        // Aliases and linked Patients find their record too.
+        let patient_index = (0..patient_ids.len())
+            .flat_map(|i| ctx.patient_keys(i).into_iter().map(move |k| (k, i)))
             .collect();
         let shared = generator::shared_resources(&ctx);
         let shared_index = shared
@@ -120,14 +117,21 @@ impl Store {
 
     pub fn find(&self, rtype: &str, id: &str) -> Option<Found> {
         let key = format!("{rtype}/{id}");
-        if SHARED_TYPES.contains(&rtype) {
+        if self.ctx.is_shared(rtype) {
             return self
                 .shared_index
                 .get(&key)
                 .map(|i| Found::Shared(self.shared[*i].clone()));
         }
         if rtype == "Patient" {
-            return self.record_of(id).map(|rec| Found::InRecord(rec, 0));
+            let rec = self.record_of(id)?;
+            // The population id and the alias both name the record's own Patient.
+            let pos = rec
+                .resources
+                .iter()
+                .position(|r| r.rtype == "Patient" && r.id == id)
+                .unwrap_or(0);
+            return Some(Found::InRecord(rec, pos));
         }
         let owner = self
             .owners

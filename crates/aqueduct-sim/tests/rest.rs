@@ -464,7 +464,7 @@ async fn patient_tokens_cannot_read_another_patients_binary_or_search_identifier
 #[tokio::test]
 async fn unknown_personality_and_bad_faults_are_errors() {
     let err = aqueduct_sim::Simulator::start(SimConfig {
-        personality: "nextgen".into(),
+        personality: "meditech-unknown".into(),
         ..SimConfig::default()
     })
     .await;

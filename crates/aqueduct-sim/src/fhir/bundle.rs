@@ -40,6 +40,41 @@ pub struct PageSpec {
     pub include: Vec<(String, String)>,
     pub revinclude: Vec<(String, String)>,
     pub total: bool,
+    /// OperationOutcome resources (serialized) added as search.mode = outcome entries to the
+    /// first page (`suppressed` categories).
+    pub outcomes: Vec<Vec<u8>>,
+    /// `cursor-repeat`: the n-th repetition of the first page, each with a fresh next link.
+    pub repeat: Option<u64>,
+}
+
+/// Hostile paging ends here at the latest, so nothing runs forever.
+pub const HOSTILE_PAGE_LIMIT: u64 = 100_000;
+
+const INFORMATIONAL: &str = "This response includes information available to the authorized user at the time of the request";
+
+/// `endless-empty-pages`: page n of an endless empty result, with a fresh next cursor.
+pub fn endless_page(st: &SimState, path: &str, n: u64) -> Reply {
+    let base = st.link_base();
+    let this = link(base, path, &[("_endless".into(), n.to_string())]);
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"{\"resourceType\":\"Bundle\",\"type\":\"searchset\",\"link\":[{\"relation\":\"self\",\"url\":");
+    out.extend_from_slice(serde_json::to_string(&this).unwrap_or_default().as_bytes());
+    out.push(b'}');
+    if n + 1 < HOSTILE_PAGE_LIMIT {
+        let next = link(
+            base,
+            path,
+            &[
+                ("_endless".into(), (n + 1).to_string()),
+                ("_nonce".into(), uuid::Uuid::new_v4().simple().to_string()),
+            ],
+        );
+        out.extend_from_slice(b",{\"relation\":\"next\",\"url\":");
+        out.extend_from_slice(serde_json::to_string(&next).unwrap_or_default().as_bytes());
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],\"entry\":[]}");
+    Reply::fhir(200, out)
 }
 
 struct Session {
@@ -97,6 +132,7 @@ pub fn cursor_page(st: &SimState, cursor: &str, fired: &Fired) -> Reply {
 /// First page of a result; stores a cursor session when the personality pages that way.
 pub fn first_page(st: &SimState, hits: Vec<Hit>, spec: PageSpec, fired: &Fired) -> Reply {
     if st.personality.paging == PagingStyle::Cursor
+        && spec.repeat.is_none()
         && spec.count > 0
         && spec.offset.saturating_add(spec.count) < hits.len()
     {
@@ -175,11 +211,22 @@ fn render(
     fired: &Fired,
 ) -> Reply {
     let base = &st.base_url;
+    // Next links may use another spelling of the base path (`link_base_path`).
+    let next_base = st.link_base();
     let count = spec.count;
-    let mut start = spec.offset.min(hits.len());
-    let end = spec.offset.saturating_add(count).min(hits.len());
+    let offset = if spec.repeat.is_some() {
+        0
+    } else {
+        spec.offset
+    };
+    let mut start = offset.min(hits.len());
+    let mut end = offset.saturating_add(count).min(hits.len());
     if fired.has("duplicate-entries") && start > 0 {
         start = start.saturating_sub(2);
+    }
+    let truncated = fired.has("error-outcome-in-bundle");
+    if truncated {
+        end = end.min(start + 1);
     }
     let empty = fired.has("empty-bundle");
     let page: &[Hit] = if empty || count == 0 {
@@ -187,7 +234,7 @@ fn render(
     } else {
         &hits[start..end]
     };
-    let has_more = end < hits.len() && !empty && count > 0;
+    let has_more = end < hits.len() && !empty && count > 0 && !truncated;
 
     let mut self_params = spec.params.clone();
     let (self_url, next_url) = match cursor_key {
@@ -205,7 +252,7 @@ fn render(
             };
             let next = has_more.then(|| {
                 link(
-                    base,
+                    next_base,
                     &spec.path,
                     &[("_cursor".into(), encode_cursor(key, end))],
                 )
@@ -221,7 +268,7 @@ fn render(
             let next = has_more.then(|| {
                 let mut p = self_params.clone();
                 p.push(("_getpagesoffset".into(), end.to_string()));
-                link(base, &spec.path, &p)
+                link(next_base, &spec.path, &p)
             });
             (link(base, &spec.path, &this), next)
         }
@@ -232,6 +279,18 @@ fn render(
             Some(format!("{base}/_paging/{}", uuid::Uuid::new_v4().simple()))
         }
         other => other,
+    };
+    // cursor-repeat: the same first page again and again behind ever new cursors.
+    let next_url = match spec.repeat {
+        Some(n) if n + 1 < HOSTILE_PAGE_LIMIT && !empty && count > 0 => {
+            let mut p = spec.params.clone();
+            p.push(("_count".into(), count.to_string()));
+            p.push(("_repeat".into(), (n + 1).to_string()));
+            p.push(("_nonce".into(), uuid::Uuid::new_v4().simple().to_string()));
+            Some(link(next_base, &spec.path, &p))
+        }
+        Some(_) => None,
+        None => next_url,
     };
 
     let missing_ids = fired.has("missing-ids");
@@ -269,6 +328,29 @@ fn render(
         let url = format!("{base}/{}/{}", h.rtype, h.id);
         push_entry(&mut out, &mut first, Some(&url), &h.json, "include");
         served += 1;
+    }
+    if spec.offset == 0 && spec.repeat.is_none_or(|n| n == 0) {
+        for o in &spec.outcomes {
+            push_entry(&mut out, &mut first, None, o, "outcome");
+        }
+    }
+    if st.personality.informational_outcome {
+        push_entry(
+            &mut out,
+            &mut first,
+            None,
+            &outcome_json("information", "informational", INFORMATIONAL),
+            "outcome",
+        );
+    }
+    if truncated {
+        push_entry(
+            &mut out,
+            &mut first,
+            None,
+            &outcome_json("error", "incomplete", "results truncated"),
+            "outcome",
+        );
     }
     if fired.has("outcome-in-bundle") {
         push_entry(

@@ -4,7 +4,6 @@
 use serde_json::{Value, json};
 
 use super::search::LYING_PARAMS;
-use crate::generator::SHARED_TYPES;
 use crate::reply::Reply;
 use crate::server::SimState;
 
@@ -36,7 +35,11 @@ pub fn statement(st: &SimState) -> Reply {
     let p = &st.personality;
     let lying = st.lying();
     let mut resources = Vec::new();
-    for (t, rule) in &p.types {
+    for (t, rule) in p
+        .types
+        .iter()
+        .filter(|(t, _)| !p.capability_omits.contains(t))
+    {
         let mut params = rule.search.clone();
         params.push("_lastUpdated".into());
         if lying && t == "Observation" {
@@ -53,7 +56,13 @@ pub fn statement(st: &SimState) -> Reply {
             false,
         ));
     }
-    for t in SHARED_TYPES.iter().chain(["Binary", "Group"].iter()) {
+    for t in st
+        .store
+        .ctx
+        .shared_types()
+        .iter()
+        .chain(["Binary", "Group"].iter())
+    {
         resources.push(json!({"type": t, "interaction": [{"code": "read"}]}));
     }
     let auth = |n: &str| st.auth.endpoint(n);

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 pub use bundle::Cursors;
 
 use crate::auth::{Access, TokenInfo};
-use crate::generator::{self, SHARED_TYPES};
+use crate::generator;
 use crate::reply::Reply;
 use crate::server::{Fired, SimState, parse_query};
 
@@ -20,6 +20,16 @@ pub fn is_later_page(params: &[(String, String)]) -> bool {
     params
         .iter()
         .any(|(k, v)| (k == "_getpagesoffset" && v != "0") || k == "_cursor")
+}
+
+/// Is this path a search (type-level, or `$everything`)?
+pub fn is_search_path(segs: &[&str]) -> bool {
+    match segs {
+        [t] => !t.starts_with('$') && !t.starts_with('_') && *t != "metadata",
+        [_, "_search"] => true,
+        ["Patient", _, "$everything"] => true,
+        _ => false,
+    }
 }
 
 fn http_date(ms: i64) -> String {
@@ -41,6 +51,19 @@ pub fn dispatch(
     fired: &Fired,
 ) -> Reply {
     let get = method == Method::GET;
+    let mut params = params;
+    if get && is_search_path(segs) {
+        let path = segs.join("/");
+        if let Some((_, n)) = params.iter().find(|(k, _)| k == "_endless") {
+            return bundle::endless_page(st, &path, n.parse().unwrap_or(0));
+        }
+        if fired.has("endless-empty-pages") {
+            return bundle::endless_page(st, &path, 0);
+        }
+        if fired.has("cursor-repeat") && !params.iter().any(|(k, _)| k == "_repeat") {
+            params.push(("_repeat".into(), "0".into()));
+        }
+    }
     match segs {
         [] if method == Method::POST => batch(st, body, token, fired),
         ["$export"] if get => {
@@ -60,6 +83,8 @@ pub fn dispatch(
         ["bulkfiles", job, file] if get => crate::bulk::file(st, job, file),
         ["_paging", ..] => Reply::outcome(404, "not-found", "paging link not found"),
         ["Binary", id] if get => binary(st, id, headers, token),
+        // Document URLs that are not Binary paths (`document_paths`): raw content.
+        ["documents", id] if get => binary(st, id, &HeaderMap::new(), token),
         ["Group", id] if get => {
             if *id != st.store.group_id {
                 return Reply::outcome(404, "not-found", &format!("Group/{id} not found"));
@@ -101,7 +126,7 @@ fn read(
     token: &TokenInfo,
 ) -> Reply {
     let p = &st.personality;
-    if !p.serves(rtype) && !SHARED_TYPES.contains(&rtype) {
+    if !p.serves(rtype) && !st.store.ctx.is_shared(rtype) {
         if p.claimed_unsupported_types.iter().any(|t| t == rtype) {
             return Reply::outcome(
                 400,
@@ -114,6 +139,9 @@ fn read(
             "not-supported",
             &format!("resource type {rtype} is not supported"),
         );
+    }
+    if p.referenced_read_errors.iter().any(|t| t == rtype) {
+        return Reply::outcome(500, "exception", &format!("error reading {rtype}/{id}"));
     }
     let Some(found) = st.store.find(rtype, id) else {
         return Reply::outcome(404, "not-found", &format!("{rtype}/{id} not found"));
@@ -212,7 +240,8 @@ fn batch(st: &SimState, body: &Bytes, token: &TokenInfo, fired: &Fired) -> Reply
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let mut out = Vec::new();
+    // Entries are spliced as raw bytes so each resource is byte-identical to its read.
+    let mut out: Vec<Vec<u8>> = Vec::new();
     let mut served = 0;
     // Inside a Bundle every entry is FHIR JSON: a Binary comes back as a Binary resource.
     let mut entry_headers = HeaderMap::new();
@@ -230,11 +259,12 @@ fn batch(st: &SimState, body: &Bytes, token: &TokenInfo, fired: &Fired) -> Reply
             .and_then(Value::as_str)
             .unwrap_or("");
         if method != "GET" {
-            out.push(json!({"response": {"status": "405 Method Not Allowed", "outcome": {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-supported", "diagnostics": "only GET entries are supported"}]}}}));
+            out.push(serde_json::to_vec(&json!({"response": {"status": "405 Method Not Allowed", "outcome": {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-supported", "diagnostics": "only GET entries are supported"}]}}})).unwrap_or_default());
             continue;
         }
         let url = url
             .strip_prefix(&st.base_url)
+            .or_else(|| url.strip_prefix(st.link_base()))
             .unwrap_or(url)
             .trim_start_matches('/');
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
@@ -250,27 +280,36 @@ fn batch(st: &SimState, body: &Bytes, token: &TokenInfo, fired: &Fired) -> Reply
             fired,
         );
         served += r.resources;
-        let resource: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-        let mut entry = json!({"response": {"status": format!("{}", r.status)}});
-        // Batch responses identify their entries by urn:uuid, as servers do for results that
-        // are not a single persisted resource.
-        entry["fullUrl"] = json!(format!(
-            "urn:uuid:{}",
-            uuid::Uuid::from_u64_pair(st.seed, n as u64)
-        ));
+        let mut response = json!({"status": format!("{}", r.status)});
         if let Some(etag) = r
             .headers
             .iter()
             .find(|(k, _)| k == "ETag")
             .map(|(_, v)| v.clone())
         {
-            entry["response"]["etag"] = json!(etag);
+            response["etag"] = json!(etag);
         }
+        let body_is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&r.body).is_ok();
+        let raw: &[u8] = if body_is_json { &r.body } else { b"null" };
+        // Batch responses identify their entries by urn:uuid, as servers do for results that
+        // are not a single persisted resource.
+        let full_url = format!("urn:uuid:{}", uuid::Uuid::from_u64_pair(st.seed, n as u64));
+        let mut entry = Vec::with_capacity(raw.len() + 200);
+        entry.extend_from_slice(b"{\"fullUrl\":");
+        entry.extend_from_slice(
+            serde_json::to_string(&full_url)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
         if r.status < 300 {
-            entry["resource"] = resource;
+            entry.extend_from_slice(b",\"resource\":");
+            entry.extend_from_slice(raw);
         } else {
-            entry["response"]["outcome"] = resource;
+            response["outcome"] = serde_json::from_slice(raw).unwrap_or(Value::Null);
         }
+        entry.extend_from_slice(b",\"response\":");
+        entry.extend_from_slice(&serde_json::to_vec(&response).unwrap_or_default());
+        entry.push(b'}');
         out.push(entry);
     }
     let resp_type = if kind == "batch" {
@@ -278,11 +317,16 @@ fn batch(st: &SimState, body: &Bytes, token: &TokenInfo, fired: &Fired) -> Reply
     } else {
         "transaction-response"
     };
-    let mut reply = Reply::fhir(
-        200,
-        serde_json::to_vec(&json!({"resourceType": "Bundle", "type": resp_type, "entry": out}))
-            .unwrap_or_default(),
-    );
+    let mut bytes =
+        format!("{{\"resourceType\":\"Bundle\",\"type\":\"{resp_type}\",\"entry\":[").into_bytes();
+    for (i, e) in out.iter().enumerate() {
+        if i > 0 {
+            bytes.push(b',');
+        }
+        bytes.extend_from_slice(e);
+    }
+    bytes.extend_from_slice(b"]}");
+    let mut reply = Reply::fhir(200, bytes);
     reply.resources = served;
     reply
 }

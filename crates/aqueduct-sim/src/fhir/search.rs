@@ -7,9 +7,9 @@ use chrono::{NaiveDate, NaiveDateTime};
 
 use super::bundle::{Hit, PageSpec, first_page};
 use crate::auth::{Access, TokenInfo};
-use crate::generator::{Resource, SHARED_TYPES, Version};
+use crate::generator::{Resource, Version};
 use crate::personality::{UnauthorizedType, UnknownParams};
-use crate::reply::Reply;
+use crate::reply::{Reply, outcome_json};
 use crate::server::{Fired, SimState};
 
 /// Parameters about the result shape, not the matching; accepted by every personality.
@@ -25,6 +25,9 @@ const CONTROL: &[&str] = &[
     "_summary",
     "_elements",
     "_sort",
+    "_repeat",
+    "_nonce",
+    "_endless",
 ];
 const ALWAYS: &[&str] = &["_id", "_lastUpdated"];
 /// Parameters the lying CapabilityStatement advertises and the server then rejects.
@@ -159,7 +162,26 @@ fn matches(filters: &[Filter], r: &Resource, v: &Version) -> bool {
     })
 }
 
-fn hit(r: &Resource, v: &Version, owner: Option<usize>) -> Hit {
+/// Does this resource belong to one of the Patients named in a `patient`/`subject` search?
+/// Records can hold several Patients (linked ones), so the record alone does not say.
+fn of_patients(r: &Resource, v: &Version, ids: &[String]) -> bool {
+    r.rtype == "Patient"
+        || v.index.refs.iter().any(|(name, target)| {
+            matches!(*name, "patient" | "subject" | "beneficiary")
+                && target
+                    .strip_prefix("Patient/")
+                    .is_some_and(|t| ids.iter().any(|i| i == t))
+        })
+}
+
+fn repeat_param(params: &[(String, String)]) -> Option<u64> {
+    params
+        .iter()
+        .find(|(k, _)| k == "_repeat")
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+pub fn hit(r: &Resource, v: &Version, owner: Option<usize>) -> Hit {
     Hit {
         rtype: r.rtype,
         id: r.id.clone(),
@@ -220,7 +242,18 @@ pub fn search(
     fired: &Fired,
 ) -> Reply {
     let p = &st.personality;
-    let shared = SHARED_TYPES.contains(&rtype);
+    if p.search_disabled {
+        return Reply::outcome(
+            400,
+            "not-supported",
+            &format!("{rtype} search is not supported; use Patient/[id]/$everything"),
+        );
+    }
+    let shared = st.store.ctx.is_shared(rtype);
+    if p.referenced_read_errors.iter().any(|t| t == rtype) && params.iter().any(|(k, _)| k == "_id")
+    {
+        return Reply::outcome(500, "exception", &format!("error reading {rtype}"));
+    }
     let Some(rule) = p
         .types
         .get(rtype)
@@ -332,7 +365,9 @@ pub fn search(
             {
                 return Reply::outcome(
                     400,
-                    "not-supported",
+                    rule.category_refusal_code
+                        .as_deref()
+                        .unwrap_or("not-supported"),
                     &format!("category {bad} is not supported for {rtype}"),
                 );
             }
@@ -355,9 +390,18 @@ pub fn search(
             _ => None,
         });
     }
+    let explicit_patients = filters.iter().find_map(|f| match f {
+        Filter::Patient(ids) => Some(ids.clone()),
+        _ => None,
+    });
     if let Some(pid) = &restrict {
+        let own = st.store.patient_index(pid);
         match &patients {
-            Some(ps) if ps.iter().any(|x| x != pid) => {
+            Some(ps)
+                if ps
+                    .iter()
+                    .any(|x| st.store.patient_index(x) != own || own.is_none()) =>
+            {
                 return Reply::outcome(
                     403,
                     "forbidden",
@@ -367,6 +411,38 @@ pub fn search(
             _ => patients = Some(vec![pid.clone()]),
         }
     }
+
+    // Categories the client may not see: left out, and said so in outcome entries.
+    let asked_categories: Option<Vec<String>> = filters.iter().find_map(|f| match f {
+        Filter::Category(cs) => Some(
+            cs.iter()
+                .map(|c| c.rsplit('|').next().unwrap_or(c).to_string())
+                .collect(),
+        ),
+        _ => None,
+    });
+    let outcomes: Vec<Vec<u8>> = rule
+        .suppressed_categories
+        .iter()
+        .filter(|c| asked_categories.as_ref().is_none_or(|a| a.contains(c)))
+        .map(|c| {
+            outcome_json(
+                "warning",
+                "suppressed",
+                &format!("Client not authorized for {rtype} - {c}. Search results of this type have not been included."),
+            )
+        })
+        .collect();
+    let hidden = |v: &Version| {
+        v.index
+            .category
+            .iter()
+            .any(|c| rule.suppressed_categories.contains(c))
+            || v.index
+                .status
+                .as_ref()
+                .is_some_and(|s| rule.excluded_statuses.contains(s))
+    };
 
     let stale = st.stale();
     let mut hits = Vec::new();
@@ -391,6 +467,10 @@ pub fn search(
             for r in rec.resources.iter().filter(|r| r.rtype == rtype) {
                 if let Some(v) = r.visible(stale).filter(|v| !v.deleted)
                     && matches(&filters, r, v)
+                    && !hidden(v)
+                    && explicit_patients
+                        .as_ref()
+                        .is_none_or(|ids| of_patients(r, v, ids))
                 {
                     hits.push(hit(r, v, Some(i)));
                 }
@@ -405,6 +485,8 @@ pub fn search(
         include: list_param(&params, "_include"),
         revinclude: list_param(&params, "_revinclude"),
         total: p.include_total || params.iter().any(|(k, v)| k == "_total" && v == "accurate"),
+        outcomes,
+        repeat: repeat_param(&params),
     };
     first_page(st, hits, spec, fired)
 }
@@ -426,11 +508,30 @@ pub fn everything(
     }
     match token.access("Patient", false) {
         Access::Full => {}
-        Access::Patient(p) if p == pid => {}
+        Access::Patient(p)
+            if st.store.patient_index(&p).is_some()
+                && st.store.patient_index(&p) == st.store.patient_index(pid) => {}
         _ => return Reply::outcome(403, "forbidden", "not authorized for this patient"),
     }
     let Some(rec) = st.store.record_of(pid) else {
         return Reply::outcome(404, "not-found", &format!("Patient/{pid} not found"));
+    };
+    // The Patient the id names: the population id and an alias both name the record's own
+    // Patient; a linked Patient names itself. Its compartment is what references it.
+    let target = if pid == rec.patient_id {
+        rec.resources
+            .first()
+            .map(|r| r.id.clone())
+            .unwrap_or_default()
+    } else {
+        pid.to_string()
+    };
+    let in_compartment = |r: &Resource, v: &Version| {
+        if r.rtype == "Patient" {
+            r.id == target
+        } else {
+            of_patients(r, v, std::slice::from_ref(&target))
+        }
     };
     let types: Option<Vec<String>> = params
         .iter()
@@ -444,7 +545,7 @@ pub fn everything(
         None => None,
     };
     let stale = st.stale();
-    let hits: Vec<Hit> = rec
+    let mut hits: Vec<Hit> = rec
         .resources
         .iter()
         .filter(|r| {
@@ -455,12 +556,25 @@ pub fn everything(
         .filter(|r| token.access(r.rtype, true) != Access::Denied)
         .filter_map(|r| {
             let v = r.visible(stale).filter(|v| !v.deleted)?;
-            if since.is_some_and(|s| v.last_updated_ms < s) {
+            if since.is_some_and(|s| v.last_updated_ms < s) || !in_compartment(r, v) {
                 return None;
             }
             Some(hit(r, v, Some(rec.index)))
         })
         .collect();
+    if st.personality.everything_includes_references {
+        let json: Vec<std::sync::Arc<[u8]>> = hits.iter().map(|h| h.json.clone()).collect();
+        for (t, id) in crate::truth::shared_closure(st, &json) {
+            if types.as_ref().is_some_and(|ts| !ts.contains(&t)) {
+                continue;
+            }
+            if let Some(found) = st.store.find(&t, &id)
+                && let Some(v) = found.resource().visible(stale).filter(|v| !v.deleted)
+            {
+                hits.push(hit(found.resource(), v, None));
+            }
+        }
+    }
     let echoed: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| k == "_type" || k == "_since")
@@ -472,6 +586,7 @@ pub fn everything(
         count: count_param(st, &params),
         offset: offset_param(&params),
         total: st.personality.include_total,
+        repeat: repeat_param(&params),
         ..Default::default()
     };
     first_page(st, hits, spec, fired)

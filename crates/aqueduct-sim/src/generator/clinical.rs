@@ -26,12 +26,46 @@ pub struct Built {
     pub binary: Option<Binary>,
 }
 
+/// Drugs: RxNorm, NDC, display.
+const MEDS: &[(&str, &str, &str)] = &[
+    ("860975", "00093-7214-01", "metformin 500 MG Oral Tablet"),
+    ("314076", "00378-1805-01", "lisinopril 10 MG Oral Tablet"),
+    ("617312", "00071-0156-23", "atorvastatin 20 MG Oral Tablet"),
+    ("745679", "00173-0682-20", "albuterol 90 MCG/ACTUAT Inhaler"),
+    (
+        "313782",
+        "00904-6729-61",
+        "acetaminophen 325 MG Oral Tablet",
+    ),
+];
+
+/// A 1x1 PNG: the patient photo a document host serves.
+const PNG_1X1: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
+    0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0,
+    0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
+    0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+/// The photo Binary of patient `index` (`document_host`).
+pub fn photo(ctx: &GenContext, index: usize) -> Binary {
+    Binary {
+        id: ctx.id("Binary", index, 900_000),
+        content_type: "image/png",
+        data: PNG_1X1.into(),
+    }
+}
+
 pub struct Gen<'a> {
     ctx: &'a GenContext,
     index: usize,
     pid: String,
     person: &'a Person,
     encounters: Vec<String>,
+    /// Cancelled / entered-in-error encounters (`cancelled_encounters`).
+    cancelled: Vec<String>,
+    cancelled_uses: usize,
     labs: Vec<String>,
     coverages: Vec<String>,
     binaries: u64,
@@ -74,6 +108,13 @@ pub fn shared(
             "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov"}]}],
             "active": true
         }),
+        "Medication" => {
+            let (rx, ndc, disp) = MEDS[n % MEDS.len()];
+            json!({
+                "code": {"coding": [{"system": RXNORM, "code": rx, "display": disp}, {"system": NDC, "code": ndc}], "text": disp},
+                "status": "active"
+            })
+        }
         _ => json!({
             "name": format!("{} Campus", pick(rng, &["North", "South", "East", "West", "Central"])),
             "status": "active"
@@ -90,10 +131,45 @@ impl<'a> Gen<'a> {
             pid: pid.to_string(),
             person,
             encounters: vec![],
+            cancelled: vec![],
+            cancelled_uses: 0,
             labs: vec![],
             coverages: vec![],
             binaries: 500_000,
         }
+    }
+
+    /// The Patient the next resources belong to (linked Patients hold a member's data).
+    pub fn set_subject(&mut self, pid: &str) {
+        self.pid = pid.to_string();
+    }
+
+    /// A cancelled encounter to reference, when the personality has them.
+    fn cancelled_ref(&mut self, idx: &mut SearchIndex) -> Option<Value> {
+        if !self.ctx.personality.cancelled_encounters || self.cancelled.is_empty() {
+            return None;
+        }
+        let e = self.cancelled[self.cancelled_uses % self.cancelled.len()].clone();
+        self.cancelled_uses += 1;
+        idx.refs.push(("encounter", format!("Encounter/{e}")));
+        Some(json!({"reference": format!("Encounter/{e}")}))
+    }
+
+    /// The drug as a reference to a shared Medication (`medication_references`), else None.
+    fn medication_ref(&self, rng: &mut ChaCha8Rng, idx: &mut SearchIndex) -> Option<Value> {
+        if !self.ctx.personality.medication_references {
+            return None;
+        }
+        let meds = self.ctx.shared("Medication");
+        if meds.is_empty() {
+            return None;
+        }
+        let k = rng.random_range(0..meds.len());
+        let (rx, _, _) = MEDS[k % MEDS.len()];
+        codes(idx, RXNORM, rx);
+        idx.refs
+            .push(("medication", format!("Medication/{}", meds[k])));
+        Some(json!({"reference": format!("Medication/{}", meds[k])}))
     }
 
     fn subject(&self) -> Value {
@@ -223,13 +299,18 @@ impl<'a> Gen<'a> {
                         c,
                     );
                 }
-                idx.status = Some("finished".into());
+                let mut status = "finished";
+                if self.ctx.personality.cancelled_encounters && self.encounters.len() % 4 == 0 {
+                    status = ["cancelled", "entered-in-error"][self.cancelled.len() % 2];
+                    self.cancelled.push(id.to_string());
+                }
+                idx.status = Some(status.into());
                 let end = ms
                     + rng.random_range(
                         1_800_000i64..(if kind == 0 { 86_400_000 * 4 } else { 7_200_000 }),
                     );
                 json!({
-                    "status": "finished", "class": class, "type": ty, "subject": self.subject(),
+                    "status": status, "class": class, "type": ty, "subject": self.subject(),
                     "participant": [{"individual": self.practitioner(rng, &mut idx, "practitioner")}],
                     "period": {"start": when, "end": ms_to_instant(end)},
                     "location": [{"location": {"reference": format!("Location/{}", pick(rng, self.ctx.shared("Location")))}}],
@@ -284,7 +365,9 @@ impl<'a> Gen<'a> {
                     "code": {"coding": coding, "text": text},
                     "subject": self.subject(), "onsetDateTime": when, "recordedDate": date(ms)
                 });
-                if !problem && let Some(e) = self.encounter_ref(rng, &mut idx) {
+                if !problem && let Some(e) = self.cancelled_ref(&mut idx) {
+                    v["encounter"] = e;
+                } else if !problem && let Some(e) = self.encounter_ref(rng, &mut idx) {
                     v["encounter"] = e;
                 }
                 if !active {
@@ -294,18 +377,7 @@ impl<'a> Gen<'a> {
             }
             "Observation" => self.observation(id, &when, rng, &mut idx),
             "MedicationRequest" => {
-                const M: &[(&str, &str, &str)] = &[
-                    ("860975", "00093-7214-01", "metformin 500 MG Oral Tablet"),
-                    ("314076", "00378-1805-01", "lisinopril 10 MG Oral Tablet"),
-                    ("617312", "00071-0156-23", "atorvastatin 20 MG Oral Tablet"),
-                    ("745679", "00173-0682-20", "albuterol 90 MCG/ACTUAT Inhaler"),
-                    (
-                        "313782",
-                        "00904-6729-61",
-                        "acetaminophen 325 MG Oral Tablet",
-                    ),
-                ];
-                let (rx, ndc, disp) = *pick(rng, M);
+                let (rx, ndc, disp) = *pick(rng, MEDS);
                 let status = *pick(rng, &["active", "active", "completed", "stopped"]);
                 let intent = if rng.random_bool(0.7) {
                     "order"
@@ -323,6 +395,8 @@ impl<'a> Gen<'a> {
                     codes(&mut idx, NDC, ndc);
                     v["contained"] = json!([{"resourceType": "Medication", "id": "med1", "code": {"coding": [{"system": NDC, "code": ndc}], "text": disp}}]);
                     v["medicationReference"] = json!({"reference": "#med1"});
+                } else if let Some(m) = self.medication_ref(rng, &mut idx) {
+                    v["medicationReference"] = m;
                 } else {
                     codes(&mut idx, RXNORM, rx);
                     v["medicationCodeableConcept"] = json!({"coding": [{"system": RXNORM, "code": rx, "display": disp}], "text": disp});
@@ -432,13 +506,7 @@ impl<'a> Gen<'a> {
                 let kind = rng.random_range(0..3);
                 let ct = ["text/html", "application/pdf", "text/rtf"][kind];
                 self.binaries += 1;
-                let bin_id = super::resource_id(
-                    self.ctx.personality.id_style,
-                    self.ctx.seed,
-                    "bin",
-                    self.index,
-                    self.binaries,
-                );
+                let bin_id = self.ctx.id("Binary", self.index, self.binaries);
                 let data = binary_bytes(ct, text, id);
                 let size = data.len();
                 binary = Some(Binary {
@@ -446,24 +514,36 @@ impl<'a> Gen<'a> {
                     content_type: ct,
                     data: data.into(),
                 });
-                json!({
+                let mut v = json!({
                     "status": "current",
                     "type": {"coding": [{"system": LOINC, "code": code, "display": text}]},
                     "category": [{"coding": [{"system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category", "code": "clinical-note"}]}],
                     "subject": self.subject(), "date": when,
                     "author": [self.practitioner(rng, &mut idx, "author")],
-                    "content": [{"attachment": {"contentType": ct, "url": format!("{}/Binary/{bin_id}", self.ctx.base_url), "size": size, "title": text}}]
-                })
+                    "content": [{"attachment": {"contentType": ct, "url": self.ctx.document_url(&bin_id), "size": size, "title": text}}]
+                });
+                if let Some(e) = self.cancelled_ref(&mut idx) {
+                    v["context"] = json!({"encounter": [e]});
+                }
+                v
             }
             "CarePlan" => {
-                let cat = if rng.random_bool(0.7) {
-                    "assess-plan"
+                let cats = &self.ctx.personality.careplan_categories;
+                let cat: String = if !cats.is_empty() {
+                    pick(rng, cats).clone()
+                } else if rng.random_bool(0.7) {
+                    "assess-plan".into()
                 } else {
-                    "longitudinal"
+                    "longitudinal".into()
                 };
-                idx.category.push(cat.into());
+                let system = if cat.bytes().all(|b| b.is_ascii_digit()) {
+                    SNOMED
+                } else {
+                    "http://hl7.org/fhir/us/core/CodeSystem/careplan-category"
+                };
+                idx.category.push(cat.clone());
                 idx.status = Some("active".into());
-                json!({"status": "active", "intent": "plan", "category": [{"coding": [{"system": "http://hl7.org/fhir/us/core/CodeSystem/careplan-category", "code": cat}]}], "subject": self.subject(), "period": {"start": when}, "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Diet and exercise; follow up in 3 months.</div>"}})
+                json!({"status": "active", "intent": "plan", "category": [{"coding": [{"system": system, "code": cat}]}], "subject": self.subject(), "period": {"start": when}, "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Diet and exercise; follow up in 3 months.</div>"}})
             }
             "CareTeam" => {
                 idx.status = Some("active".into());
@@ -498,6 +578,72 @@ impl<'a> Gen<'a> {
                     "item": [{"sequence": 1, "productOrService": {"coding": [{"system": CPT, "code": "99214"}]}, "servicedDate": date(ms), "net": {"value": amount, "currency": "USD"}}],
                     "total": [{"category": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/adjudication", "code": "submitted"}]}, "amount": {"value": amount, "currency": "USD"}}]
                 })
+            }
+            "MedicationAdministration" => {
+                let (rx, _, disp) = *pick(rng, MEDS);
+                idx.status = Some("completed".into());
+                let mut v = json!({"status": "completed", "subject": self.subject(), "effectiveDateTime": when,
+                    "performer": [{"actor": self.practitioner(rng, &mut idx, "performer")}],
+                    "dosage": {"text": "1 tablet by mouth", "route": {"coding": [{"system": SNOMED, "code": "26643006", "display": "Oral route"}]}}});
+                if let Some(m) = self.medication_ref(rng, &mut idx) {
+                    v["medicationReference"] = m;
+                } else {
+                    codes(&mut idx, RXNORM, rx);
+                    v["medicationCodeableConcept"] = json!({"coding": [{"system": RXNORM, "code": rx, "display": disp}], "text": disp});
+                }
+                if let Some(e) = self.encounter_ref(rng, &mut idx) {
+                    v["context"] = e;
+                }
+                v
+            }
+            "MedicationStatement" => {
+                let (rx, _, disp) = *pick(rng, MEDS);
+                let status = *pick(rng, &["active", "completed"]);
+                idx.status = Some(status.into());
+                let mut v = json!({"status": status, "subject": self.subject(), "effectiveDateTime": when, "dateAsserted": date(ms),
+                    "informationSource": self.subject(), "dosage": [{"text": "Once daily"}]});
+                if let Some(m) = self.medication_ref(rng, &mut idx) {
+                    v["medicationReference"] = m;
+                } else {
+                    codes(&mut idx, RXNORM, rx);
+                    v["medicationCodeableConcept"] = json!({"coding": [{"system": RXNORM, "code": rx, "display": disp}], "text": disp});
+                }
+                v
+            }
+            "ServiceRequest" => {
+                let (sys, code, text) = *pick(
+                    rng,
+                    &[
+                        (LOINC, "24323-8", "Comprehensive metabolic panel"),
+                        (CPT, "93000", "Electrocardiogram"),
+                        (SNOMED, "73761001", "Colonoscopy"),
+                    ],
+                );
+                codes(&mut idx, sys, code);
+                idx.status = Some("active".into());
+                idx.intent = Some("order".into());
+                idx.category.push("108252007".into());
+                let mut v = json!({"status": "active", "intent": "order",
+                    "category": [{"coding": [{"system": SNOMED, "code": "108252007", "display": "Laboratory procedure"}]}],
+                    "code": {"coding": [{"system": sys, "code": code, "display": text}], "text": text},
+                    "subject": self.subject(), "authoredOn": when,
+                    "requester": self.practitioner(rng, &mut idx, "requester")});
+                if let Some(e) = self.encounter_ref(rng, &mut idx) {
+                    v["encounter"] = e;
+                }
+                v
+            }
+            "Provenance" => {
+                let target = match self.encounters.last() {
+                    Some(e) => {
+                        idx.refs.push(("target", format!("Encounter/{e}")));
+                        format!("Encounter/{e}")
+                    }
+                    None => format!("Patient/{}", self.pid),
+                };
+                json!({"target": [{"reference": target}, self.subject()], "recorded": when,
+                    "agent": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}]},
+                               "who": self.practitioner(rng, &mut idx, "agent"), "onBehalfOf": self.org(rng)}]})
             }
             _ => json!({}),
         };
@@ -606,6 +752,11 @@ impl<'a> Gen<'a> {
                 v["code"] = if coding < 80 {
                     codes(idx, LOINC, code);
                     json!({"coding": [{"system": LOINC, "code": code, "display": text}], "text": text})
+                } else if coding < 88 && self.ctx.personality.mislabelled_loinc {
+                    // A local number under the LOINC system: fails LOINC's mod-10 check digit.
+                    let local = ["31337", "3953"][coding as usize % 2];
+                    codes(idx, LOINC, local);
+                    json!({"coding": [{"system": LOINC, "code": local, "display": "POC GLUCOSE"}], "text": "POC GLUCOSE"})
                 } else if coding < 88 {
                     codes(
                         idx,

@@ -22,8 +22,10 @@ pub const SHARED_TYPES: &[&str] = &[
     "PractitionerRole",
     "Organization",
     "Location",
+    "Medication",
 ];
-const SHARED_COUNTS: &[usize] = &[20, 20, 5, 5];
+/// Medication exists only for personalities with `medication_references`.
+const SHARED_COUNTS: &[usize] = &[20, 20, 5, 5, 8];
 
 /// Start of the simulated clinical history (2019-01-01) and of "now" in generated data
 /// (2025-06-01), in epoch milliseconds. Generated data never depends on the wall clock.
@@ -115,6 +117,11 @@ pub struct PatientRecord {
 pub struct GenContext {
     pub seed: u64,
     pub base_url: String,
+    /// Base of next links and document URLs (the personality's `link_base_path` on the same
+    /// origin; `base_url` when unset).
+    pub link_base: String,
+    /// Origin of the second listener that serves documents (`document_host`).
+    pub docs_origin: String,
     pub personality: Arc<Personality>,
     pub mean_resources: usize,
     pub patients: usize,
@@ -123,9 +130,12 @@ pub struct GenContext {
 }
 
 impl GenContext {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         seed: u64,
         base_url: String,
+        link_base: String,
+        docs_origin: String,
         personality: Arc<Personality>,
         mean_resources: usize,
         patients: usize,
@@ -136,11 +146,18 @@ impl GenContext {
             .zip(SHARED_COUNTS)
             .map(|(t, c)| {
                 let abbr = abbr(t);
+                let c = if *t == "Medication" && !personality.medication_references {
+                    0
+                } else {
+                    *c
+                };
                 (
                     *t,
-                    (0..*c)
+                    (0..c)
                         .map(|n| {
-                            resource_id(personality.id_style, seed, abbr, usize::MAX, n as u64)
+                            let id =
+                                resource_id(personality.id_style, seed, abbr, usize::MAX, n as u64);
+                            long_id(&personality, seed, t, id, n as u64)
                         })
                         .collect(),
                 )
@@ -149,11 +166,74 @@ impl GenContext {
         GenContext {
             seed,
             base_url,
+            link_base,
+            docs_origin,
             personality,
             mean_resources,
             patients,
             large_patients,
             shared_ids,
+        }
+    }
+
+    /// Is this a shared (non-compartment) type with instances on this server?
+    pub fn is_shared(&self, rtype: &str) -> bool {
+        !self.shared(rtype).is_empty()
+    }
+
+    /// Shared types with instances on this server.
+    pub fn shared_types(&self) -> Vec<&'static str> {
+        self.shared_ids
+            .iter()
+            .filter(|(_, ids)| !ids.is_empty())
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// The id of the n-th resource of a type in patient `index`'s record.
+    pub fn id(&self, rtype: &str, index: usize, n: u64) -> String {
+        let id = resource_id(self.personality.id_style, self.seed, abbr(rtype), index, n);
+        long_id(&self.personality, self.seed, rtype, id, n)
+    }
+
+    /// The id the server's own Patient resource has for patient `index`: the population id,
+    /// or an alias only this server uses (`patient_alias`).
+    pub fn patient_resource_id(&self, index: usize) -> String {
+        let pid = patient_id(self.personality.id_style, self.seed, index);
+        if self.personality.patient_alias {
+            format!("m{:016x}", mix(&[self.seed, index as u64, 0xa11a5]))
+        } else {
+            pid
+        }
+    }
+
+    /// The Patients a member Patient links to (`linked_patients`).
+    pub fn linked_ids(&self, index: usize) -> Vec<String> {
+        (0..self.personality.linked_patients)
+            .map(|k| self.id("Patient", index, 700_000 + k as u64))
+            .collect()
+    }
+
+    /// Every id under which a Patient of record `index` is found.
+    pub fn patient_keys(&self, index: usize) -> Vec<String> {
+        let mut keys = vec![patient_id(self.personality.id_style, self.seed, index)];
+        let own = self.patient_resource_id(index);
+        if !keys.contains(&own) {
+            keys.push(own);
+        }
+        keys.extend(self.linked_ids(index));
+        keys
+    }
+
+    /// Where a document's content is served from.
+    pub fn document_url(&self, binary_id: &str) -> String {
+        let p = &self.personality;
+        if p.document_host {
+            format!("{}/content/{binary_id}", self.docs_origin)
+        } else if p.document_paths {
+            format!("{}/documents/{binary_id}", self.link_base)
+        } else {
+            format!("{}/Binary/{binary_id}", self.link_base)
         }
     }
 
@@ -206,6 +286,11 @@ pub fn abbr(rtype: &str) -> &'static str {
         "Organization" => "org",
         "Location" => "loc",
         "Group" => "grp",
+        "Medication" => "med",
+        "MedicationAdministration" => "mad",
+        "MedicationStatement" => "mst",
+        "ServiceRequest" => "sr",
+        "Provenance" => "prv",
         _ => "res",
     }
 }
@@ -233,6 +318,57 @@ pub fn resource_id(style: IdStyle, seed: u64, abbr: &str, index: usize, n: u64) 
             s
         }
     }
+}
+
+/// Pad an id to 70+ characters (every tenth to 200) for types in `long_ids`.
+fn long_id(p: &Personality, seed: u64, rtype: &str, id: String, n: u64) -> String {
+    if !p.has_long_ids(rtype) {
+        return id;
+    }
+    let want = if n % 10 == 0 {
+        200
+    } else {
+        70 + (mix(&[seed, n, 0x1d]) % 24) as usize
+    };
+    let mut out = id;
+    out.push('-');
+    let mut k = 0u64;
+    while out.len() < want {
+        out.push_str(&format!("{:016x}", mix(&[seed, n, str_hash(rtype), k])));
+        k += 1;
+    }
+    out.truncate(want);
+    out
+}
+
+/// Append `/_history/1` to every literal reference (`versioned_references`).
+fn version_references(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, x) in map.iter_mut() {
+                if k == "reference"
+                    && let Value::String(s) = x
+                {
+                    let literal = !s.starts_with('#') && !s.starts_with("urn:");
+                    if literal && !s.contains("/_history/") && s.matches('/').count() >= 1 {
+                        s.push_str("/_history/1");
+                    }
+                } else {
+                    version_references(x);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(version_references),
+        _ => {}
+    }
+}
+
+/// Personality-wide touches applied to every generated resource before it is serialized.
+fn finish(ctx: &GenContext, mut v: Value) -> Value {
+    if ctx.personality.versioned_references {
+        version_references(&mut v);
+    }
+    v
 }
 
 pub fn patient_id(style: IdStyle, seed: u64, index: usize) -> String {
@@ -284,6 +420,7 @@ pub fn shared_resources(ctx: &GenContext) -> Vec<Resource> {
         for (n, id) in ids.iter().enumerate() {
             let mut rng = ChaCha8Rng::seed_from_u64(mix(&[ctx.seed, n as u64, str_hash(rtype)]));
             let (value, index) = clinical::shared(ctx, rtype, n, &mut rng);
+            let value = finish(ctx, value);
             let ms = HISTORY_START_MS + rng.random_range(0..86_400_000i64 * 30);
             out.push(Resource {
                 rtype,
@@ -312,6 +449,10 @@ const WEIGHTS: &[(&str, u32)] = &[
     ("Goal", 1),
     ("Coverage", 1),
     ("ExplanationOfBenefit", 12),
+    ("MedicationAdministration", 4),
+    ("MedicationStatement", 3),
+    ("ServiceRequest", 3),
+    ("Provenance", 4),
 ];
 
 /// Build patient `index`'s record as this personality holds it, then replay evolve steps.
@@ -320,23 +461,75 @@ pub fn generate_patient(ctx: &GenContext, index: usize, steps: &[(u64, i64)]) ->
     let style = p.id_style;
     let mut rng = ChaCha8Rng::seed_from_u64(mix(&[ctx.seed, index as u64, 0xc11c]));
     let patient_id = patient_id(style, ctx.seed, index);
+    let own_id = ctx.patient_resource_id(index);
+    let linked = ctx.linked_ids(index);
     let person = person::Person::identity(ctx.seed, index).as_recorded_by(&p.name, ctx.seed, index);
-    let mut g = clinical::Gen::new(ctx, index, &patient_id, &person);
+    let mut g = clinical::Gen::new(ctx, index, &own_id, &person);
 
-    let (pv, pidx) = g.patient(&mut rng);
+    let (mut pv, pidx) = g.patient(&mut rng);
     let first_ms = HISTORY_START_MS + rng.random_range(0..86_400_000i64 * 400);
+    let mut binaries = Vec::new();
+    if p.document_host {
+        let photo = clinical::photo(ctx, index);
+        pv["photo"] = json!([{"contentType": photo.content_type, "url": ctx.document_url(&photo.id), "title": "Patient photo"}]);
+        binaries.push(photo);
+    }
+    let mut linked_values = Vec::new();
+    if !linked.is_empty() {
+        pv["link"] = json!(
+            linked
+                .iter()
+                .map(|l| json!({"other": {"reference": format!("Patient/{l}")}, "type": "seealso"}))
+                .collect::<Vec<_>>()
+        );
+        for (k, l) in linked.iter().enumerate() {
+            let mut v = pv.clone();
+            v["link"] =
+                json!([{"other": {"reference": format!("Patient/{own_id}")}, "type": "seealso"}]);
+            if let Some(ident) = v.pointer_mut("/identifier/0/value")
+                && let Some(s) = ident.as_str()
+            {
+                *ident = json!(format!("{s}-{}", k + 1));
+            }
+            // Each linked Patient is found by its own identifier, not the member's.
+            let mut idx = pidx.clone();
+            idx.code = idx.code.iter().map(|c| format!("{c}-{}", k + 1)).collect();
+            linked_values.push((l.clone(), v, idx));
+        }
+    }
     let mut resources = vec![Resource {
         rtype: "Patient",
-        id: patient_id.clone(),
-        versions: vec![write_version(pv, "Patient", &patient_id, 1, first_ms, pidx)],
+        id: own_id.clone(),
+        versions: vec![write_version(
+            finish(ctx, pv),
+            "Patient",
+            &own_id,
+            1,
+            first_ms,
+            pidx.clone(),
+        )],
         born_step: 0,
     }];
-    let mut binaries = Vec::new();
+    for (l, v, idx) in linked_values {
+        resources.push(Resource {
+            rtype: "Patient",
+            id: l.clone(),
+            versions: vec![write_version(
+                finish(ctx, v),
+                "Patient",
+                &l,
+                1,
+                first_ms,
+                idx,
+            )],
+            born_step: 0,
+        });
+    }
 
     let total = ctx.history_size(index);
     let served: Vec<(&'static str, u32)> = WEIGHTS
         .iter()
-        .filter(|(t, _)| p.serves(t))
+        .filter(|(t, _)| p.generates(t))
         .filter(|(t, _)| p.payer_data || !matches!(*t, "Coverage" | "ExplanationOfBenefit"))
         .copied()
         .collect();
@@ -350,7 +543,11 @@ pub fn generate_patient(ctx: &GenContext, index: usize, steps: &[(u64, i64)]) ->
             if total >= 20 { c.max(1) } else { c }
         };
         for _ in 0..count {
-            let id = resource_id(style, ctx.seed, abbr(rtype), index, n);
+            let id = ctx.id(rtype, index, n);
+            if !linked.is_empty() {
+                // The member Patient holds nothing: the data sits on the linked Patients.
+                g.set_subject(&linked[(n as usize) % linked.len()]);
+            }
             n += 1;
             let ms = rng.random_range(first_ms..HISTORY_END_MS);
             let built = g.build(rtype, &id, ms, &mut rng);
@@ -361,7 +558,14 @@ pub fn generate_patient(ctx: &GenContext, index: usize, steps: &[(u64, i64)]) ->
             resources.push(Resource {
                 rtype,
                 id: id.clone(),
-                versions: vec![write_version(built.value, rtype, &id, 1, lu, built.index)],
+                versions: vec![write_version(
+                    finish(ctx, built.value),
+                    rtype,
+                    &id,
+                    1,
+                    lu,
+                    built.index,
+                )],
                 born_step: 0,
             });
         }
@@ -455,7 +659,12 @@ pub fn evolve_patient(ctx: &GenContext, rec: &mut PatientRecord, step: u64, now_
         ctx.seed,
         rec.index,
     );
-    let mut g = clinical::Gen::new(ctx, rec.index, &rec.patient_id, &person);
+    let data_pid = ctx
+        .linked_ids(rec.index)
+        .first()
+        .cloned()
+        .unwrap_or_else(|| ctx.patient_resource_id(rec.index));
+    let mut g = clinical::Gen::new(ctx, rec.index, &data_pid, &person);
     for _ in 0..creates {
         let rtype = if ctx.personality.serves("Observation") {
             "Observation"
@@ -465,20 +674,14 @@ pub fn evolve_patient(ctx: &GenContext, rec: &mut PatientRecord, step: u64, now_
         if !ctx.personality.serves(rtype) {
             break;
         }
-        let id = resource_id(
-            ctx.personality.id_style,
-            ctx.seed,
-            abbr(rtype),
-            rec.index,
-            rec.next_n,
-        );
+        let id = ctx.id(rtype, rec.index, rec.next_n);
         rec.next_n += 1;
         let built = g.build(rtype, &id, now_ms, &mut rng);
         rec.resources.push(Resource {
             rtype,
             id: id.clone(),
             versions: vec![write_version(
-                built.value,
+                finish(ctx, built.value),
                 rtype,
                 &id,
                 1,
