@@ -95,6 +95,18 @@ pub async fn run_standalone(args: SimArgs) -> Result<(), SimError> {
         "  backend-services clients: POST {}/admin/backend-clients/CLIENT_ID with the client's public JWKS",
         server.base_url().split("/fhir").next().unwrap_or("")
     );
+    let origin = server
+        .base_url()
+        .split("/fhir")
+        .next()
+        .unwrap_or("")
+        .to_string();
+    say!("  ground truth: GET {origin}/admin/truth/patient/ID (and {origin}/admin/truth)");
+    say!(
+        "  document host {}, foreign origin {} (requests: GET {origin}/admin/side-requests)",
+        server.documents_origin(),
+        server.foreign_origin()
+    );
     say!("Ctrl-C to stop.");
     let _ = tokio::signal::ctrl_c().await;
     server.shutdown().await;

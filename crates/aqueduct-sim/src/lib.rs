@@ -198,6 +198,11 @@ impl SimServer {
         truth::patient(&self.state, patient_id)
     }
 
+    /// The ground truth of every patient (the JSON `/admin/truth` serves).
+    pub fn population_truth(&self) -> serde_json::Value {
+        truth::population(&self.state)
+    }
+
     pub fn personality(&self) -> &Personality {
         &self.state.personality
     }

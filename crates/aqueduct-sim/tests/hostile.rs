@@ -183,6 +183,8 @@ async fn endless_empty_pages_with_fresh_cursors_end_at_the_bound() {
     }
     let (_, last) = get_json(&sim, &token, "Observation?_endless=99999").await;
     assert!(next_link(&last).is_none(), "bounded server-side");
+    let (s, _) = get_json(&sim, &token, "Observation?_endless=18446744073709551615").await;
+    assert_eq!(s, 200, "a hostile cursor value is not a crash");
     sim.shutdown().await;
 }
 
@@ -205,6 +207,11 @@ async fn cursor_repeat_changes_the_cursor_but_not_the_entries() {
             pages.iter().all(|p| p == &pages[0]),
             "{personality}: {pages:?}"
         );
+        let far =
+            format!("Observation?patient={pid}&category=laboratory&_repeat=18446744073709551615");
+        let (s, last) = get_json(&sim, &token, &far).await;
+        assert_eq!(s, 200);
+        assert!(next_link(&last).is_none(), "bounded server-side");
         sim.shutdown().await;
     }
 }

@@ -159,6 +159,7 @@ async fn population_truth_lists_every_patient() {
         v["distinct_resources"].as_u64(),
         Some(distinct.len() as u64)
     );
+    assert_eq!(v, sim.population_truth());
     let unknown = http()
         .get(format!("{}/admin/truth/patient/nobody", origin(&sim)))
         .send()

@@ -60,7 +60,7 @@ pub fn endless_page(st: &SimState, path: &str, n: u64) -> Reply {
     out.extend_from_slice(b"{\"resourceType\":\"Bundle\",\"type\":\"searchset\",\"link\":[{\"relation\":\"self\",\"url\":");
     out.extend_from_slice(serde_json::to_string(&this).unwrap_or_default().as_bytes());
     out.push(b'}');
-    if n + 1 < HOSTILE_PAGE_LIMIT {
+    if n.saturating_add(1) < HOSTILE_PAGE_LIMIT {
         let next = link(
             base,
             path,
@@ -282,7 +282,7 @@ fn render(
     };
     // cursor-repeat: the same first page again and again behind ever new cursors.
     let next_url = match spec.repeat {
-        Some(n) if n + 1 < HOSTILE_PAGE_LIMIT && !empty && count > 0 => {
+        Some(n) if n.saturating_add(1) < HOSTILE_PAGE_LIMIT && !empty && count > 0 => {
             let mut p = spec.params.clone();
             p.push(("_count".into(), count.to_string()));
             p.push(("_repeat".into(), (n + 1).to_string()));
