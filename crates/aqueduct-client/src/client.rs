@@ -201,6 +201,8 @@ struct Inner {
     timeout: Duration,
     max_response_bytes: u64,
     max_binary_bytes: u64,
+    /// Origins besides the base's that may receive the token (document hosts).
+    document_origins: Vec<String>,
     auth: Arc<dyn AccessTokenSource>,
     limiter: Arc<HostLimiter>,
     retry: RetryPolicy,
@@ -301,6 +303,14 @@ impl FhirClientBuilder {
                 timeout: Duration::from_secs(self.profile.http.timeout_secs.max(1)),
                 max_response_bytes: self.profile.http.max_response_mb.max(1) * 1024 * 1024,
                 max_binary_bytes: self.profile.http.max_binary_mb.max(1) * 1024 * 1024,
+                document_origins: self
+                    .profile
+                    .http
+                    .document_hosts
+                    .iter()
+                    .filter_map(|h| Url::parse(h).ok())
+                    .map(|u| origin_of(&u))
+                    .collect(),
                 auth: self.auth,
                 limiter,
                 retry: self.retry,
@@ -580,7 +590,7 @@ impl FhirClient {
             let Some(next) = location else {
                 break resp;
             };
-            if !self.is_same_origin(&next) {
+            if origin_of(&next) != origin_of(&url) || !self.may_receive_token(&next) {
                 return Err((
                     FetchError::new(
                         FetchErrorKind::RedirectRefused,
@@ -766,13 +776,20 @@ impl FhirClient {
         let mut rb = rb
             .timeout(self.inner.timeout)
             .header(ACCEPT, req.accept.as_deref().unwrap_or(&self.inner.accept));
+        // configured headers (API keys) belong to the FHIR server; the token also goes to the
+        // organization's document hosts, and to nobody else
         if self.is_same_origin(url) {
             rb = rb.headers(self.inner.headers.clone());
-            if let Some(t) = token {
-                rb = rb.header(AUTHORIZATION, format!("Bearer {t}"));
-            }
+        }
+        if let Some(t) = token.filter(|_| self.may_receive_token(url)) {
+            rb = rb.header(AUTHORIZATION, format!("Bearer {t}"));
         }
         rb.send().await
+    }
+
+    /// The FHIR server's origin, or one of the organization's document hosts.
+    pub fn may_receive_token(&self, url: &Url) -> bool {
+        self.is_same_origin(url) || self.inner.document_origins.contains(&origin_of(url))
     }
 
     /// Same scheme, host and port as the FHIR base.

@@ -87,6 +87,10 @@ pub struct HttpSettings {
     pub max_response_mb: u64,
     /// Largest attachment (Binary content) read (MiB).
     pub max_binary_mb: u64,
+    /// Other origins of the same organization that serve attachments (documents, photos),
+    /// e.g. "https://docs.hospital.org": attachments there are fetched, with the token. Any
+    /// other origin never gets the token, and its attachments are not fetched.
+    pub document_hosts: Vec<String>,
 }
 
 impl Default for HttpSettings {
@@ -97,6 +101,7 @@ impl Default for HttpSettings {
             timeout_secs: 60,
             max_response_mb: 64,
             max_binary_mb: 64,
+            document_hosts: Vec::new(),
         }
     }
 }
@@ -281,6 +286,7 @@ const PROFILE_SHAPE: Shape = Shape::Table(&[
             ("timeout_secs", Shape::Leaf),
             ("max_response_mb", Shape::Leaf),
             ("max_binary_mb", Shape::Leaf),
+            ("document_hosts", Shape::Leaf),
         ]),
     ),
     (

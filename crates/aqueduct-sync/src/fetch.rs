@@ -65,12 +65,17 @@ impl Syncer {
         types: &[String],
         state: &Mutex<PatientState>,
     ) -> Result<bool, SyncError> {
-        if !self.options.use_everything || !self.profile.capabilities.everything {
+        if !self.options.use_everything {
             return Ok(false);
         }
-        if lock(&self.probes).everything_works == Some(false) {
-            return Ok(false);
-        }
+        // Where the profile does not promise `$everything`, it is probed on the first patient
+        // (one cheap call; payers that offer it are many more than profiles say) and used from
+        // then on if it works.
+        let probing = match lock(&self.probes).everything_works {
+            Some(false) => return Ok(false),
+            Some(true) => false,
+            None => !self.profile.capabilities.everything,
+        };
         let count = self.profile.paging.max_page_size.to_string();
         // The server time of the last complete sync; its absence also means there is no
         // earlier complete fetch to reconcile against.
@@ -108,6 +113,18 @@ impl Syncer {
                 run.note(format!(
                     "$everything forbidden, using per-type searches: {detail}"
                 ));
+                if probing {
+                    lock(&self.probes).everything_works = Some(false);
+                }
+                Ok(false)
+            }
+            SearchEnd::Partial(reason, detail) if probing => {
+                // a probe that did not come back whole is no reason to trust the operation
+                run.note(format!(
+                    "$everything probe incomplete ({}: {detail}), using per-type searches",
+                    reason.as_str()
+                ));
+                lock(&self.probes).everything_works = Some(false);
                 Ok(false)
             }
             SearchEnd::Reauth => Ok(true),
@@ -117,6 +134,13 @@ impl Syncer {
                 Ok(true)
             }
             SearchEnd::Complete => {
+                if probing {
+                    run.note(
+                        "$everything works although the profile does not say so: used for the \
+                         whole record"
+                            .into(),
+                    );
+                }
                 lock(&self.probes).everything_works = Some(true);
                 let cap = self.profile.capabilities.everything_max_resources;
                 if cap > 0 && tf.seen.len() as u64 >= cap {
@@ -149,6 +173,37 @@ impl Syncer {
                 Ok(true)
             }
         }
+    }
+
+    /// Whether the server holds any resource of `rtype` at all, by one server-wide
+    /// `_summary=count` per type and run (cached); `true` when it cannot tell.
+    pub(crate) async fn server_has_any(&self, run: &Run, rtype: &str) -> bool {
+        if let Some(known) = lock(&self.probes).type_has_data.get(rtype) {
+            return *known;
+        }
+        let has = match self.client.url(rtype, &[("_summary", "count")]) {
+            Ok(url) => match run
+                .client
+                .get(
+                    FhirRequest::new(url)
+                        .resource_type(rtype)
+                        .template(format!("{rtype}?_summary=count")),
+                )
+                .await
+            {
+                Ok(resp) => resp
+                    .bundle()
+                    .ok()
+                    .and_then(|b| b.total)
+                    .is_none_or(|t| t > 0),
+                Err(_) => true,
+            },
+            Err(_) => true,
+        };
+        lock(&self.probes)
+            .type_has_data
+            .insert(rtype.to_string(), has);
+        has
     }
 
     pub(crate) async fn sync_type(
@@ -382,6 +437,15 @@ impl Syncer {
             if run.aborted() {
                 return Ok(SearchEnd::Reauth);
             }
+            if run.stalled() {
+                return Ok(SearchEnd::Partial(
+                    MissingReason::FailedAfterRetries,
+                    format!(
+                        "{rlabel}: not asked — the server stopped answering (timeouts) earlier \
+                         in this run"
+                    ),
+                ));
+            }
             if run.past_deadline() {
                 return Ok(SearchEnd::Partial(
                     MissingReason::DeadlineReached,
@@ -443,6 +507,10 @@ impl Syncer {
                     return Ok(SearchEnd::Rejected(e.to_string()));
                 }
                 Err(e) => {
+                    if e.kind == aqueduct_client::FetchErrorKind::Timeout {
+                        run.timed_out
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     let reason = match e.kind {
                         aqueduct_client::FetchErrorKind::RedirectRefused
                         | aqueduct_client::FetchErrorKind::TooLarge => {
@@ -549,7 +617,7 @@ impl Syncer {
             } else {
                 0
             };
-            self.write_page(run, &page.resources, page.duplicates, expected_type)
+            self.write_page(run, &page.resources, &page.duplicates_by_type)
                 .await?;
             cps.save_refs(key, page_no, &page.found).await?;
             {
@@ -557,6 +625,8 @@ impl Syncer {
                 for r in &page.resources {
                     if r.resource_type == "Patient" {
                         st.got_patient = true;
+                        st.patient_ids.insert(r.logical_id.clone());
+                        st.links.extend(patient_links(&r.bytes));
                     }
                     st.fetched
                         .insert((r.resource_type.clone(), r.logical_id.clone()));
@@ -600,4 +670,31 @@ impl Syncer {
             }
         }
     }
+}
+
+/// The `Patient.link[].other` references of a Patient: the other records of the same person.
+fn patient_links(bytes: &[u8]) -> Vec<String> {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Other {
+        reference: Option<String>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Link {
+        other: Other,
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Linked {
+        link: Vec<Link>,
+    }
+    serde_json::from_slice::<Linked>(bytes)
+        .map(|p| {
+            p.link
+                .into_iter()
+                .filter_map(|l| l.other.reference)
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -28,6 +28,8 @@ pub struct Page {
     pub resources: Vec<RawResource>,
     /// Entries whose (type, id) was already seen (in this page or an earlier one).
     pub duplicates: u64,
+    /// The same, per resource type.
+    pub duplicates_by_type: std::collections::BTreeMap<String, u64>,
     /// OperationOutcome entries (search.mode = outcome, or any entry that is an
     /// OperationOutcome: it is never stored as data), summarized with what they mean.
     pub outcomes: Vec<PageOutcome>,
@@ -155,6 +157,10 @@ pub fn bundle_page(
         }
         if !seen.insert((raw.resource_type.clone(), raw.logical_id.clone())) {
             page.duplicates += 1;
+            *page
+                .duplicates_by_type
+                .entry(raw.resource_type.clone())
+                .or_default() += 1;
             continue;
         }
         if src.collect_refs {

@@ -6,7 +6,6 @@
 //! remembered for the connection, so later patients skip it.
 
 use aqueduct_client::VendorProfile;
-use aqueduct_client::fhir::CapabilityStatement;
 
 /// One search: its query parameters and a signature (the parameters without the patient's
 /// value) used for probe memory and checkpoint keys.
@@ -107,23 +106,6 @@ pub fn plan_type(
     }
 }
 
-/// Whether to try a type at all: the CapabilityStatement is trusted only as far as the
-/// profile allows; a type it omits is still tried when the profile lists it in `try_types`.
-pub fn should_try(
-    profile: &VendorProfile,
-    cs: Option<&CapabilityStatement>,
-    resource_type: &str,
-) -> bool {
-    match cs {
-        None => true,
-        Some(cs) => {
-            cs.supports_type(resource_type)
-                || !profile.capabilities.trust_capability_statement
-                || profile.try_types.iter().any(|t| t == resource_type)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,24 +153,6 @@ mod tests {
                 .params
                 .iter()
                 .any(|(k, _)| k == "_lastUpdated")
-        );
-    }
-
-    #[test]
-    fn the_capability_statement_is_trusted_only_as_far_as_the_profile_allows() {
-        let cs = CapabilityStatement::parse(
-            br#"{"resourceType":"CapabilityStatement","rest":[{"mode":"server","resource":[{"type":"Patient"}]}]}"#,
-        );
-        let generic = VendorProfile::resolve("generic", None).unwrap_or_default();
-        assert!(should_try(&generic, cs.as_ref(), "Patient"));
-        assert!(!should_try(&generic, cs.as_ref(), "Observation"));
-        assert!(should_try(&generic, None, "Observation"));
-        let epic = VendorProfile::resolve("epic", None).unwrap_or_default();
-        assert!(should_try(&epic, cs.as_ref(), "Binary"), "epic's try_types");
-        let payer = VendorProfile::resolve("cms-payer", None).unwrap_or_default();
-        assert!(
-            should_try(&payer, cs.as_ref(), "Observation"),
-            "payer statements are not trusted"
         );
     }
 }

@@ -37,7 +37,7 @@ fn valid_type(t: &str) -> bool {
 /// servers send longer ones (Epic Medication ids of 66) — any URL-safe id up to 256 is taken.
 pub const MAX_ID_LEN: usize = 256;
 
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && id

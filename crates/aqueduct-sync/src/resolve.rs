@@ -12,11 +12,25 @@ use aqueduct_client::{Expect, FetchError, FhirRequest};
 use aqueduct_store::{ParseStatus, RawResource};
 use chrono::Utc;
 use futures_util::stream::{self, StreamExt};
+use url::Url;
 
 use crate::page::{PageSource, bundle_page, raw_resource};
 use crate::refs::{Found, RefTarget, parse_reference};
 use crate::report::{MissingReason, SyncError};
 use crate::syncer::{PatientState, Run, SyncMode, Syncer, lock};
+
+/// Where an attachment points.
+enum Attachment {
+    /// `Binary/{id}` (or another `Type/id`) on the FHIR server.
+    Resource(String, String),
+    /// A document URL on the FHIR server's origin or an allowed document host, with the id
+    /// it is kept under.
+    Document(String, Url),
+    /// Another host: not fetched, the token never goes there.
+    Elsewhere(String),
+    /// Contained, inline data, or not a URL.
+    Inline,
+}
 
 /// Why one referenced resource could not be read.
 type Failure = (String, MissingReason, String);
@@ -66,19 +80,24 @@ impl Syncer {
                 }
             }
             let attachments = std::mem::take(&mut found.attachments);
+            let mut documents: Vec<(String, Url)> = Vec::new();
             if self.options.fetch_binaries {
                 for a in attachments {
-                    match parse_reference(&a, &base) {
-                        RefTarget::Local {
-                            resource_type, id, ..
-                        } => targets.push(((resource_type, id), true)),
-                        RefTarget::External(_) => {
+                    match self.attachment(&a) {
+                        Attachment::Resource(t, id) => targets.push(((t, id), true)),
+                        Attachment::Document(id, url) => documents.push((id, url)),
+                        Attachment::Elsewhere(url) => {
                             run.external.fetch_add(1, Ordering::Relaxed);
+                            run.note(format!(
+                                "patient {pid}: attachment on another host not fetched ({url});                                  add its origin to http.document_hosts if it is the organization's"
+                            ));
                         }
-                        _ => {}
+                        Attachment::Inline => {}
                     }
                 }
             }
+            self.fetch_documents(run, pid, documents, &mut fetched)
+                .await?;
             let granted = self.client.granted_scopes();
             for (key, is_attachment) in targets {
                 if fetched.contains(&key) || !seen_now.insert(key.clone()) {
@@ -165,6 +184,108 @@ impl Syncer {
             found = next_found;
         }
         Ok(fetched)
+    }
+
+    /// Where an `Attachment.url` points.
+    fn attachment(&self, url: &str) -> Attachment {
+        let base = self.client.base();
+        let u = url.trim();
+        if u.is_empty() || u.starts_with('#') || u.starts_with("data:") || u.starts_with("urn:") {
+            return Attachment::Inline;
+        }
+        if let RefTarget::Local {
+            resource_type, id, ..
+        } = parse_reference(u, base)
+        {
+            return Attachment::Resource(resource_type, id);
+        }
+        // a document URL that is not `Type/id` (`{base}/documents/x`, a document host...)
+        let Ok(abs) = base.join(u) else {
+            return Attachment::Inline;
+        };
+        if !matches!(abs.scheme(), "http" | "https") {
+            return Attachment::Inline;
+        }
+        if !self.client.may_receive_token(&abs) {
+            return Attachment::Elsewhere(abs.to_string());
+        }
+        let last = abs
+            .path_segments()
+            .and_then(|mut s| s.next_back())
+            .unwrap_or("");
+        let id = if crate::refs::valid_id(last) {
+            last.to_string()
+        } else {
+            crate::page::synthetic_id(abs.as_str().as_bytes())
+        };
+        Attachment::Document(id, abs)
+    }
+
+    /// Reads attachments given by URL (not `Binary/{id}`): kept as Binary resources with
+    /// their raw content, keyed by the URL's last segment.
+    async fn fetch_documents(
+        &self,
+        run: &Run,
+        pid: &str,
+        documents: Vec<(String, Url)>,
+        fetched: &mut HashSet<(String, String)>,
+    ) -> Result<(), SyncError> {
+        let mut batch = Vec::new();
+        for (id, url) in documents {
+            let key = ("Binary".to_string(), id.clone());
+            if fetched.contains(&key) {
+                continue;
+            }
+            if !lock(&run.fetched_refs).insert(key.clone()) {
+                let failed = lock(&run.failed_refs).get(&key).cloned();
+                if let Some((reason, detail)) = failed {
+                    self.reference_gap(run, pid, &key, true, reason, detail);
+                }
+                fetched.insert(key);
+                continue;
+            }
+            fetched.insert(key.clone());
+            let req = FhirRequest::new(url.clone())
+                .resource_type("Binary")
+                .template(format!(
+                    "GET attachment {}{}",
+                    url.origin().ascii_serialization(),
+                    "/{document}"
+                ))
+                .expect(Expect::Any);
+            match run.client.get(req).await {
+                Ok(resp) => batch.push(RawResource {
+                    resource_type: "Binary".into(),
+                    logical_id: id,
+                    version_id: None,
+                    last_updated: None,
+                    source_url: resp.url.to_string(),
+                    patient_id: None,
+                    parse_status: ParseStatus::InvalidJson(format!(
+                        "raw content ({})",
+                        resp.content_type
+                            .clone()
+                            .unwrap_or_else(|| "no content type".into())
+                    )),
+                    fetched_at: Utc::now(),
+                    bytes: resp.body.to_vec(),
+                }),
+                Err(e) if e.needs_reauthorization() => {
+                    run.abort(e.to_string());
+                    break;
+                }
+                Err(e) => {
+                    run.note(format!("attachment {url} not fetched: {e}"));
+                    let (_, reason, detail) = failure(&id, &e);
+                    lock(&run.failed_refs).insert(key.clone(), (reason, detail.clone()));
+                    self.reference_gap(run, pid, &key, true, reason, detail);
+                }
+            }
+        }
+        run.referenced_fetched
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.write_page(run, &batch, &Default::default()).await?;
+        Ok(())
     }
 
     fn reference_gap(
@@ -273,7 +394,7 @@ impl Syncer {
                             .cloned(),
                     );
                     stored += page.resources.len() as u64;
-                    self.write_page(run, &page.resources, 0, Some(rtype))
+                    self.write_page(run, &page.resources, &Default::default())
                         .await?;
                     found.references.extend(page.found.references);
                     found.attachments.extend(page.found.attachments);
@@ -333,7 +454,7 @@ impl Syncer {
                 }
             }
             stored += batch.len() as u64;
-            self.write_page(run, &batch, 0, Some(rtype)).await?;
+            self.write_page(run, &batch, &Default::default()).await?;
             if run.aborted() {
                 break;
             }
@@ -396,7 +517,7 @@ impl Syncer {
                             .cloned(),
                     );
                     stored += page.resources.len() as u64;
-                    self.write_page(run, &page.resources, 0, Some(rtype))
+                    self.write_page(run, &page.resources, &Default::default())
                         .await?;
                     found.references.extend(page.found.references);
                     found.attachments.extend(page.found.attachments);

@@ -118,6 +118,8 @@ pub(crate) struct Probes {
     /// (type, alternative label) of the alternatives the server accepted.
     pub working_alternative: HashSet<(String, String)>,
     pub everything_works: Option<bool>,
+    /// Server-wide: whether a type holds any data (`_summary=count`), for planning.
+    pub type_has_data: HashMap<String, bool>,
 }
 
 /// State of one `sync_patients` call.
@@ -144,7 +146,16 @@ pub(crate) struct Run {
     /// Types the store held for the connection when the run began ("returned before").
     pub stored_types: HashSet<String>,
     pub deadline: Option<Instant>,
+    /// Patients of the run, and those reached through `Patient.link` (each synced once).
+    pub linked: Mutex<HashSet<String>>,
+    /// Searches that ended on a timeout: once [`STALLED_AFTER`] have, the server is taken as
+    /// stalled and nothing more is asked of it in this run (a stall costs a few timeouts, not
+    /// one per remaining search).
+    pub timed_out: AtomicU64,
 }
+
+/// Searches ending on a timeout after which a run stops asking the server.
+pub(crate) const STALLED_AFTER: u64 = 2;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -173,6 +184,9 @@ impl Run {
     pub fn aborted(&self) -> bool {
         self.reauth.load(Ordering::SeqCst)
     }
+    pub fn stalled(&self) -> bool {
+        self.timed_out.load(Ordering::Relaxed) >= STALLED_AFTER
+    }
     pub fn past_deadline(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
     }
@@ -198,6 +212,11 @@ pub(crate) struct PatientState {
     pub got_patient: bool,
     /// Types read completely and fresh: they may tombstone what the record no longer holds.
     pub reconcile: Vec<String>,
+    /// Ids of the Patient resources the record came with (the server's own id may differ
+    /// from the one asked for).
+    pub patient_ids: BTreeSet<String>,
+    /// `Patient.link` references: other records of the same person.
+    pub links: Vec<String>,
 }
 
 impl PatientState {
@@ -452,6 +471,8 @@ impl Syncer {
             patients_complete: AtomicU64::new(0),
             stored_types,
             deadline: self.options.max_run_duration.map(|d| started + d),
+            linked: Mutex::new(patient_ids.iter().cloned().collect()),
+            timed_out: AtomicU64::new(0),
         };
         if let Some(e) = resumed_epoch {
             run.note(format!(
@@ -639,24 +660,36 @@ impl Syncer {
 
     async fn sync_patient(&self, run: &Run, pid: &str) -> Result<(), SyncError> {
         let state = Mutex::new(PatientState::default());
-        let mut types = self.resource_types();
+        let types = self.resource_types();
         let first_sync = self
             .store
             .get_resource(&self.conn, "Patient", pid)
             .await?
             .is_none();
-        let cs = self.capability().await;
         let everything_done = self.try_everything(run, pid, &types, &state).await?;
-        if !everything_done {
-            types.retain(|t| {
-                if crate::plan::should_try(&self.profile, cs, t) {
-                    true
-                } else {
-                    lock(&run.skipped).insert(t.clone());
-                    false
+        // Every configured type is asked for, listed in the CapabilityStatement or not
+        // (statements lie both ways); a refusal of an unlisted type is remembered, so only the
+        // first patient pays for it, and makes it "not offered" (outcome rule 3). After a
+        // whole `$everything`, the configured types it did not return are still searched —
+        // servers leave types out of it — except those the server holds none of at all.
+        let to_search: Vec<String> = if everything_done {
+            let returned: HashSet<String> = lock(&state)
+                .fetched
+                .iter()
+                .map(|(t, _)| t.clone())
+                .collect();
+            let mut rest = Vec::new();
+            for t in types.iter().filter(|t| !returned.contains(*t)) {
+                if !run.aborted() && self.server_has_any(run, t).await {
+                    rest.push(t.clone());
                 }
-            });
-            stream::iter(types.iter().map(Ok))
+            }
+            rest
+        } else {
+            types.clone()
+        };
+        if !run.aborted() {
+            stream::iter(to_search.iter().map(Ok))
                 .try_for_each_concurrent(self.options.type_concurrency.max(1), |t| {
                     let state = &state;
                     async move { self.sync_type(run, pid, t, state).await }
@@ -665,6 +698,10 @@ impl Syncer {
         }
         let mut st = std::mem::take(&mut *lock(&state));
         let (got_patient, reconcile) = (st.got_patient, std::mem::take(&mut st.reconcile));
+        let (patient_ids, links) = (
+            std::mem::take(&mut st.patient_ids),
+            std::mem::take(&mut st.links),
+        );
         let held = if !run.aborted() && self.options.reference_depth > 0 {
             self.resolve_references(run, pid, st).await?
         } else {
@@ -704,11 +741,57 @@ impl Syncer {
                 ),
             );
         }
+        if !patient_ids.is_empty() && !patient_ids.contains(pid) {
+            self.record_alias(run, pid, &patient_ids).await?;
+        }
+        // The person's other records (a payer's member Patient that only links to the
+        // Patients holding the data) are synced as part of the same record.
+        let base = self.client.base().clone();
+        for l in links {
+            if let RefTarget::Local {
+                resource_type, id, ..
+            } = parse_reference(&l, &base)
+                && resource_type == "Patient"
+                && lock(&run.linked).insert(id.clone())
+            {
+                run.note(format!(
+                    "patient {pid} links to Patient/{id}: synced as the same person"
+                ));
+                Box::pin(self.sync_or_resume_patient(run, &id)).await?;
+            }
+        }
         let gaps = run.gaps_of(pid);
         if gaps.is_empty() {
             run.patients_complete.fetch_add(1, Ordering::Relaxed);
         }
         self.checkpoints(run).finish_patient(pid, gaps).await?;
+        Ok(())
+    }
+
+    /// The server answered for `pid` with a Patient under another id (a per-session id):
+    /// both are kept — searches went out with the id asked for, the data names the other —
+    /// and a finding says so.
+    async fn record_alias(
+        &self,
+        run: &Run,
+        pid: &str,
+        ids: &BTreeSet<String>,
+    ) -> Result<(), SyncError> {
+        let others: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let detail = format!(
+            "patient {pid} was answered with Patient {}: the server uses another id for the              same record; both are kept (the records' data references the server's id)",
+            others.join(", ")
+        );
+        run.note(detail.clone());
+        let f = Finding {
+            at: Utc::now(),
+            run_id: Some(run.id),
+            kind: "patient-alias".into(),
+            severity: "info".into(),
+            resource_type: Some("Patient".into()),
+            detail,
+        };
+        self.store.record_finding(&self.conn, &f).await?;
         Ok(())
     }
 
@@ -743,11 +826,10 @@ impl Syncer {
         &self,
         run: &Run,
         resources: &[RawResource],
-        duplicates: u64,
-        expected_type: Option<&str>,
+        duplicates: &BTreeMap<String, u64>,
     ) -> Result<(), SyncError> {
-        if let (Some(t), true) = (expected_type, duplicates > 0) {
-            run.count(t, |c| c.duplicates += duplicates);
+        for (t, n) in duplicates {
+            run.count(t, |c| c.duplicates += n);
         }
         if resources.is_empty() {
             return Ok(());
