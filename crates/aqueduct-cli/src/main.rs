@@ -4,6 +4,7 @@
 //! do not know each other (config → profile → SMART settings → token source) is `wiring.rs`.
 
 mod after_sync;
+mod bench_chaos;
 mod bench_store;
 mod bench_sync;
 mod config_cmd;
@@ -88,6 +89,12 @@ enum BenchCommand {
     /// End-to-end sync throughput against the in-process simulator, requests per patient,
     /// peak memory, and behaviour under a rate limit.
     Sync(BenchSyncArgs),
+    /// A full sync killed with SIGKILL at random points and resumed each time, compared
+    /// with an uninterrupted one: same resources, same bytes, every outcome true.
+    Chaos(bench_chaos::ChaosArgs),
+    /// One sync of `bench chaos` (the process it kills).
+    #[command(hide = true)]
+    ChaosChild(bench_chaos::ChaosChildArgs),
 }
 
 fn main() -> ExitCode {
@@ -127,6 +134,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Store(args)) => bench_store::run(args).await,
+        Command::Bench(BenchCommand::Chaos(args)) => bench_chaos::run(args).await,
+        Command::Bench(BenchCommand::ChaosChild(args)) => bench_chaos::run_child(args).await,
         Command::Bench(BenchCommand::Sync(args)) => {
             bench_sync::run_bench_sync(
                 args.patients,

@@ -51,7 +51,26 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> anyhow::Result<ExitCode> {
         )?)),
         None => None,
     };
-    let auth = token_source(&resolved, smart.as_ref()).await?;
+    let mode = if args.incremental {
+        SyncMode::Incremental
+    } else {
+        SyncMode::Full
+    };
+    let auth = match token_source(&resolved, smart.as_ref()).await {
+        Ok(a) => a,
+        Err(e) => {
+            // a run that cannot get a token is still a failed run, with a finding
+            aqueduct_sync::record_failed_start(
+                store.as_ref(),
+                &resolved.conn,
+                mode,
+                "getting a token",
+                &format!("{e:#}"),
+            )
+            .await?;
+            return Err(e);
+        }
+    };
     let base = url::Url::parse(&resolved.base_url())?;
     let client = FhirClient::new(base, &resolved.profile, auth)?;
     let options = SyncOptions {
@@ -66,17 +85,20 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> anyhow::Result<ExitCode> {
         resolved.profile.clone(),
         options,
     );
-    let mode = if args.incremental {
-        SyncMode::Incremental
-    } else {
-        SyncMode::Full
-    };
-
     let mut patients = args.patients.clone();
     if patients.is_empty() {
         patients = match (&resolved.config.auth, &smart) {
             (aqueduct_config::AuthConfig::SmartStandalone { .. }, Some(s)) => {
-                let tokens = s.load_tokens(&resolved.conn).await?.with_context(|| {
+                let loaded = match s.load_tokens(&resolved.conn).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        syncer
+                            .record_failed_start(mode, "reading the stored tokens", &e.to_string())
+                            .await?;
+                        return Err(e.into());
+                    }
+                };
+                let tokens = loaded.with_context(|| {
                     format!(
                         "no tokens for {}: run `aqueduct connect {}` first",
                         resolved.conn, args.connection
@@ -89,10 +111,15 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> anyhow::Result<ExitCode> {
                         .context("the launch gave no patient context; pass --patient ID")?,
                 ]
             }
-            _ => syncer
-                .discover_patients()
-                .await
-                .context("listing the server's patients")?,
+            _ => match syncer.discover_patients().await {
+                Ok(p) => p,
+                Err(e) => {
+                    syncer
+                        .record_failed_start(mode, "listing the server's patients", &e.to_string())
+                        .await?;
+                    return Err(anyhow::Error::new(e).context("listing the server's patients"));
+                }
+            },
         };
     }
 

@@ -35,4 +35,6 @@ mod syncer;
 
 pub use ledger::RunLedger;
 pub use report::{MissingReason, PartialType, REAUTH_PREFIX, SyncError, SyncReport, TypeCounts};
-pub use syncer::{HEARTBEAT_EVERY, INTERRUPTED, SyncMode, SyncOptions, Syncer};
+pub use syncer::{
+    HEARTBEAT_EVERY, INTERRUPTED, SyncMode, SyncOptions, Syncer, record_failed_start,
+};

@@ -235,6 +235,9 @@ pub struct Syncer {
     pub(crate) options: SyncOptions,
     capability: OnceCell<Option<CapabilityStatement>>,
     pub(crate) probes: Mutex<Probes>,
+    /// Requests made before a run opens (listing the population): the next run — or the
+    /// failed run recorded when listing fails — takes them into its ledger.
+    pre_run: Arc<RunLedger>,
 }
 
 pub(crate) fn last_sync_key(patient: &str, rtype: &str) -> String {
@@ -257,7 +260,25 @@ impl Syncer {
             options,
             capability: OnceCell::new(),
             probes: Mutex::new(Probes::default()),
+            pre_run: Arc::new(RunLedger::default()),
         }
+    }
+
+    /// Records a sync that failed before it could start (the population could not be listed,
+    /// the endpoints not discovered, no token): a failed run with the error, the requests
+    /// made so far in its ledger, and a finding — so `status` never says "never synced" about
+    /// a connection that is failing.
+    pub async fn record_failed_start(
+        &self,
+        mode: SyncMode,
+        stage: &str,
+        error: &str,
+    ) -> Result<RunId, SyncError> {
+        let run = record_failed_start(self.store.as_ref(), &self.conn, mode, stage, error).await?;
+        self.pre_run
+            .flush(self.store.as_ref(), &self.conn, run)
+            .await?;
+        Ok(run)
     }
 
     pub fn profile(&self) -> &VendorProfile {
@@ -314,6 +335,7 @@ impl Syncer {
             }
             let resp = self
                 .client
+                .with_observer(self.pre_run.clone())
                 .get(FhirRequest::new(url.clone()).resource_type("Patient"))
                 .await?;
             let bundle = resp
@@ -347,6 +369,7 @@ impl Syncer {
         let url = self.client.url(&format!("Group/{group_id}"), &[])?;
         let resp = self
             .client
+            .with_observer(self.pre_run.clone())
             .get(FhirRequest::new(url).resource_type("Group"))
             .await?;
         let text = std::str::from_utf8(&resp.body)
@@ -417,6 +440,9 @@ impl Syncer {
         holder: &str,
     ) -> Result<SyncReport, SyncError> {
         let run_id = self.store.begin_run(&self.conn, kind).await?;
+        self.pre_run
+            .flush(self.store.as_ref(), &self.conn, run_id)
+            .await?;
         let not_before = Utc::now()
             - chrono::Duration::from_std(self.options.resume_within)
                 .unwrap_or(chrono::Duration::MAX);
@@ -869,6 +895,34 @@ impl Syncer {
             c.invalid += invalid;
         });
     }
+}
+
+/// Records a sync that failed before it started (see [`Syncer::record_failed_start`]); for
+/// callers that fail before they have a syncer (no token, no discovery document).
+pub async fn record_failed_start(
+    store: &dyn Store,
+    conn: &ConnectionRef,
+    mode: SyncMode,
+    stage: &str,
+    error: &str,
+) -> Result<RunId, SyncError> {
+    let run = store
+        .begin_run(conn, &format!("{}:population", mode.as_str()))
+        .await?;
+    let text = format!("{stage}: {error}");
+    store
+        .finish_run(conn, run, RunOutcome::Failed, None, Some(&text))
+        .await?;
+    let f = Finding {
+        at: Utc::now(),
+        run_id: Some(run),
+        kind: "run-failed-to-start".into(),
+        severity: "critical".into(),
+        resource_type: None,
+        detail: format!("the sync of {conn} could not start — {text}"),
+    };
+    store.record_finding(conn, &f).await?;
+    Ok(run)
 }
 
 /// A process-unique suffix for lease holders (two syncers in one process are two holders).

@@ -240,3 +240,41 @@ async fn a_run_past_its_deadline_names_what_it_did_not_fetch() {
     );
     assert_eq!(r.patients_complete, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_population_that_cannot_be_listed_still_leaves_a_failed_run_with_its_ledger() {
+    let env = start("reference", 2, 20, &["server-error-500"]).await;
+    let auth = Arc::new(ClientCredentials::new(&env.sim.base_url()));
+    let s = syncer(&env, &small_pages(), auth, options(clinical_types()));
+    let err = s.discover_patients().await.unwrap_err();
+    let run = s
+        .record_failed_start(
+            SyncMode::Full,
+            "listing the server's patients",
+            &err.to_string(),
+        )
+        .await
+        .unwrap();
+    let stored = env.store.get_run(&env.conn, run).await.unwrap().unwrap();
+    assert_eq!(stored.outcome, RunOutcome::Failed);
+    assert!(
+        stored
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("listing the server's patients: "),
+        "{stored:?}"
+    );
+    assert!(stored.error.as_deref().unwrap().contains("http-500"));
+    // the failed attempts are in its ledger, and a finding says it
+    let entries = env.store.run_requests(&env.conn, run).await.unwrap();
+    assert!(!entries.is_empty());
+    assert!(entries.iter().all(|e| e.status == Some(500)));
+    let findings = env.store.list_findings(&env.conn, 10).await.unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.kind == "run-failed-to-start" && f.run_id == Some(run)),
+        "{findings:?}"
+    );
+}

@@ -451,3 +451,78 @@ async fn a_run_closed_as_dead_that_finishes_records_its_real_outcome() {
         "{findings:?}"
     );
 }
+
+/// Issue #13.1: a run killed after a patient's searches were checkpointed as done, while it
+/// was still reading what they referenced. The resumed run does not read those searches
+/// again; it must still fetch every attachment they pointed at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_while_resolving_references_resumes_them() {
+    // Binary reads answer a huge, slowly consumed body: the kill lands while one is read.
+    let env = start("reference", 1, 120, &["huge-binary:4096"]).await;
+    let p = profile(
+        "generic",
+        "[paging]\nmax_page_size = 10\n[http]\nmax_binary_mb = 8192\n",
+    );
+    let auth = Arc::new(ClientCredentials::new(&env.sim.base_url()));
+    let mut o = options(clinical_types());
+    o.use_everything = false;
+    o.stale_run_after = std::time::Duration::from_millis(300);
+    let s = Arc::new(syncer(&env, &p, auth.clone(), o.clone()));
+    let pids = env.sim.patient_ids();
+    let task = {
+        let (s, pids) = (s.clone(), pids.clone());
+        tokio::spawn(async move { s.sync_patients(&pids, SyncMode::Full).await })
+    };
+    let started = std::time::Instant::now();
+    while env.sim.stats().bytes_streamed == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "no Binary read began"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    // the searches were all checkpointed as done before the references were read
+    let cps = env
+        .store
+        .list_checkpoints(&env.conn, "sync/full/")
+        .await
+        .unwrap();
+    assert!(
+        cps.iter().any(|(k, _)| k.contains("/DocumentReference/")),
+        "{cps:?}"
+    );
+    let binaries = |env: &Env| {
+        let truth = env.sim.truth(&pids[0]).unwrap();
+        truth["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["resourceType"] == "Binary")
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let wanted = binaries(&env);
+    assert!(!wanted.is_empty(), "the record has attachments");
+    env.sim.set_faults(vec![]);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let s = syncer(&env, &p, auth, o);
+    let r = s.sync_patients(&pids, SyncMode::Full).await.unwrap();
+    assert_eq!(r.outcome, RunOutcome::Complete, "{r:#?}");
+    assert!(
+        r.notes.iter().any(|n| n.contains("resuming")),
+        "it resumed: {:?}",
+        r.notes
+    );
+    for id in &wanted {
+        assert!(
+            env.store
+                .get_resource(&env.conn, "Binary", id)
+                .await
+                .unwrap()
+                .is_some(),
+            "Binary/{id} lost by the resume"
+        );
+    }
+}
