@@ -589,3 +589,104 @@ async fn expiring_token_without_refresh_token_needs_reauthorization() {
     // granted scopes absent from the response = the requested ones (RFC 6749 5.1)
     assert!(tm.covers("Observation").await.unwrap());
 }
+
+/// Discovered endpoints must be https (loopback excepted): plain http to another host is
+/// refused before the user is sent anywhere, with the endpoint named; endpoints on another
+/// origin are allowed but reported so the caller can record a finding.
+#[tokio::test]
+async fn insecure_and_foreign_discovered_endpoints() {
+    let m = start_mock().await;
+    m.b.lock().unwrap().smart_config = Some(json!({
+        "issuer": m.base,
+        "authorization_endpoint": format!("{}/authorize", m.origin),
+        "token_endpoint": "http://auth.example.org/oauth2/token",
+        "capabilities": ["launch-standalone"],
+    }));
+    let env = env().await;
+    let sc = mock_connection(&m);
+    let err = env
+        .client
+        .begin_standalone(&sc, REDIRECT)
+        .await
+        .unwrap_err();
+    match &err {
+        SmartError::InsecureEndpoint { endpoint, url, .. } => {
+            assert_eq!(endpoint, "token_endpoint");
+            assert_eq!(url, "http://auth.example.org/oauth2/token");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("not https"), "{err}");
+    let ev = env.store.list_auth_events(&sc.conn, 10).await.unwrap();
+    assert!(ev.iter().any(|e| {
+        e.event == "authorize"
+            && e.reason
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("insecure-endpoint")
+    }));
+
+    // https on another origin: accepted, reported
+    m.b.lock().unwrap().smart_config = Some(json!({
+        "issuer": m.base,
+        "authorization_endpoint": "https://login.example.org/authorize",
+        "token_endpoint": "https://login.example.org/token",
+        "jwks_uri": format!("{}/jwks", m.origin),
+        "capabilities": ["launch-standalone"],
+    }));
+    env.client.discovery().clear();
+    let cfg = env.client.discovery().get(&m.base).await.unwrap();
+    let mut flagged: Vec<&str> = cfg.notices.iter().map(|n| n.endpoint.as_str()).collect();
+    flagged.sort();
+    assert_eq!(flagged, ["authorization_endpoint", "token_endpoint"]);
+    let n = &cfg.notices[0];
+    assert_eq!(n.kind, OTHER_ORIGIN_NOTICE);
+    assert!(
+        n.detail.contains("login.example.org") && n.detail.contains(&m.origin),
+        "{}",
+        n.detail
+    );
+    let f = n.to_finding(chrono::Utc::now(), Some(7));
+    assert_eq!((f.kind.as_str(), f.run_id), (OTHER_ORIGIN_NOTICE, Some(7)));
+    assert!(env.client.begin_standalone(&sc, REDIRECT).await.is_ok());
+}
+
+/// A server advertising RFC 9207 issuer identification must send `iss`: a response without it
+/// is refused; with the right one it completes.
+#[tokio::test]
+async fn advertised_issuer_identification_requires_iss() {
+    let m = start_mock().await;
+    m.b.lock().unwrap().smart_config.as_mut().unwrap()["authorization_response_iss_parameter_supported"] =
+        json!(true);
+    let env = env().await;
+    let sc = mock_connection(&m);
+    let err = attempt(&env.client, &m, &sc, |b, nonce| {
+        let t = sign(&m.key, &claims(&m, nonce));
+        set_token(b, 200, token_body(Some(t)));
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, SmartError::IssuerMissing { .. }), "{err:?}");
+    assert_eq!(m.b.lock().unwrap().token_calls, 0, "no code was exchanged");
+
+    let req = env.client.begin_standalone(&sc, REDIRECT).await.unwrap();
+    let nonce = url::Url::parse(&req.url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "nonce")
+        .unwrap()
+        .1
+        .to_string();
+    {
+        let mut b = m.b.lock().unwrap();
+        let t = sign(&m.key, &claims(&m, &nonce));
+        set_token(&mut b, 200, token_body(Some(t)));
+    }
+    let params = RedirectParams {
+        code: Some("code-1".into()),
+        state: Some(req.state),
+        iss: Some(m.base.clone()),
+        ..Default::default()
+    };
+    env.client.complete(&sc, &params).await.unwrap();
+}

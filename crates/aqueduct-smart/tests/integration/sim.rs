@@ -579,9 +579,14 @@ async fn vault_wrong_key_and_rotation() {
     let other_key = VaultKey::generate().unwrap();
     let wrong = client_with(&env.store, &other_key.to_base64());
     match wrong.load_tokens(&sc.conn).await {
-        Err(SmartError::VaultDecrypt { connection, secret }) => {
+        Err(SmartError::VaultDecrypt {
+            connection,
+            secret,
+            cause,
+        }) => {
             assert_eq!(connection, "org-a/ref");
             assert_eq!(secret, "tokens");
+            assert!(matches!(cause, DecryptCause::WrongKey { .. }), "{cause}");
         }
         other => panic!("{other:?}"),
     }
@@ -808,6 +813,123 @@ async fn another_process_can_complete_a_launch_once() {
             .unwrap()
             .iter()
             .any(|(_, n, _)| n.starts_with("pending-auth:"))
+    );
+    sim.shutdown().await;
+}
+
+/// RFC 9207: a redirect naming another issuer is refused before its code is spent, audited,
+/// and leaves nothing stored; the right issuer passes.
+#[tokio::test]
+async fn authorization_response_from_another_issuer_is_refused() {
+    let env = env().await;
+    let sim = sim("reference", None).await;
+    let sc = connection(&sim, "org-a", "ref", ClientKind::Public);
+    let req = env.client.begin_standalone(&sc, REDIRECT).await.unwrap();
+    let loc = follow_authorize(&req.url).await;
+    let forged = format!("{loc}&iss=https%3A%2F%2Fattacker.example%2Ffhir");
+    let err = env
+        .client
+        .complete(&sc, &RedirectParams::from_url(&forged).unwrap())
+        .await
+        .unwrap_err();
+    match &err {
+        SmartError::IssuerMismatch { expected, received } => {
+            assert_eq!(expected, &sim.base_url());
+            assert_eq!(received, "https://attacker.example/fhir");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("attacker.example"), "{err}");
+    assert!(env.client.load_tokens(&sc.conn).await.unwrap().is_none());
+    let ev = events(&env, &sc).await;
+    let refused = ev
+        .iter()
+        .find(|e| e.event == "token-exchange" && e.outcome == "failure")
+        .expect("the refusal is audited");
+    let reason = refused.reason.as_deref().unwrap();
+    assert!(reason.starts_with("issuer-mismatch"), "{reason}");
+    assert!(reason.contains("attacker.example"), "{reason}");
+    assert_eq!(sim.stats().tokens_issued, 0, "the code was never exchanged");
+
+    // the server's own issuer is accepted
+    let cfg = env.client.discovery().get(&sim.base_url()).await.unwrap();
+    let req = env.client.begin_standalone(&sc, REDIRECT).await.unwrap();
+    let loc = follow_authorize(&req.url).await;
+    let mut u = url::Url::parse(&loc).unwrap();
+    u.query_pairs_mut()
+        .append_pair("iss", cfg.issuer.as_deref().unwrap());
+    env.client
+        .complete(&sc, &RedirectParams::from_url(u.as_str()).unwrap())
+        .await
+        .unwrap();
+    assert!(env.client.load_tokens(&sc.conn).await.unwrap().is_some());
+    sim.shutdown().await;
+}
+
+/// The simulator serves everything from its own loopback origin: discovery accepts plain
+/// http there and has nothing to report.
+#[tokio::test]
+async fn loopback_discovery_is_accepted_without_notices() {
+    let env = env().await;
+    let sim = sim("reference", None).await;
+    let cfg = env.client.discovery().get(&sim.base_url()).await.unwrap();
+    assert!(cfg.token_endpoint.starts_with("http://127.0.0.1:"));
+    assert!(cfg.notices.is_empty(), "{:?}", cfg.notices);
+    sim.shutdown().await;
+}
+
+/// Tokens sealed under another vault key: the error says so (not a generic failure), and the
+/// FHIR client sees a run-stopping failure rather than one refusal per request.
+#[cfg(feature = "client-adapter")]
+#[tokio::test]
+async fn undecryptable_stored_tokens_stop_the_run_with_a_clear_error() {
+    use aqueduct_client::{AccessTokenSource, AuthError};
+    let env = env().await;
+    let sim = sim("reference", None).await;
+    let sc = connection(&sim, "org-a", "ref", ClientKind::Public);
+    standalone(&env, &sc).await.unwrap();
+    let other = VaultKey::generate().unwrap();
+    let wrong = Arc::new(client_with(&env.store, &other.to_base64()));
+    let tm = Arc::new(wrong.token_manager(sc.clone()));
+    let err = tm.access_token().await.unwrap_err();
+    assert!(err.is_fatal(), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("org-a/ref")
+            && msg.contains("another vault key")
+            && msg.contains(&other.id_hex()),
+        "{msg}"
+    );
+    let src = SmartTokenSource(tm);
+    match src.token().await {
+        Err(AuthError::ReauthorizationNeeded(m)) => {
+            assert!(m.contains("another vault key"), "{m}")
+        }
+        other => panic!("expected a run-stopping failure, got {other:?}"),
+    }
+    // a damaged record says it is damaged, not that the key is wrong
+    let mut record = env
+        .store
+        .get_secret(&sc.conn, "tokens")
+        .await
+        .unwrap()
+        .unwrap();
+    let last = record.len() - 1;
+    record[last] ^= 0x55;
+    env.store
+        .put_secret(&sc.conn, "tokens", &record)
+        .await
+        .unwrap();
+    let err = env.client.load_tokens(&sc.conn).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SmartError::VaultDecrypt {
+                cause: DecryptCause::Altered,
+                ..
+            }
+        ),
+        "{err:?}"
     );
     sim.shutdown().await;
 }
