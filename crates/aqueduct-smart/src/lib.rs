@@ -17,6 +17,8 @@ mod adapter;
 mod client;
 mod discovery;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod idtoken;
 mod keys;
 mod loopback;
