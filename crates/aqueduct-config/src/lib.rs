@@ -11,6 +11,8 @@
 //! the key path and line too.
 
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod model;
 mod secret;
 mod source;

@@ -261,3 +261,16 @@ fn free_form_tables_are_typed_with_key_path_and_line() {
         .to_string();
     assert!(e.contains("aqueduct.toml:6") && e.contains("nmae"), "{e}");
 }
+
+/// The committed fuzz corpus goes through the function the fuzz target calls (CI builds no
+/// fuzzer).
+#[test]
+fn fuzz_corpus_replays() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/config_parse");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        aqueduct_config::fuzzing::config_text(&std::fs::read(e.unwrap().path()).unwrap());
+        n += 1;
+    }
+    assert!(n >= 5, "only {n} corpus files in {}", dir.display());
+}
