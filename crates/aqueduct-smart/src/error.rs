@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum SmartError {
     #[error("SMART discovery failed for {base_url}: {reason}")]
     Discovery { base_url: String, reason: String },

@@ -44,6 +44,6 @@ pub use scopes::{Flow, GrantedScopes, ScopeContext, ScopeVersion, compute_scopes
 pub use secret::SecretString;
 pub use token::{
     ClientCredentials, LaunchContext, RedirectParams, TokenAuthMethod, TokenResponse,
-    choose_auth_method, parse_oauth_error, parse_token_response,
+    choose_auth_method, parse_oauth_error, parse_token_response, parse_www_authenticate,
 };
 pub use vault::{VAULT_KEY_ENV, Vault, VaultKey};

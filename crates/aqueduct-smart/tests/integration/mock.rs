@@ -28,6 +28,9 @@ struct Behavior {
     token_calls: u32,
     /// A slow token endpoint.
     token_delay: std::time::Duration,
+    /// A `WWW-Authenticate` header on token endpoint answers, and their content type.
+    token_challenge: Option<String>,
+    token_content_type: &'static str,
 }
 
 struct Mock {
@@ -75,7 +78,17 @@ async fn token_route(State(b): State<Shared>) -> axum::response::Response {
     };
     tokio::time::sleep(delay).await;
     let b = b.lock().unwrap();
-    reply(b.token_status, b.token_body.clone())
+    let mut r = (
+        StatusCode::from_u16(b.token_status).unwrap(),
+        [("content-type", b.token_content_type)],
+        b.token_body.clone(),
+    )
+        .into_response();
+    if let Some(c) = &b.token_challenge {
+        r.headers_mut()
+            .insert("www-authenticate", c.parse().unwrap());
+    }
+    r
 }
 
 async fn start_mock() -> Mock {
@@ -102,6 +115,8 @@ async fn start_mock() -> Mock {
         token_body: "{}".into(),
         token_calls: 0,
         token_delay: std::time::Duration::ZERO,
+        token_challenge: None,
+        token_content_type: "application/json",
     }));
     let app = Router::new()
         .route("/fhir/.well-known/smart-configuration", get(smart_config))
@@ -404,13 +419,22 @@ async fn refresh_faults() {
         matches!(err, SmartError::ReauthorizationNeeded { .. }),
         "{err:?}"
     );
-    // a refresh answer without patient or scope keeps the launch context and grants;
-    // without a new refresh token the old one is kept
+    // ...and the refused refresh token is not presented again by this manager
+    let calls = m.b.lock().unwrap().token_calls;
     set_token(
         &mut m.b.lock().unwrap(),
         200,
         json!({"access_token": "AT-2", "token_type": "Bearer", "expires_in": 3600}),
     );
+    assert!(matches!(
+        tm.refresh_after_unauthorized("AT-1").await,
+        Err(SmartError::ReauthorizationNeeded { .. })
+    ));
+    assert_eq!(m.b.lock().unwrap().token_calls, calls);
+    // a manager that starts afresh (reload: another run) asks again;
+    // a refresh answer without patient or scope keeps the launch context and grants;
+    // without a new refresh token the old one is kept
+    tm.reload().await;
     assert_eq!(tm.refresh_after_unauthorized("AT-1").await.unwrap(), "AT-2");
     // the old token was already replaced: no second refresh
     let calls = m.b.lock().unwrap().token_calls;
@@ -689,4 +713,73 @@ async fn advertised_issuer_identification_requires_iss() {
         ..Default::default()
     };
     env.client.complete(&sc, &params).await.unwrap();
+}
+
+/// A token endpoint that refuses with 401 and no OAuth JSON body: the error carries the
+/// server's own words, from its `WWW-Authenticate` challenge or from its error page.
+#[tokio::test]
+async fn token_endpoint_401s_carry_the_servers_own_text() {
+    let m = start_mock().await;
+    let env = env().await;
+    let sc = mock_connection(&m);
+    let err = attempt(&env.client, &m, &sc, |b, _| {
+        b.token_status = 401;
+        b.token_content_type = "text/plain";
+        b.token_body = "Unauthorized".into();
+        b.token_challenge = Some(
+            r#"Bearer realm="ehr", error="invalid_client", error_description="client registration mock-client is suspended""#
+                .into(),
+        );
+    })
+    .await
+    .unwrap_err();
+    match &err {
+        SmartError::TokenRejected {
+            status: 401,
+            error,
+            description,
+            ..
+        } => {
+            assert_eq!(error, "invalid_client");
+            assert_eq!(
+                description.as_deref(),
+                Some("client registration mock-client is suspended")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("is suspended"), "{err}");
+
+    let err = attempt(&env.client, &m, &sc, |b, _| {
+        b.token_status = 401;
+        b.token_content_type = "text/html";
+        b.token_challenge = None;
+        b.token_body =
+            "<html>\n<body><h1>Access denied</h1>\n<p>IP 10.1.2.3 is not allow-listed</p></body></html>"
+                .into();
+    })
+    .await
+    .unwrap_err();
+    match &err {
+        SmartError::TokenRejected {
+            status: 401,
+            error,
+            description,
+            ..
+        } => {
+            assert_eq!(error, "http-401");
+            let d = description.as_deref().unwrap();
+            assert!(
+                d.contains("IP 10.1.2.3 is not allow-listed") && !d.contains('\n'),
+                "{d}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // the audit keeps the server's words too
+    let ev = env.store.list_auth_events(&sc.conn, 10).await.unwrap();
+    assert!(
+        ev.iter()
+            .any(|e| e.reason.as_deref().unwrap_or("").contains("is suspended"))
+    );
 }
