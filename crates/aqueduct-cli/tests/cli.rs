@@ -131,3 +131,103 @@ fn keys_generate_then_jwks_publishes_only_the_public_part() {
         "the private part must not be published"
     );
 }
+
+/// `config check` finds, with key path and line, what a sync would only trip over later:
+/// unknown and wrongly typed overrides, unknown profiles, unset secret variables, [monitor]
+/// and [alerts] keys.
+#[test]
+fn config_check_tells_the_truth_about_profiles_secrets_and_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("aqueduct.toml"),
+        r#"[vault]
+key = { env = "AQUEDUCT_TEST_UNSET_VAULT" }
+
+[organizations.acme.connections.a]
+base_url = "https://a.example/fhir"
+profile = "epci"
+
+[organizations.acme.connections.b]
+base_url = "https://b.example/fhir"
+profile = "epic"
+auth = { method = "smart-standalone", client_id = "c", client_secret = { env = "AQUEDUCT_TEST_UNSET_SECRET" } }
+[organizations.acme.connections.b.overrides]
+page_size = 500
+
+[organizations.acme.connections.c]
+base_url = "https://c.example/fhir"
+profile = "cerner"
+[organizations.acme.connections.c.overrides.paging]
+default_page_size = 100
+max_page_size = "big"
+
+[monitor]
+baseline_runs = 3
+count_drop_shar = 0.5
+
+[alerts]
+error_rate = "high"
+"#,
+    )
+    .unwrap();
+    let out = aqueduct(&["config", "check"], dir.path());
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    let expect = [
+        ("aqueduct.toml:2", "vault.key", "AQUEDUCT_TEST_UNSET_VAULT"),
+        (
+            "aqueduct.toml:11",
+            "connections.b.auth.client_secret",
+            "AQUEDUCT_TEST_UNSET_SECRET",
+        ),
+        ("aqueduct.toml:6", "connections.a.profile", "epci"),
+        (
+            "aqueduct.toml:13",
+            "connections.b.overrides.page_size",
+            "page_size",
+        ),
+        (
+            "aqueduct.toml:20",
+            "connections.c.overrides.paging.max_page_size",
+            "invalid",
+        ),
+        (
+            "aqueduct.toml:24",
+            "monitor.count_drop_shar",
+            "unknown field",
+        ),
+        ("aqueduct.toml:27", "alerts.error_rate", "invalid type"),
+    ];
+    for (line, key, word) in expect {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(line) && l.contains(key) && l.contains(word)),
+            "no line with {line} {key} {word} in:\n{err}"
+        );
+    }
+    assert_eq!(err.trim().lines().count(), expect.len(), "{err}");
+
+    let out = aqueduct(&["config", "check", "--json"], dir.path());
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["problems"].as_array().unwrap().len(), expect.len());
+    assert_eq!(v["problems"][0]["line"], 2);
+}
+
+#[test]
+fn config_check_refuses_a_symmetric_signing_algorithm() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("aqueduct.toml"),
+        "[organizations.acme.connections.b]\nbase_url = \"https://b.example/fhir\"\nauth = { method = \"smart-backend\", client_id = \"c\", private_key = { env = \"K\" }, algorithm = \"HS256\" }\n",
+    )
+    .unwrap();
+    let out = aqueduct(&["config", "check"], dir.path());
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("aqueduct.toml:3") && err.contains("auth.algorithm") && err.contains("HS256"),
+        "{err}"
+    );
+}

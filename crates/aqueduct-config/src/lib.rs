@@ -6,15 +6,21 @@
 //! line. Secrets are references (`{ env = "NAME" }` or `{ file = "path" }`), never inline unless
 //! the file opts in with `allow_inline_secrets = true`. It must not know what a profile contains
 //! (overrides are carried as a raw TOML table and validated by the client crate), nor HTTP, nor
-//! the store.
+//! the store. Problems found after parsing (names, algorithms, unset secret variables, and the
+//! tables other crates validate through [`Config::typed_table`] or [`Config::problem`]) carry
+//! the key path and line too.
 
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod model;
 mod secret;
+mod source;
 
 pub use error::ConfigError;
 pub use model::*;
 pub use secret::SecretRef;
+pub use source::KeyLines;
 
 use std::path::{Path, PathBuf};
 
@@ -46,11 +52,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates config text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     let de = toml::Deserializer::parse(text).map_err(|e| syntax_error(origin, text, &e, None))?;
-    let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         syntax_error(origin, text, e.inner(), Some(path))
     })?;
-    config.validate(origin)?;
+    config.source = ConfigSource {
+        origin: origin.to_string(),
+        lines: KeyLines::index(text),
+    };
+    config.validate()?;
     Ok(config)
 }
 

@@ -32,6 +32,17 @@ pub struct Config {
     /// by `aqueduct normalize`).
     #[serde(default)]
     pub terminology: TerminologyConfig,
+    /// Where this configuration was read from, for errors found after parsing.
+    #[serde(skip)]
+    pub source: ConfigSource,
+}
+
+/// The file a configuration came from and the line of each of its keys.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// The file name (or the origin given to [`crate::parse`]).
+    pub origin: String,
+    pub lines: crate::KeyLines,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -153,6 +164,10 @@ pub enum AuthConfig {
     },
 }
 
+/// The algorithms a backend-services assertion may be signed with (SMART requires an
+/// asymmetric key; HS256 and friends are refused).
+pub const SIGNING_ALGORITHMS: &[&str] = &["RS384", "ES384"];
+
 fn default_alg() -> String {
     "ES384".to_string()
 }
@@ -215,43 +230,137 @@ pub struct FoundConnection<'a> {
 }
 
 impl Config {
-    /// Checks what serde cannot: names, inline secrets, base URL schemes.
-    pub(crate) fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let invalid = |key: String, message: String| ConfigError::Invalid {
-            origin: origin.to_string(),
-            line: None,
-            key: Some(key),
-            message,
-        };
+    /// A problem with the value at `path`, located at its line (or its table's). The message
+    /// is kept on one line, so each problem is one line of output.
+    pub fn problem(&self, path: &[&str], message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.source.origin.clone(),
+            line: self.source.lines.line(path),
+            key: Some(path.join(".")),
+            message: message
+                .into()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+
+    /// Checks what serde cannot: names, inline secrets, base URL schemes, key algorithms.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if let Some(s) = self.alert_webhook.as_ref().and_then(|w| w.secret.as_ref()) {
             if s.is_inline() && !self.allow_inline_secrets {
-                return Err(invalid("alert_webhook.secret".into(), inline_msg()));
+                return Err(self.problem(&["alert_webhook", "secret"], inline_msg()));
             }
         }
         if let Some(k) = &self.vault.key {
             if k.is_inline() && !self.allow_inline_secrets {
-                return Err(invalid("vault.key".into(), inline_msg()));
+                return Err(self.problem(&["vault", "key"], inline_msg()));
             }
         }
         for (org, oc) in &self.organizations {
-            check_name(org).map_err(|m| invalid(format!("organizations.{org}"), m))?;
+            check_name(org).map_err(|m| self.problem(&["organizations", org], m))?;
             for (name, cc) in &oc.connections {
-                let path = format!("organizations.{org}.connections.{name}");
-                check_name(name).map_err(|m| invalid(path.clone(), m))?;
+                let path = ["organizations", org.as_str(), "connections", name.as_str()];
+                let at = |field: &[&'static str]| -> Vec<&str> {
+                    path.iter().chain(field).copied().collect()
+                };
+                check_name(name).map_err(|m| self.problem(&path, m))?;
                 if !matches!(cc.base_url.scheme(), "http" | "https") {
-                    return Err(invalid(
-                        format!("{path}.base_url"),
-                        "must be an http(s) URL".into(),
-                    ));
+                    return Err(self.problem(&at(&["base_url"]), "must be an http(s) URL"));
                 }
                 for (field, secret) in cc.auth.secrets() {
                     if secret.is_inline() && !self.allow_inline_secrets {
-                        return Err(invalid(format!("{path}.auth.{field}"), inline_msg()));
+                        return Err(self.problem(&at(&["auth", field]), inline_msg()));
+                    }
+                }
+                if let AuthConfig::SmartBackend { algorithm, .. } = &cc.auth {
+                    let upper = algorithm.trim().to_ascii_uppercase();
+                    if !SIGNING_ALGORITHMS.contains(&upper.as_str()) {
+                        return Err(self.problem(
+                            &at(&["auth", "algorithm"]),
+                            format!(
+                                "unsupported algorithm {algorithm:?}: backend services sign their assertion with an asymmetric key, {}",
+                                SIGNING_ALGORITHMS.join(" or ")
+                            ),
+                        ));
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Every secret reference of the file with its key path.
+    pub fn secret_refs(&self) -> Vec<(Vec<String>, &SecretRef)> {
+        let mut out = Vec::new();
+        if let Some(k) = &self.vault.key {
+            out.push((vec!["vault".to_string(), "key".to_string()], k));
+        }
+        if let Some(s) = self.alert_webhook.as_ref().and_then(|w| w.secret.as_ref()) {
+            out.push((vec!["alert_webhook".to_string(), "secret".to_string()], s));
+        }
+        for (org, oc) in &self.organizations {
+            for (name, cc) in &oc.connections {
+                for (field, secret) in cc.auth.secrets() {
+                    let path = ["organizations", org, "connections", name, "auth", field];
+                    out.push((path.iter().map(|s| s.to_string()).collect(), secret));
+                }
+            }
+        }
+        out
+    }
+
+    /// What only the environment can answer: every secret reference must be readable now
+    /// (its variable set and not empty, its file readable). Returns every problem, each with
+    /// its key path and line; never a secret's value.
+    pub fn check_environment(&self) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        for (path, secret) in self.secret_refs() {
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            match secret {
+                SecretRef::Env(var) => match std::env::var_os(var) {
+                    Some(v) if !v.is_empty() => {}
+                    Some(_) => problems
+                        .push(self.problem(&path, format!("environment variable {var} is empty"))),
+                    None => problems.push(
+                        self.problem(&path, format!("environment variable {var} is not set")),
+                    ),
+                },
+                SecretRef::File(file) => {
+                    if let Err(e) = std::fs::File::open(file) {
+                        problems.push(self.problem(&path, format!("cannot read file {file}: {e}")));
+                    }
+                }
+                SecretRef::Inline(_) => {}
+            }
+        }
+        problems
+    }
+
+    /// Deserializes a free-form table of the file (`[monitor]`, `[alerts]`, whose keys belong
+    /// to another crate) into that crate's type, with the key path and line of any unknown
+    /// key or wrong type. `path` is where the table sits in the file.
+    pub fn typed_table<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &[&str],
+        table: &toml::Table,
+    ) -> Result<T, ConfigError> {
+        serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(
+            |e: serde_path_to_error::Error<toml::de::Error>| {
+                use serde_path_to_error::Segment;
+                let mut full: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+                for seg in e.path().iter() {
+                    match seg {
+                        Segment::Seq { index } => full.push(index.to_string()),
+                        Segment::Map { key } => full.push(key.clone()),
+                        Segment::Enum { variant } => full.push(variant.clone()),
+                        Segment::Unknown => {}
+                    }
+                }
+                let full: Vec<&str> = full.iter().map(String::as_str).collect();
+                self.problem(&full, e.inner().message().trim().to_string())
+            },
+        )
     }
 
     /// Finds a connection by `org/name`, or by bare name when it is unique.

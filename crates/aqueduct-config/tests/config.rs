@@ -22,7 +22,10 @@ fn the_shipped_example_is_valid() {
         Some(Schedule::Every(std::time::Duration::from_secs(6 * 3600)))
     );
     assert_eq!(
-        epic.overrides.get("page_size").and_then(|v| v.as_integer()),
+        epic.overrides
+            .get("paging")
+            .and_then(|p| p.get("default_page_size"))
+            .and_then(|v| v.as_integer()),
         Some(500)
     );
     assert!(matches!(epic.auth, AuthConfig::SmartBackend { .. }));
@@ -154,4 +157,120 @@ fn connections_are_found_by_qualified_or_unique_name() {
 fn an_empty_file_is_a_valid_config_with_the_default_store() {
     let c = parse("", "t").unwrap();
     assert_eq!(c.store.location, DEFAULT_STORE);
+}
+
+#[test]
+fn an_unsupported_signing_algorithm_is_refused_with_key_and_line() {
+    let e = err(
+        "[organizations.acme.connections.epic]\nbase_url = \"https://e.example/fhir\"\n\n[organizations.acme.connections.epic.auth]\nmethod = \"smart-backend\"\nclient_id = \"c\"\nprivate_key = { file = \"k.pem\" }\nalgorithm = \"HS256\"\n",
+    );
+    assert!(e.contains("aqueduct.toml:8"), "{e}");
+    assert!(
+        e.contains("organizations.acme.connections.epic.auth.algorithm"),
+        "{e}"
+    );
+    assert!(e.contains("HS256") && e.contains("RS384"), "{e}");
+    // inline form: the line of the inline table
+    let e = err(
+        "[organizations.acme.connections.epic]\nbase_url = \"https://e.example/fhir\"\nauth = { method = \"smart-backend\", client_id = \"c\", private_key = { env = \"K\" }, algorithm = \"none\" }\n",
+    );
+    assert!(e.contains("aqueduct.toml:3"), "{e}");
+}
+
+#[test]
+fn errors_found_after_parsing_carry_the_line() {
+    let e = err("\n\n[organizations.acme.connections.x]\nbase_url = \"ftp://e.example\"\n");
+    assert!(e.contains("aqueduct.toml:4"), "{e}");
+    assert!(e.contains("connections.x.base_url"), "{e}");
+}
+
+#[test]
+fn unset_secret_variables_are_reported_at_check_time_with_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let present = dir.path().join("present.pem");
+    std::fs::write(&present, "x").unwrap();
+    let text = format!(
+        "[vault]\nkey = {{ env = \"AQUEDUCT_TEST_UNSET_VAULT_KEY\" }}\n\n[organizations.acme.connections.a]\nbase_url = \"https://a.example\"\nauth = {{ method = \"smart-standalone\", client_id = \"c\", client_secret = {{ env = \"PATH\" }} }}\n\n[organizations.acme.connections.b]\nbase_url = \"https://b.example\"\n[organizations.acme.connections.b.auth]\nmethod = \"smart-backend\"\nclient_id = \"c\"\nprivate_key = {{ file = \"{}\" }}\n\n[organizations.acme.connections.c]\nbase_url = \"https://c.example\"\n[organizations.acme.connections.c.auth]\nmethod = \"client-credentials\"\nclient_id = \"c\"\nclient_secret = {{ file = \"{}/missing.txt\" }}\n",
+        present.display(),
+        dir.path().display()
+    );
+    // loading does not need the secrets...
+    let c = parse(&text, "aqueduct.toml").unwrap();
+    // ...checking does, and reports each missing one where it is written
+    let problems: Vec<String> = c
+        .check_environment()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems[0].contains("aqueduct.toml:2")
+            && problems[0].contains("vault.key")
+            && problems[0].contains("AQUEDUCT_TEST_UNSET_VAULT_KEY is not set"),
+        "{}",
+        problems[0]
+    );
+    assert!(
+        problems[1].contains("aqueduct.toml:20")
+            && problems[1].contains("organizations.acme.connections.c.auth.client_secret")
+            && problems[1].contains("missing.txt"),
+        "{}",
+        problems[1]
+    );
+}
+
+#[test]
+fn free_form_tables_are_typed_with_key_path_and_line() {
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Thresholds {
+        drop_ratio: f64,
+        #[serde(default)]
+        rules: Vec<Rule>,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Rule {
+        name: String,
+    }
+    let c = parse(
+        "[monitor]\ndrop_ratio = 0.5\n\n[alerts]\ndrop_ratio = \"high\"\n",
+        "aqueduct.toml",
+    )
+    .unwrap();
+    let ok: Thresholds = c.typed_table(&["monitor"], &c.monitor).unwrap();
+    assert!((ok.drop_ratio - 0.5).abs() < f64::EPSILON);
+    let e = c
+        .typed_table::<Thresholds>(&["alerts"], &c.alerts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("aqueduct.toml:5") && e.contains("alerts.drop_ratio"),
+        "{e}"
+    );
+    let c = parse(
+        "[monitor]\ndrop_ratio = 0.5\n[[monitor.rules]]\nname = \"a\"\n[[monitor.rules]]\nnmae = \"b\"\n",
+        "aqueduct.toml",
+    )
+    .unwrap();
+    let e = c
+        .typed_table::<Thresholds>(&["monitor"], &c.monitor)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("aqueduct.toml:6") && e.contains("nmae"), "{e}");
+}
+
+/// The committed fuzz corpus goes through the function the fuzz target calls (CI builds no
+/// fuzzer).
+#[test]
+fn fuzz_corpus_replays() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/config_parse");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        aqueduct_config::fuzzing::config_text(&std::fs::read(e.unwrap().path()).unwrap());
+        n += 1;
+    }
+    assert!(n >= 5, "only {n} corpus files in {}", dir.display());
 }

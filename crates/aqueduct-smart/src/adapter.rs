@@ -13,9 +13,12 @@ use crate::manager::TokenManager;
 #[derive(Debug, Clone)]
 pub struct SmartTokenSource(pub Arc<TokenManager>);
 
-/// How a SMART failure is reported to the FHIR client.
+/// How a SMART failure is reported to the FHIR client. A fatal failure (stored tokens the
+/// vault cannot open, an insecure or mixed-up authorization server) is reported as
+/// re-authorization needed, with its own message: no request of the run can succeed, so the
+/// run stops and fails instead of collecting a partial record one refused request at a time.
 pub fn to_auth_error(e: SmartError) -> AuthError {
-    if e.needs_reauthorization() {
+    if e.needs_reauthorization() || e.is_fatal() {
         AuthError::ReauthorizationNeeded(e.to_string())
     } else if e.is_transient() {
         AuthError::Transient(e.to_string())

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::discovery::{Discovery, SmartConfiguration, trim_base};
-use crate::error::{IdTokenProblem, SmartError};
+use crate::error::{DecryptCause, IdTokenProblem, SmartError};
 use crate::idtoken::{DEFAULT_LEEWAY_SECS, IdTokenClaims, fetch_jwks, verify_id_token};
 use crate::scopes::{Flow, GrantedScopes, ScopeContext, ScopeVersion, compute_scopes};
 use crate::secret::SecretString;
@@ -230,6 +230,42 @@ pub fn same_base(a: &str, b: &str) -> bool {
     }
 }
 
+/// RFC 9207 mix-up protection: an authorization response that names its issuer must name
+/// this server's (the advertised `issuer`, else the FHIR base URL); one without `iss` is
+/// refused when the server advertises that it always sends it. Checked before the code is
+/// used and before an error response is believed.
+fn check_response_issuer(
+    cfg: &SmartConfiguration,
+    base_url: &str,
+    params: &RedirectParams,
+) -> Result<(), SmartError> {
+    match params.iss.as_deref() {
+        Some(received) => {
+            let ok = match &cfg.issuer {
+                Some(issuer) => received == issuer,
+                None => same_base(received, base_url),
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(SmartError::IssuerMismatch {
+                    expected: cfg
+                        .issuer
+                        .clone()
+                        .unwrap_or_else(|| trim_base(base_url).to_string()),
+                    received: received.chars().take(300).collect(),
+                })
+            }
+        }
+        None if cfg.authorization_response_iss_parameter_supported => {
+            Err(SmartError::IssuerMissing {
+                base_url: trim_base(base_url).to_string(),
+            })
+        }
+        None => Ok(()),
+    }
+}
+
 /// PKCE S256 challenge of a verifier.
 pub fn pkce_challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
@@ -389,6 +425,7 @@ impl SmartClient {
                     .map_err(|_| SmartError::VaultDecrypt {
                         connection: conn.to_string(),
                         secret: names::TOKENS.into(),
+                        cause: DecryptCause::Unreadable,
                     })
             }
         }
@@ -663,6 +700,7 @@ impl SmartClient {
         let p: Pending = serde_json::from_slice(&bytes).map_err(|_| SmartError::VaultDecrypt {
             connection: c.conn.to_string(),
             secret: name.clone(),
+            cause: DecryptCause::Unreadable,
         })?;
         let age = (Utc::now() - p.created_at).to_std().unwrap_or_default();
         if age >= self.state_ttl {
@@ -676,8 +714,9 @@ impl SmartClient {
                 actual_connection: format!("{} at {}", c.conn, c.base_url),
             });
         }
-        let (code, _) = params.code_and_state()?;
         let cfg = self.discovery.get(&c.base_url).await?;
+        check_response_issuer(&cfg, &c.base_url, params)?;
+        let (code, _) = params.code_and_state()?;
         let method = choose_auth_method(&c.credentials, c.auth_method, &cfg)?;
         let form = vec![
             ("grant_type", "authorization_code".to_string()),
@@ -781,6 +820,10 @@ impl SmartClient {
             })
             .ok_or_else(|| {
                 fail("no jwks_uri in smart-configuration nor openid-configuration".into())
+            })
+            .and_then(|u| {
+                crate::discovery::require_secure(issuer, "openid-configuration jwks_uri", &u)?;
+                Ok(u)
             })
     }
 
@@ -947,7 +990,8 @@ impl SmartClient {
                 | SmartError::TokenServerError { .. }
                 | SmartError::Discovery { .. }
                 | SmartError::Store(_)
-                | SmartError::VaultDecrypt { .. }),
+                | SmartError::VaultDecrypt { .. }
+                | SmartError::InsecureEndpoint { .. }),
             ) => Err(e),
             Err(e) => Err(SmartError::ReauthorizationNeeded {
                 connection: c.conn.to_string(),

@@ -29,8 +29,85 @@ pub struct SmartConfiguration {
     pub revocation_endpoint: Option<String>,
     pub introspection_endpoint: Option<String>,
     pub management_endpoint: Option<String>,
+    /// RFC 9207: the server puts `iss` on every authorization response, so one without it
+    /// is refused.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
     /// True when this came from the CapabilityStatement fallback (capabilities unknown).
     pub from_capability_statement: bool,
+    /// What discovery noticed that is allowed but worth a finding (endpoints on another
+    /// origin than the FHIR server). Filled by [`SmartConfiguration::check_endpoints`];
+    /// the caller records them (see [`DiscoveryNotice::to_finding`]).
+    #[serde(default)]
+    pub notices: Vec<DiscoveryNotice>,
+}
+
+/// Something discovery noticed that does not stop authorization but that a person should
+/// see: the sync layer stores each as a finding of its run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveryNotice {
+    /// The finding kind, e.g. `auth-endpoint-other-origin`.
+    pub kind: String,
+    /// `warning` or `info`.
+    pub severity: String,
+    /// Which field of the discovery document (e.g. `token_endpoint`).
+    pub endpoint: String,
+    pub url: String,
+    pub detail: String,
+}
+
+/// The finding kind of an authorization endpoint on another origin than the FHIR server.
+pub const OTHER_ORIGIN_NOTICE: &str = "auth-endpoint-other-origin";
+
+impl DiscoveryNotice {
+    /// As a store finding of `run_id` (None outside a run).
+    pub fn to_finding(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+        run_id: Option<i64>,
+    ) -> aqueduct_store::Finding {
+        aqueduct_store::Finding {
+            at,
+            run_id,
+            kind: self.kind.clone(),
+            severity: self.severity.clone(),
+            resource_type: None,
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+/// Whether a URL's host is this machine (where plain http cannot be intercepted on a wire).
+fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Refuses an endpoint that is not an absolute https URL (plain http only on loopback):
+/// tokens, codes and client assertions must never cross a network in clear.
+pub(crate) fn require_secure(
+    base_url: &str,
+    endpoint: &str,
+    url: &str,
+) -> Result<url::Url, SmartError> {
+    let shown = || url.chars().take(300).collect::<String>();
+    let u = url::Url::parse(url).map_err(|e| SmartError::Discovery {
+        base_url: base_url.to_string(),
+        reason: format!("{endpoint} {:?} is not an absolute URL: {e}", shown()),
+    })?;
+    match u.scheme() {
+        "https" => Ok(u),
+        "http" if is_loopback(&u) => Ok(u),
+        _ => Err(SmartError::InsecureEndpoint {
+            base_url: base_url.to_string(),
+            endpoint: endpoint.to_string(),
+            url: shown(),
+        }),
+    }
 }
 
 fn opt_str(v: &Value, key: &str) -> Option<String> {
@@ -81,7 +158,12 @@ impl SmartConfiguration {
             revocation_endpoint: opt_str(&v, "revocation_endpoint"),
             introspection_endpoint: opt_str(&v, "introspection_endpoint"),
             management_endpoint: opt_str(&v, "management_endpoint"),
+            authorization_response_iss_parameter_supported: v
+                .get("authorization_response_iss_parameter_supported")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             from_capability_statement: false,
+            notices: Vec::new(),
         })
     }
 
@@ -132,6 +214,54 @@ impl SmartConfiguration {
             }
         }
         Err("no oauth-uris security extension".into())
+    }
+
+    /// Every endpoint the document names, by field name.
+    pub fn endpoints(&self) -> Vec<(&'static str, &str)> {
+        let mut out = vec![("token_endpoint", self.token_endpoint.as_str())];
+        for (name, v) in [
+            ("issuer", &self.issuer),
+            ("jwks_uri", &self.jwks_uri),
+            ("authorization_endpoint", &self.authorization_endpoint),
+            ("registration_endpoint", &self.registration_endpoint),
+            ("revocation_endpoint", &self.revocation_endpoint),
+            ("introspection_endpoint", &self.introspection_endpoint),
+            ("management_endpoint", &self.management_endpoint),
+        ] {
+            if let Some(u) = v {
+                out.push((name, u.as_str()));
+            }
+        }
+        out
+    }
+
+    /// Checks the endpoints against the FHIR base URL they were discovered from: each must be
+    /// https (plain http only on a loopback host), else `InsecureEndpoint`; each on another
+    /// origin than the FHIR server becomes a notice (replacing earlier notices).
+    pub fn check_endpoints(&mut self, base_url: &str) -> Result<(), SmartError> {
+        let base = url::Url::parse(base_url.trim()).map_err(|e| SmartError::Discovery {
+            base_url: base_url.to_string(),
+            reason: format!("the FHIR base URL is not a URL: {e}"),
+        })?;
+        let mut notices = Vec::new();
+        for (endpoint, url) in self.endpoints() {
+            let u = require_secure(base_url, endpoint, url)?;
+            if u.origin() != base.origin() {
+                let shown: String = url.chars().take(300).collect();
+                notices.push(DiscoveryNotice {
+                    kind: OTHER_ORIGIN_NOTICE.into(),
+                    severity: "warning".into(),
+                    endpoint: endpoint.to_string(),
+                    url: shown.clone(),
+                    detail: format!(
+                        "the {endpoint} {shown} is on another origin than the FHIR server {}; tokens and credentials go there",
+                        base.origin().ascii_serialization()
+                    ),
+                });
+            }
+        }
+        self.notices = notices;
+        Ok(())
     }
 
     pub fn has_capability(&self, cap: &str) -> bool {
@@ -213,7 +343,17 @@ impl Discovery {
         Ok(cfg)
     }
 
+    /// Fetches the configuration and checks its endpoints (https, other origins).
     async fn fetch(&self, base: &str) -> Result<SmartConfiguration, SmartError> {
+        let mut cfg = self.fetch_document(base).await?;
+        cfg.check_endpoints(base)?;
+        for n in &cfg.notices {
+            tracing::warn!(base, endpoint = %n.endpoint, url = %n.url, "SMART endpoint on another origin than the FHIR server");
+        }
+        Ok(cfg)
+    }
+
+    async fn fetch_document(&self, base: &str) -> Result<SmartConfiguration, SmartError> {
         let well_known = format!("{base}/.well-known/smart-configuration");
         let first = match self.get_bytes(&well_known, "application/json").await {
             Ok(bytes) => match SmartConfiguration::parse(&bytes) {

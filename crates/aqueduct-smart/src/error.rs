@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum SmartError {
     #[error("SMART discovery failed for {base_url}: {reason}")]
     Discovery { base_url: String, reason: String },
@@ -78,16 +78,57 @@ pub enum SmartError {
     #[error("vault key problem: {0}")]
     VaultKey(String),
 
+    #[error("cannot decrypt secret {secret} of connection {connection}: {cause}")]
+    VaultDecrypt {
+        connection: String,
+        secret: String,
+        cause: DecryptCause,
+    },
+
     #[error(
-        "cannot decrypt secret {secret} of connection {connection} (wrong vault key or tampered record)"
+        "the authorization response came from issuer {received}, not from {expected} (RFC 9207 mix-up protection)"
     )]
-    VaultDecrypt { connection: String, secret: String },
+    IssuerMismatch { expected: String, received: String },
+
+    #[error(
+        "the authorization server of {base_url} advertises RFC 9207 issuer identification but its response carried no iss"
+    )]
+    IssuerMissing { base_url: String },
+
+    #[error(
+        "SMART discovery for {base_url}: the {endpoint} {url} is not https (only loopback hosts may use plain http)"
+    )]
+    InsecureEndpoint {
+        base_url: String,
+        endpoint: String,
+        url: String,
+    },
 
     #[error("store error: {0}")]
     Store(String),
 
     #[error("redirect listener: {0}")]
     Listener(String),
+}
+
+/// Why a vault record did not open: specific enough to tell a wrong key from damage.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DecryptCause {
+    #[error(
+        "it was sealed with another vault key (key id {record_key_id}; the current key is {current_key_id}): restore that key, or authorize the connection again"
+    )]
+    WrongKey {
+        record_key_id: String,
+        current_key_id: String,
+    },
+    #[error(
+        "it does not authenticate under the current key: the record was altered or copied from another organization, connection or name; authorize the connection again"
+    )]
+    Altered,
+    #[error("it is not a vault record (truncated or unknown format version)")]
+    Malformed,
+    #[error("it decrypted but its content is not what this version of Aqueduct stores")]
+    Unreadable,
 }
 
 /// Why an id_token was rejected.
@@ -141,6 +182,20 @@ impl SmartError {
         )
     }
 
+    /// True when nothing in this run can succeed until a person acts (a vault that cannot
+    /// open the stored tokens, a wrong vault key, an insecure or mixed-up authorization
+    /// server): the run must fail rather than be reported partial.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            SmartError::VaultDecrypt { .. }
+                | SmartError::VaultKey(_)
+                | SmartError::InsecureEndpoint { .. }
+                | SmartError::IssuerMismatch { .. }
+                | SmartError::IssuerMissing { .. }
+        )
+    }
+
     /// A short machine-readable cause, for the auth audit and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -165,6 +220,9 @@ impl SmartError {
             SmartError::NotAuthorized { .. } => "not-authorized",
             SmartError::VaultKey(_) => "vault-key",
             SmartError::VaultDecrypt { .. } => "vault-decrypt",
+            SmartError::IssuerMismatch { .. } => "issuer-mismatch",
+            SmartError::IssuerMissing { .. } => "issuer-missing",
+            SmartError::InsecureEndpoint { .. } => "insecure-endpoint",
             SmartError::Store(_) => "store",
             SmartError::Listener(_) => "listener",
         }

@@ -1,4 +1,6 @@
-//! A loopback redirect listener for command-line standalone launches.
+//! A loopback redirect listener for command-line standalone launches. The browser is answered
+//! only once the launch is over, with what became of it: complete, denied by the server (with
+//! its error), or failed.
 
 use std::time::Duration;
 
@@ -7,7 +9,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Html;
 use axum::routing::get;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::client::{Authorized, SmartClient, SmartConnection};
 use crate::error::SmartError;
@@ -34,29 +36,105 @@ impl Default for LoopbackOptions {
     }
 }
 
+/// One redirect, and where to send what became of it (the page the browser is shown).
+type Received = (RedirectParams, oneshot::Sender<String>);
+
 #[derive(Clone)]
 struct ListenerState {
     expected_state: String,
-    tx: mpsc::Sender<RedirectParams>,
+    tx: mpsc::Sender<Received>,
+}
+
+/// How long the browser waits for the code exchange before it is shown a neutral page.
+const OUTCOME_WAIT: Duration = Duration::from_secs(60);
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(title: &str, detail: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1><p>{d}</p></body></html>",
+        t = escape(title),
+        d = escape(detail)
+    ))
+}
+
+/// What the browser is told once the launch is over: the server's own error when it denied
+/// the authorization, the failure when the exchange failed.
+fn outcome_page(result: &Result<Authorized, SmartError>) -> String {
+    let (title, detail) = match result {
+        Ok(_) => (
+            "Authorization complete",
+            "Aqueduct is authorized. You can close this window.".to_string(),
+        ),
+        Err(SmartError::AuthorizationDenied { error, description }) => (
+            "Authorization denied",
+            match description {
+                Some(d) => format!("The server answered {error}: {d}"),
+                None => format!("The server answered {error}."),
+            },
+        ),
+        Err(e) => ("Authorization failed", e.to_string()),
+    };
+    page(title, &detail).0
 }
 
 async fn callback(
     State(st): State<ListenerState>,
     RawQuery(query): RawQuery,
-) -> (StatusCode, Html<&'static str>) {
+) -> (StatusCode, Html<String>) {
     let params = RedirectParams::from_query(query.as_deref().unwrap_or_default());
     if params.state.as_deref() != Some(st.expected_state.as_str()) {
         tracing::warn!("loopback redirect with an unexpected state ignored");
         return (
             StatusCode::BAD_REQUEST,
-            Html("<html><body>Unexpected authorization response.</body></html>"),
+            page(
+                "Unexpected authorization response",
+                "This response does not belong to the authorization in progress; it was ignored.",
+            ),
         );
     }
-    let _ = st.tx.send(params).await;
-    (
-        StatusCode::OK,
-        Html("<html><body>Authorization received. You can close this window.</body></html>"),
-    )
+    let denied = params.error.is_some();
+    let (done_tx, done_rx) = oneshot::channel();
+    // never wait here: a second response (a reload) while the first is handled is answered
+    // at once, so the listener can always shut down
+    if st.tx.try_send((params, done_tx)).is_err() {
+        return (
+            StatusCode::GONE,
+            page(
+                "Authorization already handled",
+                "The authorization in progress has already ended.",
+            ),
+        );
+    }
+    let status = if denied {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::OK
+    };
+    match tokio::time::timeout(OUTCOME_WAIT, done_rx).await {
+        Ok(Ok(html)) => (status, Html(html)),
+        _ => (
+            status,
+            page(
+                "Authorization received",
+                "Aqueduct received the response; see its output for the result.",
+            ),
+        ),
+    }
 }
 
 /// Runs a standalone launch through a loopback listener on 127.0.0.1: binds, builds the
@@ -88,7 +166,7 @@ where
     };
     let redirect_uri = format!("http://127.0.0.1:{port}{path}");
     let request = client.begin_standalone(connection, &redirect_uri).await?;
-    let (tx, mut rx) = mpsc::channel(1);
+    let (tx, mut rx) = mpsc::channel::<Received>(1);
     let app = Router::new()
         .route(&path, get(callback))
         .with_state(ListenerState {
@@ -105,12 +183,16 @@ where
     });
     on_url(&request.url);
     let received = tokio::time::timeout(options.timeout, rx.recv()).await;
-    let _ = stop_tx.send(());
-    let _ = server.await;
-    let params = match received {
+    let (params, done) = match received {
         Ok(Some(p)) => p,
-        Ok(None) => return Err(SmartError::Listener("the redirect listener stopped".into())),
+        Ok(None) => {
+            let _ = stop_tx.send(());
+            let _ = server.await;
+            return Err(SmartError::Listener("the redirect listener stopped".into()));
+        }
         Err(_) => {
+            let _ = stop_tx.send(());
+            let _ = server.await;
             let e = SmartError::Listener(format!(
                 "no redirect received within {} s",
                 options.timeout.as_secs()
@@ -119,5 +201,10 @@ where
             return Err(e);
         }
     };
-    client.complete(connection, &params).await
+    let result = client.complete(connection, &params).await;
+    // the browser's page says what happened; then the listener stops
+    let _ = done.send(outcome_page(&result));
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    result
 }

@@ -1,6 +1,7 @@
 //! Per-connection token lifecycle: refresh ahead of expiry, refresh once after a 401 with a
 //! single flight (an async mutex within the process, a store lease across processes), backend
-//! services re-issue.
+//! services re-issue. A failed refresh is the answer of every caller that waited for it, and a
+//! refused one stays the answer until the connection is authorized again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +38,11 @@ pub struct TokenManager {
     connection: SmartConnection,
     current: Mutex<Option<TokenSet>>,
     refreshes: AtomicU64,
+    /// Refresh attempts started (successful or not); a caller notes it before waiting for
+    /// the lock, so it can tell a failure that happened while it waited.
+    attempts: AtomicU64,
+    /// The last failed refresh, only read and written under `current`.
+    last_failure: std::sync::Mutex<Option<Failure>>,
     /// This manager's name as a lease holder (unique per process and manager).
     holder: String,
     lease_ttl: Duration,
@@ -58,6 +64,8 @@ impl TokenManager {
             connection,
             current: Mutex::new(None),
             refreshes: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
+            last_failure: std::sync::Mutex::new(None),
             holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
             lease_ttl: LEASE_TTL,
         }
@@ -99,6 +107,70 @@ impl TokenManager {
         Err(SmartError::NotAuthorized {
             connection: self.connection.conn.to_string(),
         })
+    }
+
+    /// Refreshes at most once for every caller that was waiting: a failure that happened
+    /// while this caller waited for the lock (an attempt newer than `seen`) is its answer too,
+    /// and a refusal by the server stays the answer for the tokens it refused until the vault
+    /// holds others: a refused refresh token is never presented again (servers may read a
+    /// replayed refresh token as theft and revoke the whole grant), and the requests that got
+    /// a 401 together, however staggered, cause one refresh request. A failure that may pass
+    /// (a down token endpoint) is retried by the next caller. Called under `current`.
+    async fn refresh_once(
+        &self,
+        slot: &mut Option<TokenSet>,
+        rejected: Option<&str>,
+        seen: u64,
+    ) -> Result<(), SmartError> {
+        let mine = slot.as_ref().map(|s| s.access_token.expose().to_string());
+        let last = self.last_failure.lock().ok().and_then(|f| f.clone());
+        if let Some(f) = last {
+            if f.refusal && f.for_token.is_some() && f.for_token == mine {
+                match self.client.load_tokens(&self.connection.conn).await? {
+                    None => {
+                        *slot = None;
+                        return Err(SmartError::NotAuthorized {
+                            connection: self.connection.conn.to_string(),
+                        });
+                    }
+                    Some(stored) if Some(stored.access_token.expose()) != mine.as_deref() => {
+                        // authorized again meanwhile (another process, `aqueduct connect`)
+                        self.set_failure(None);
+                        let adopt = usable(&stored, rejected);
+                        *slot = Some(stored);
+                        if adopt {
+                            return Ok(());
+                        }
+                    }
+                    Some(_) => return Err(f.error),
+                }
+            } else if f.attempt > seen {
+                return Err(f.error);
+            }
+        }
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        let for_token = slot.as_ref().map(|s| s.access_token.expose().to_string());
+        match self.refresh_locked(slot, rejected).await {
+            Ok(()) => {
+                self.set_failure(None);
+                Ok(())
+            }
+            Err(e) => {
+                self.set_failure(Some(Failure {
+                    attempt,
+                    refusal: matches!(e, SmartError::ReauthorizationNeeded { .. }),
+                    for_token,
+                    error: e.clone(),
+                }));
+                Err(e)
+            }
+        }
+    }
+
+    fn set_failure(&self, f: Option<Failure>) {
+        if let Ok(mut last) = self.last_failure.lock() {
+            *last = f;
+        }
     }
 
     /// Refreshes under the lock and the store lease. While another process holds the lease,
@@ -207,10 +279,11 @@ impl TokenManager {
     /// is left. A failed refresh is audited and returned (`ReauthorizationNeeded` when the
     /// server refused it), never swallowed.
     pub async fn access_token(&self) -> Result<String, SmartError> {
+        let seen = self.attempts.load(Ordering::SeqCst);
         let mut slot = self.current.lock().await;
         self.ensure_loaded(&mut slot).await?;
         if slot.as_ref().is_some_and(|s| s.needs_refresh(Utc::now())) {
-            self.refresh_locked(&mut slot, None).await?;
+            self.refresh_once(&mut slot, None, seen).await?;
         }
         slot.as_ref()
             .map(|s| s.access_token.expose().to_string())
@@ -225,6 +298,7 @@ impl TokenManager {
         &self,
         rejected_token: &str,
     ) -> Result<String, SmartError> {
+        let seen = self.attempts.load(Ordering::SeqCst);
         let mut slot = self.current.lock().await;
         self.ensure_loaded(&mut slot).await?;
         if let Some(s) = slot.as_ref()
@@ -232,7 +306,8 @@ impl TokenManager {
         {
             return Ok(s.access_token.expose().to_string());
         }
-        self.refresh_locked(&mut slot, Some(rejected_token)).await?;
+        self.refresh_once(&mut slot, Some(rejected_token), seen)
+            .await?;
         slot.as_ref()
             .map(|s| s.access_token.expose().to_string())
             .ok_or_else(|| SmartError::NotAuthorized {
@@ -262,9 +337,12 @@ impl TokenManager {
         Ok(slot.as_ref().map(|s| s.context.clone()).unwrap_or_default())
     }
 
-    /// Drops the in-memory copy so the next call reloads from the vault.
+    /// Drops the in-memory copy (and any remembered refusal) so the next call reloads from
+    /// the vault.
     pub async fn reload(&self) {
-        *self.current.lock().await = None;
+        let mut slot = self.current.lock().await;
+        *slot = None;
+        self.set_failure(None);
     }
 
     /// Revokes at the server and deletes the stored tokens.
@@ -276,6 +354,18 @@ impl TokenManager {
         }
         r
     }
+}
+
+/// A failed refresh, kept so that the callers who waited for it get its answer.
+#[derive(Clone)]
+struct Failure {
+    attempt: u64,
+    /// The server refused the grant (re-authorization needed), as opposed to a failure that
+    /// may pass.
+    refusal: bool,
+    /// The access token the refresh was meant to replace.
+    for_token: Option<String>,
+    error: SmartError,
 }
 
 /// Whether tokens another process stored can be used instead of refreshing: not the token

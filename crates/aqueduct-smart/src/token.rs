@@ -338,21 +338,91 @@ fn http_error(url: &str, e: reqwest::Error) -> SmartError {
     }
 }
 
-fn rejected(url: &str, status: u16, body: &[u8]) -> SmartError {
+fn rejected(url: &str, status: u16, www_authenticate: Option<&str>, body: &[u8]) -> SmartError {
     if status >= 500 {
         return SmartError::TokenServerError {
             url: url.to_string(),
             status,
         };
     }
-    let (error, description) =
-        parse_oauth_error(body).unwrap_or_else(|| (format!("http-{status}"), None));
+    let (error, description) = parse_oauth_error(body)
+        .or_else(|| www_authenticate.and_then(parse_www_authenticate))
+        .unwrap_or_else(|| (format!("http-{status}"), body_excerpt(body)));
     SmartError::TokenRejected {
         url: url.to_string(),
         status,
         error,
         description,
     }
+}
+
+/// The `error` and `error_description` of a `WWW-Authenticate` challenge (RFC 6750 3), as a
+/// server that answers 401 without an OAuth JSON body sends them.
+pub fn parse_www_authenticate(header: &str) -> Option<(String, Option<String>)> {
+    let params = header.trim().split_once(char::is_whitespace)?.1;
+    let mut error = None;
+    let mut description = None;
+    let mut rest = params.trim_start();
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once('=')?;
+        let name = name.trim().trim_start_matches(',').trim();
+        let after = after.trim_start();
+        let (value, next) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let mut value = String::new();
+                let mut chars = quoted.char_indices();
+                let mut end = None;
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => {
+                            if let Some((_, escaped)) = chars.next() {
+                                value.push(escaped);
+                            }
+                        }
+                        '"' => {
+                            end = Some(i + 1);
+                            break;
+                        }
+                        c => value.push(c),
+                    }
+                }
+                (value, &quoted[end.unwrap_or(quoted.len())..])
+            }
+            None => {
+                let end = after.find(',').unwrap_or(after.len());
+                (after[..end].trim().to_string(), &after[end..])
+            }
+        };
+        match name.to_ascii_lowercase().as_str() {
+            "error" => error = Some(value.chars().take(100).collect::<String>()),
+            "error_description" => description = Some(value.chars().take(300).collect()),
+            _ => {}
+        }
+        rest = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    error.filter(|e| !e.is_empty()).map(|e| (e, description))
+}
+
+/// The start of a non-OAuth error body (an HTML or text page), as one line of printable text,
+/// so that the server's own words reach the error message.
+fn body_excerpt(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let flat: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    (!flat.is_empty()).then_some(flat)
+}
+
+fn www_authenticate(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// Posts a token request with client authentication and parses the answer.
@@ -374,11 +444,12 @@ pub(crate) async fn token_request(
         .await
         .map_err(|e| http_error(&url, e))?;
     let status = resp.status().as_u16();
+    let challenge = www_authenticate(&resp);
     let body = resp.bytes().await.map_err(|e| http_error(&url, e))?;
     if (200..300).contains(&status) {
         return parse_token_response(&body);
     }
-    Err(rejected(&url, status, &body))
+    Err(rejected(&url, status, challenge.as_deref(), &body))
 }
 
 /// RFC 7009 revocation of one token.
@@ -404,8 +475,9 @@ pub(crate) async fn revoke_request(
     if (200..300).contains(&status) {
         return Ok(());
     }
+    let challenge = www_authenticate(&resp);
     let body = resp.bytes().await.unwrap_or_default();
-    Err(rejected(endpoint, status, &body))
+    Err(rejected(endpoint, status, challenge.as_deref(), &body))
 }
 
 #[cfg(test)]
@@ -432,6 +504,30 @@ mod tests {
         ));
         assert!(parse_token_response(b"[]").is_err());
         assert!(parse_token_response(b"<html>").is_err());
+    }
+
+    #[test]
+    fn parses_www_authenticate_challenges() {
+        assert_eq!(
+            parse_www_authenticate(
+                r#"Bearer realm="ehr", error="invalid_client", error_description="client \"x\" is disabled, ask the admin""#
+            ),
+            Some((
+                "invalid_client".into(),
+                Some("client \"x\" is disabled, ask the admin".into())
+            ))
+        );
+        assert_eq!(
+            parse_www_authenticate("Basic error=invalid_client"),
+            Some(("invalid_client".into(), None))
+        );
+        assert_eq!(parse_www_authenticate("Bearer realm=\"x\""), None);
+        assert_eq!(parse_www_authenticate("Bearer"), None);
+        assert_eq!(
+            parse_www_authenticate("Bearer error=\"unterminated"),
+            Some(("unterminated".into(), None))
+        );
+        assert_eq!(parse_www_authenticate("Bearer ,,=,"), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::error::SmartError;
+use crate::error::{DecryptCause, SmartError};
 
 /// The environment variable holding the base64 vault key (32 bytes).
 pub const VAULT_KEY_ENV: &str = "AQUEDUCT_VAULT_KEY";
@@ -186,19 +186,23 @@ pub fn open(
     name: &str,
     record: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, SmartError> {
-    let fail = || SmartError::VaultDecrypt {
+    let fail = |cause: DecryptCause| SmartError::VaultDecrypt {
         connection: conn.to_string(),
         secret: name.to_string(),
+        cause,
     };
     if record.len() < HEADER_LEN + AES_256_GCM.tag_len() || record[0] != VERSION {
-        return Err(fail());
+        return Err(fail(DecryptCause::Malformed));
     }
     if record[1..1 + KEY_ID_LEN] != key.id {
-        return Err(fail());
+        return Err(fail(DecryptCause::WrongKey {
+            record_key_id: hex::encode(&record[1..1 + KEY_ID_LEN]),
+            current_key_id: key.id_hex(),
+        }));
     }
     let nonce: [u8; NONCE_LEN] = record[1 + KEY_ID_LEN..HEADER_LEN]
         .try_into()
-        .map_err(|_| fail())?;
+        .map_err(|_| fail(DecryptCause::Malformed))?;
     let mut buf = Zeroizing::new(record[HEADER_LEN..].to_vec());
     let plain_len = key
         .aead()?
@@ -207,7 +211,7 @@ pub fn open(
             Aad::from(aad(conn, name)),
             buf.as_mut_slice(),
         )
-        .map_err(|_| fail())?
+        .map_err(|_| fail(DecryptCause::Altered))?
         .len();
     buf.truncate(plain_len);
     Ok(buf)
@@ -360,6 +364,21 @@ mod tests {
         let other = VaultKey::generate().expect("key");
         let err = open(&other, &a, "tokens", &r1).expect_err("wrong key");
         assert!(err.to_string().contains("org-a/epic"));
+        assert!(
+            matches!(
+                &err,
+                SmartError::VaultDecrypt { cause: DecryptCause::WrongKey { record_key_id, .. }, .. }
+                    if *record_key_id == k.id_hex()
+            ),
+            "{err}"
+        );
+        assert!(matches!(
+            open(&k, &b, "tokens", &r1),
+            Err(SmartError::VaultDecrypt {
+                cause: DecryptCause::Altered,
+                ..
+            })
+        ));
         let mut tampered = r1.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;

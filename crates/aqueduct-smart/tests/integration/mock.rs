@@ -28,6 +28,9 @@ struct Behavior {
     token_calls: u32,
     /// A slow token endpoint.
     token_delay: std::time::Duration,
+    /// A `WWW-Authenticate` header on token endpoint answers, and their content type.
+    token_challenge: Option<String>,
+    token_content_type: &'static str,
 }
 
 struct Mock {
@@ -75,7 +78,17 @@ async fn token_route(State(b): State<Shared>) -> axum::response::Response {
     };
     tokio::time::sleep(delay).await;
     let b = b.lock().unwrap();
-    reply(b.token_status, b.token_body.clone())
+    let mut r = (
+        StatusCode::from_u16(b.token_status).unwrap(),
+        [("content-type", b.token_content_type)],
+        b.token_body.clone(),
+    )
+        .into_response();
+    if let Some(c) = &b.token_challenge {
+        r.headers_mut()
+            .insert("www-authenticate", c.parse().unwrap());
+    }
+    r
 }
 
 async fn start_mock() -> Mock {
@@ -102,6 +115,8 @@ async fn start_mock() -> Mock {
         token_body: "{}".into(),
         token_calls: 0,
         token_delay: std::time::Duration::ZERO,
+        token_challenge: None,
+        token_content_type: "application/json",
     }));
     let app = Router::new()
         .route("/fhir/.well-known/smart-configuration", get(smart_config))
@@ -404,13 +419,22 @@ async fn refresh_faults() {
         matches!(err, SmartError::ReauthorizationNeeded { .. }),
         "{err:?}"
     );
-    // a refresh answer without patient or scope keeps the launch context and grants;
-    // without a new refresh token the old one is kept
+    // ...and the refused refresh token is not presented again by this manager
+    let calls = m.b.lock().unwrap().token_calls;
     set_token(
         &mut m.b.lock().unwrap(),
         200,
         json!({"access_token": "AT-2", "token_type": "Bearer", "expires_in": 3600}),
     );
+    assert!(matches!(
+        tm.refresh_after_unauthorized("AT-1").await,
+        Err(SmartError::ReauthorizationNeeded { .. })
+    ));
+    assert_eq!(m.b.lock().unwrap().token_calls, calls);
+    // a manager that starts afresh (reload: another run) asks again;
+    // a refresh answer without patient or scope keeps the launch context and grants;
+    // without a new refresh token the old one is kept
+    tm.reload().await;
     assert_eq!(tm.refresh_after_unauthorized("AT-1").await.unwrap(), "AT-2");
     // the old token was already replaced: no second refresh
     let calls = m.b.lock().unwrap().token_calls;
@@ -588,4 +612,174 @@ async fn expiring_token_without_refresh_token_needs_reauthorization() {
     );
     // granted scopes absent from the response = the requested ones (RFC 6749 5.1)
     assert!(tm.covers("Observation").await.unwrap());
+}
+
+/// Discovered endpoints must be https (loopback excepted): plain http to another host is
+/// refused before the user is sent anywhere, with the endpoint named; endpoints on another
+/// origin are allowed but reported so the caller can record a finding.
+#[tokio::test]
+async fn insecure_and_foreign_discovered_endpoints() {
+    let m = start_mock().await;
+    m.b.lock().unwrap().smart_config = Some(json!({
+        "issuer": m.base,
+        "authorization_endpoint": format!("{}/authorize", m.origin),
+        "token_endpoint": "http://auth.example.org/oauth2/token",
+        "capabilities": ["launch-standalone"],
+    }));
+    let env = env().await;
+    let sc = mock_connection(&m);
+    let err = env
+        .client
+        .begin_standalone(&sc, REDIRECT)
+        .await
+        .unwrap_err();
+    match &err {
+        SmartError::InsecureEndpoint { endpoint, url, .. } => {
+            assert_eq!(endpoint, "token_endpoint");
+            assert_eq!(url, "http://auth.example.org/oauth2/token");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("not https"), "{err}");
+    let ev = env.store.list_auth_events(&sc.conn, 10).await.unwrap();
+    assert!(ev.iter().any(|e| {
+        e.event == "authorize"
+            && e.reason
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("insecure-endpoint")
+    }));
+
+    // https on another origin: accepted, reported
+    m.b.lock().unwrap().smart_config = Some(json!({
+        "issuer": m.base,
+        "authorization_endpoint": "https://login.example.org/authorize",
+        "token_endpoint": "https://login.example.org/token",
+        "jwks_uri": format!("{}/jwks", m.origin),
+        "capabilities": ["launch-standalone"],
+    }));
+    env.client.discovery().clear();
+    let cfg = env.client.discovery().get(&m.base).await.unwrap();
+    let mut flagged: Vec<&str> = cfg.notices.iter().map(|n| n.endpoint.as_str()).collect();
+    flagged.sort();
+    assert_eq!(flagged, ["authorization_endpoint", "token_endpoint"]);
+    let n = &cfg.notices[0];
+    assert_eq!(n.kind, OTHER_ORIGIN_NOTICE);
+    assert!(
+        n.detail.contains("login.example.org") && n.detail.contains(&m.origin),
+        "{}",
+        n.detail
+    );
+    let f = n.to_finding(chrono::Utc::now(), Some(7));
+    assert_eq!((f.kind.as_str(), f.run_id), (OTHER_ORIGIN_NOTICE, Some(7)));
+    assert!(env.client.begin_standalone(&sc, REDIRECT).await.is_ok());
+}
+
+/// A server advertising RFC 9207 issuer identification must send `iss`: a response without it
+/// is refused; with the right one it completes.
+#[tokio::test]
+async fn advertised_issuer_identification_requires_iss() {
+    let m = start_mock().await;
+    m.b.lock().unwrap().smart_config.as_mut().unwrap()["authorization_response_iss_parameter_supported"] =
+        json!(true);
+    let env = env().await;
+    let sc = mock_connection(&m);
+    let err = attempt(&env.client, &m, &sc, |b, nonce| {
+        let t = sign(&m.key, &claims(&m, nonce));
+        set_token(b, 200, token_body(Some(t)));
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, SmartError::IssuerMissing { .. }), "{err:?}");
+    assert_eq!(m.b.lock().unwrap().token_calls, 0, "no code was exchanged");
+
+    let req = env.client.begin_standalone(&sc, REDIRECT).await.unwrap();
+    let nonce = url::Url::parse(&req.url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "nonce")
+        .unwrap()
+        .1
+        .to_string();
+    {
+        let mut b = m.b.lock().unwrap();
+        let t = sign(&m.key, &claims(&m, &nonce));
+        set_token(&mut b, 200, token_body(Some(t)));
+    }
+    let params = RedirectParams {
+        code: Some("code-1".into()),
+        state: Some(req.state),
+        iss: Some(m.base.clone()),
+        ..Default::default()
+    };
+    env.client.complete(&sc, &params).await.unwrap();
+}
+
+/// A token endpoint that refuses with 401 and no OAuth JSON body: the error carries the
+/// server's own words, from its `WWW-Authenticate` challenge or from its error page.
+#[tokio::test]
+async fn token_endpoint_401s_carry_the_servers_own_text() {
+    let m = start_mock().await;
+    let env = env().await;
+    let sc = mock_connection(&m);
+    let err = attempt(&env.client, &m, &sc, |b, _| {
+        b.token_status = 401;
+        b.token_content_type = "text/plain";
+        b.token_body = "Unauthorized".into();
+        b.token_challenge = Some(
+            r#"Bearer realm="ehr", error="invalid_client", error_description="client registration mock-client is suspended""#
+                .into(),
+        );
+    })
+    .await
+    .unwrap_err();
+    match &err {
+        SmartError::TokenRejected {
+            status: 401,
+            error,
+            description,
+            ..
+        } => {
+            assert_eq!(error, "invalid_client");
+            assert_eq!(
+                description.as_deref(),
+                Some("client registration mock-client is suspended")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("is suspended"), "{err}");
+
+    let err = attempt(&env.client, &m, &sc, |b, _| {
+        b.token_status = 401;
+        b.token_content_type = "text/html";
+        b.token_challenge = None;
+        b.token_body =
+            "<html>\n<body><h1>Access denied</h1>\n<p>IP 10.1.2.3 is not allow-listed</p></body></html>"
+                .into();
+    })
+    .await
+    .unwrap_err();
+    match &err {
+        SmartError::TokenRejected {
+            status: 401,
+            error,
+            description,
+            ..
+        } => {
+            assert_eq!(error, "http-401");
+            let d = description.as_deref().unwrap();
+            assert!(
+                d.contains("IP 10.1.2.3 is not allow-listed") && !d.contains('\n'),
+                "{d}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // the audit keeps the server's words too
+    let ev = env.store.list_auth_events(&sc.conn, 10).await.unwrap();
+    assert!(
+        ev.iter()
+            .any(|e| e.reason.as_deref().unwrap_or("").contains("is suspended"))
+    );
 }

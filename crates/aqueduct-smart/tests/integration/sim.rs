@@ -579,9 +579,14 @@ async fn vault_wrong_key_and_rotation() {
     let other_key = VaultKey::generate().unwrap();
     let wrong = client_with(&env.store, &other_key.to_base64());
     match wrong.load_tokens(&sc.conn).await {
-        Err(SmartError::VaultDecrypt { connection, secret }) => {
+        Err(SmartError::VaultDecrypt {
+            connection,
+            secret,
+            cause,
+        }) => {
             assert_eq!(connection, "org-a/ref");
             assert_eq!(secret, "tokens");
+            assert!(matches!(cause, DecryptCause::WrongKey { .. }), "{cause}");
         }
         other => panic!("{other:?}"),
     }
@@ -809,5 +814,256 @@ async fn another_process_can_complete_a_launch_once() {
             .iter()
             .any(|(_, n, _)| n.starts_with("pending-auth:"))
     );
+    sim.shutdown().await;
+}
+
+/// RFC 9207: a redirect naming another issuer is refused before its code is spent, audited,
+/// and leaves nothing stored; the right issuer passes.
+#[tokio::test]
+async fn authorization_response_from_another_issuer_is_refused() {
+    let env = env().await;
+    let sim = sim("reference", None).await;
+    let sc = connection(&sim, "org-a", "ref", ClientKind::Public);
+    let req = env.client.begin_standalone(&sc, REDIRECT).await.unwrap();
+    let loc = follow_authorize(&req.url).await;
+    let forged = format!("{loc}&iss=https%3A%2F%2Fattacker.example%2Ffhir");
+    let err = env
+        .client
+        .complete(&sc, &RedirectParams::from_url(&forged).unwrap())
+        .await
+        .unwrap_err();
+    match &err {
+        SmartError::IssuerMismatch { expected, received } => {
+            assert_eq!(expected, &sim.base_url());
+            assert_eq!(received, "https://attacker.example/fhir");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("attacker.example"), "{err}");
+    assert!(env.client.load_tokens(&sc.conn).await.unwrap().is_none());
+    let ev = events(&env, &sc).await;
+    let refused = ev
+        .iter()
+        .find(|e| e.event == "token-exchange" && e.outcome == "failure")
+        .expect("the refusal is audited");
+    let reason = refused.reason.as_deref().unwrap();
+    assert!(reason.starts_with("issuer-mismatch"), "{reason}");
+    assert!(reason.contains("attacker.example"), "{reason}");
+    assert_eq!(sim.stats().tokens_issued, 0, "the code was never exchanged");
+
+    // the server's own issuer is accepted
+    let cfg = env.client.discovery().get(&sim.base_url()).await.unwrap();
+    let req = env.client.begin_standalone(&sc, REDIRECT).await.unwrap();
+    let loc = follow_authorize(&req.url).await;
+    let mut u = url::Url::parse(&loc).unwrap();
+    u.query_pairs_mut()
+        .append_pair("iss", cfg.issuer.as_deref().unwrap());
+    env.client
+        .complete(&sc, &RedirectParams::from_url(u.as_str()).unwrap())
+        .await
+        .unwrap();
+    assert!(env.client.load_tokens(&sc.conn).await.unwrap().is_some());
+    sim.shutdown().await;
+}
+
+/// The simulator serves everything from its own loopback origin: discovery accepts plain
+/// http there and has nothing to report.
+#[tokio::test]
+async fn loopback_discovery_is_accepted_without_notices() {
+    let env = env().await;
+    let sim = sim("reference", None).await;
+    let cfg = env.client.discovery().get(&sim.base_url()).await.unwrap();
+    assert!(cfg.token_endpoint.starts_with("http://127.0.0.1:"));
+    assert!(cfg.notices.is_empty(), "{:?}", cfg.notices);
+    sim.shutdown().await;
+}
+
+/// Tokens sealed under another vault key: the error says so (not a generic failure), and the
+/// FHIR client sees a run-stopping failure rather than one refusal per request.
+#[cfg(feature = "client-adapter")]
+#[tokio::test]
+async fn undecryptable_stored_tokens_stop_the_run_with_a_clear_error() {
+    use aqueduct_client::{AccessTokenSource, AuthError};
+    let env = env().await;
+    let sim = sim("reference", None).await;
+    let sc = connection(&sim, "org-a", "ref", ClientKind::Public);
+    standalone(&env, &sc).await.unwrap();
+    let other = VaultKey::generate().unwrap();
+    let wrong = Arc::new(client_with(&env.store, &other.to_base64()));
+    let tm = Arc::new(wrong.token_manager(sc.clone()));
+    let err = tm.access_token().await.unwrap_err();
+    assert!(err.is_fatal(), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("org-a/ref")
+            && msg.contains("another vault key")
+            && msg.contains(&other.id_hex()),
+        "{msg}"
+    );
+    let src = SmartTokenSource(tm);
+    match src.token().await {
+        Err(AuthError::ReauthorizationNeeded(m)) => {
+            assert!(m.contains("another vault key"), "{m}")
+        }
+        other => panic!("expected a run-stopping failure, got {other:?}"),
+    }
+    // a damaged record says it is damaged, not that the key is wrong
+    let mut record = env
+        .store
+        .get_secret(&sc.conn, "tokens")
+        .await
+        .unwrap()
+        .unwrap();
+    let last = record.len() - 1;
+    record[last] ^= 0x55;
+    env.store
+        .put_secret(&sc.conn, "tokens", &record)
+        .await
+        .unwrap();
+    let err = env.client.load_tokens(&sc.conn).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SmartError::VaultDecrypt {
+                cause: DecryptCause::Altered,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    sim.shutdown().await;
+}
+
+/// The user denies at the consent page: the loopback page says "authorization denied" with the
+/// server's error, and the launch ends with that error (audited), storing nothing.
+#[tokio::test]
+async fn a_denied_standalone_launch_says_so_in_the_browser() {
+    let env = env().await;
+    let sim = Simulator::start(SimConfig {
+        personality: "reference".into(),
+        patients: 2,
+        seed: 7,
+        resources_per_patient: 5,
+        auto_approve: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let sc = connection(&sim, "org-a", "ref", ClientKind::Public);
+    let opts = LoopbackOptions {
+        timeout: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let (page_tx, page_rx) = tokio::sync::oneshot::channel::<(u16, String)>();
+    let out = run_standalone_launch(&env.client, &sc, opts, |url| {
+        let url = url.to_string();
+        tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            // the consent page, then "Deny"
+            let consent = http.get(&url).send().await.unwrap().text().await.unwrap();
+            let grab = |name: &str| {
+                let at = consent.find(name).unwrap() + name.len();
+                consent[at..].split('"').next().unwrap().to_string()
+            };
+            let action = grab("action=\"");
+            let id = grab("name=\"request_id\" value=\"");
+            let resp = http
+                .post(&action)
+                .form(&[("request_id", id.as_str()), ("decision", "deny")])
+                .send()
+                .await
+                .unwrap();
+            let loc = resp.headers()["location"].to_str().unwrap().to_string();
+            assert!(loc.contains("error=access_denied"), "{loc}");
+            let page = reqwest::get(loc).await.unwrap();
+            let status = page.status().as_u16();
+            let _ = page_tx.send((status, page.text().await.unwrap()));
+        });
+    })
+    .await;
+    match &out {
+        Err(SmartError::AuthorizationDenied { error, .. }) => assert_eq!(error, "access_denied"),
+        other => panic!("{other:?}"),
+    }
+    let (status, page) = page_rx.await.unwrap();
+    assert_eq!(status, 403);
+    assert!(
+        page.to_lowercase().contains("authorization denied"),
+        "{page}"
+    );
+    assert!(page.contains("access_denied"), "{page}");
+    assert!(!page.contains("You can close"), "{page}");
+    assert!(env.client.load_tokens(&sc.conn).await.unwrap().is_none());
+    let ev = events(&env, &sc).await;
+    assert!(ev.iter().any(|e| e.event == "token-exchange"
+        && e.outcome == "failure"
+        && e.reason.as_deref().unwrap_or("").contains("access_denied")));
+    sim.shutdown().await;
+}
+
+/// A refresh the server refuses is asked once: N callers that hit a 401 together see one
+/// refresh request at the simulator, and all get the refusal; later callers are not retried
+/// against the dead grant; once authorized again, the manager adopts the new tokens from the
+/// vault without a refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_refresh_is_refused_once_for_all_waiters() {
+    let env = env().await;
+    let sim = sim("reference", None).await;
+    let sc = connection(&sim, "org-a", "ref", ClientKind::Public);
+    standalone(&env, &sc).await.unwrap();
+    let set = env.client.load_tokens(&sc.conn).await.unwrap().unwrap();
+    let cfg = env.client.discovery().get(&sim.base_url()).await.unwrap();
+    let revoked = reqwest::Client::new()
+        .post(cfg.revocation_endpoint.clone().unwrap())
+        .form(&[("token", set.refresh_token.as_ref().unwrap().expose())])
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success());
+    let refusals = |sim: &SimServer| sim.stats().by_status.get(&400).copied().unwrap_or(0);
+    let before = refusals(&sim);
+    let tm = Arc::new(TokenManager::new(env.client.clone(), sc.clone()));
+    let access = set.access_token.expose().to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (tm, access) = (tm.clone(), access.clone());
+        tasks.push(tokio::spawn(async move {
+            tm.refresh_after_unauthorized(&access).await
+        }));
+    }
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(SmartError::ReauthorizationNeeded { reason, .. }) => {
+                assert!(reason.contains("invalid_grant"), "{reason}")
+            }
+            other => panic!("expected the refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        refusals(&sim) - before,
+        1,
+        "one refresh request for all waiters"
+    );
+    // a caller that comes later with the same token is not retried against the dead grant
+    assert!(matches!(
+        tm.refresh_after_unauthorized(&access).await,
+        Err(SmartError::ReauthorizationNeeded { .. })
+    ));
+    assert_eq!(refusals(&sim) - before, 1);
+    let ev = events(&env, &sc).await;
+    assert_eq!(
+        ev.iter()
+            .filter(|e| e.event == "refresh" && e.outcome == "failure")
+            .count(),
+        1
+    );
+    // authorized again (here, by this process; the manager sees the new tokens in the vault)
+    standalone(&env, &sc).await.unwrap();
+    let fresh = env.client.load_tokens(&sc.conn).await.unwrap().unwrap();
+    let t = tm.refresh_after_unauthorized(&access).await.unwrap();
+    assert_eq!(t, fresh.access_token.expose());
     sim.shutdown().await;
 }
