@@ -11,6 +11,7 @@ use crate::client::{SendOptions, send_with};
 use crate::error::Hl7Error;
 use crate::listener::{ListenerOptions, listen};
 use crate::message::split_messages;
+use crate::resend::RestampingSenders;
 
 /// Receive HL7 v2 messages over MLLP, store them, acknowledge them, turn them into events.
 #[derive(Debug, Clone, Args)]
@@ -31,6 +32,10 @@ pub struct ListenArgs {
     /// connection that holds the patient).
     #[arg(long)]
     pub refresh_connection: Option<String>,
+    /// A sender (`MSH-3^MSH-4`, e.g. `LAB^HOSP`, or `*` for all) that puts a new MSH-7 on its
+    /// resends: its MSH-7 is left out when telling a resend from a new message. Repeatable.
+    #[arg(long = "restamping-sender")]
+    pub restamping_senders: Vec<String>,
 }
 
 /// Send the HL7 v2 messages of files over MLLP and print each ACK.
@@ -57,6 +62,7 @@ pub async fn run_listen(args: ListenArgs, store: Arc<dyn Store>) -> Result<(), H
         max_message_bytes: args.max_message_bytes,
         idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
         refresh_connection: args.refresh_connection.clone(),
+        restamping_senders: RestampingSenders::new(args.restamping_senders.iter().cloned()),
         ..ListenerOptions::default()
     };
     let listener = listen(args.bind.as_str(), store, args.org.clone(), options).await?;

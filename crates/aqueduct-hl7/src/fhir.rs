@@ -64,6 +64,19 @@ pub fn sender_of(m: &Message<'_>) -> String {
     )
 }
 
+/// The connection a message's resources (and findings about it) are filed under:
+/// `hl7-{MSH-4.1}`, or `hl7-{MSH-3.1}` without a facility.
+pub fn connection_of(m: &Message<'_>) -> String {
+    format!("hl7-{}", facility_of(m))
+}
+
+fn facility_of(m: &Message<'_>) -> String {
+    m.get("MSH-4.1")
+        .or_else(|| m.get("MSH-3.1"))
+        .map(Cow::into_owned)
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// A valid FHIR logical id (`[A-Za-z0-9\-\.]{1,64}`) derived deterministically from `raw`: kept as
 /// is when already valid, otherwise sanitized and suffixed with a hash so that distinct inputs
 /// never collide.
@@ -778,11 +791,7 @@ fn reference_range(text: &str, unit: &Unit) -> Value {
 /// Converts a parsed message. Unsupported message types are an error (recorded on the
 /// message by the listener); oddities inside a supported message are warnings.
 pub fn convert(m: &Message<'_>) -> Result<Converted, Hl7Error> {
-    let facility = m
-        .get("MSH-4.1")
-        .or_else(|| m.get("MSH-3.1"))
-        .map(Cow::into_owned)
-        .unwrap_or_else(|| "unknown".into());
+    let facility = facility_of(m);
     let app = m.get("MSH-3.1").map(Cow::into_owned).unwrap_or_default();
     let control = m
         .control_id()
@@ -798,7 +807,7 @@ pub fn convert(m: &Message<'_>) -> Result<Converted, Hl7Error> {
         .map(Cow::into_owned)
         .unwrap_or_default();
     let source_url = format!("mllp://{}/{}", sender_of(m), control);
-    let connection = format!("hl7-{facility}");
+    let connection = connection_of(m);
     let mut warnings = Vec::new();
     let default_offset = m
         .get("MSH-7.1")

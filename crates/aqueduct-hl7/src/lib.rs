@@ -36,6 +36,7 @@ pub mod fhir;
 pub mod listener;
 pub mod message;
 pub mod mllp;
+pub mod resend;
 
 pub use ack::{AckCode, AckContext, AckError, AckResult, build_ack};
 pub use builder::MessageBuilder;
@@ -47,3 +48,4 @@ pub use message::{
     Delimiters, Message, Path, Segment, decode_text, escape, split_messages, unescape,
 };
 pub use mllp::{MllpCodec, MllpFrame};
+pub use resend::{RestampingSenders, content_hash};

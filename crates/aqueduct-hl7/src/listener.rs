@@ -29,9 +29,10 @@ use tracing::{debug, info, warn};
 
 use crate::ack::{AckCode, AckContext, AckError, build_ack};
 use crate::error::Hl7Error;
-use crate::fhir::sender_of;
+use crate::fhir::{connection_of, sender_of};
 use crate::message::{Message, decode_text};
 use crate::mllp::{MllpCodec, MllpFrame, frame};
+use crate::resend::{RestampingSenders, content_hash};
 
 /// How the listener behaves.
 #[derive(Debug, Clone)]
@@ -57,6 +58,9 @@ pub struct ListenerOptions {
     /// that serves the same facility); None asks to refresh every connection holding the
     /// patient.
     pub refresh_connection: Option<String>,
+    /// Senders that put a new MSH-7 on a resend: for them MSH-7 is left out of the content
+    /// that tells a resend from a new message with a reused control id.
+    pub restamping_senders: RestampingSenders,
 }
 
 impl Default for ListenerOptions {
@@ -71,6 +75,7 @@ impl Default for ListenerOptions {
             recover_unprocessed: true,
             conversion_queue: 4096,
             refresh_connection: None,
+            restamping_senders: RestampingSenders::default(),
         }
     }
 }
@@ -81,6 +86,7 @@ struct Counters {
     received: AtomicU64,
     accepted: AtomicU64,
     duplicates: AtomicU64,
+    control_id_reused: AtomicU64,
     rejected: AtomicU64,
     store_errors: AtomicU64,
     oversized: AtomicU64,
@@ -99,8 +105,11 @@ pub struct ListenerStats {
     pub received: u64,
     /// Acknowledged AA after being stored for the first time.
     pub accepted: u64,
-    /// Acknowledged AA as duplicates of a stored message.
+    /// Acknowledged AA as duplicates of a stored message (same sender, control id, content).
     pub duplicates: u64,
+    /// New messages (stored, acknowledged) whose control id an earlier, different message of
+    /// the same sender used; each has a `control-id-reused` finding.
+    pub control_id_reused: u64,
     /// Answered AR (malformed, oversized).
     pub rejected: u64,
     /// Answered AE because the store failed.
@@ -124,6 +133,7 @@ impl Counters {
             received: g(&self.received),
             accepted: g(&self.accepted),
             duplicates: g(&self.duplicates),
+            control_id_reused: g(&self.control_id_reused),
             rejected: g(&self.rejected),
             store_errors: g(&self.store_errors),
             oversized: g(&self.oversized),
@@ -363,7 +373,10 @@ async fn connection(
 
 /// Checks what the listener needs before storing: a parsable MSH with a type and control id.
 #[allow(clippy::result_large_err)]
-fn inspect(bytes: &Bytes) -> Result<(AckContext, InboundMessage), (AckContext, AckError)> {
+fn inspect(
+    bytes: &Bytes,
+    restamping: &RestampingSenders,
+) -> Result<(AckContext, InboundMessage), (AckContext, AckError)> {
     let text = decode_text(bytes).map_err(|e| {
         (
             AckContext::from_head(bytes),
@@ -390,8 +403,11 @@ fn inspect(bytes: &Bytes) -> Result<(AckContext, InboundMessage), (AckContext, A
             AckError::new(101, "MSH-10 (message control id) is missing").at("MSH", 10),
         ));
     };
+    let sender = sender_of(&m);
     let message = InboundMessage {
-        sender: sender_of(&m),
+        content_hash: content_hash(bytes, restamping.contains(&sender)),
+        connection: connection_of(&m),
+        sender,
         control_id: control_id.into_owned(),
         message_type,
         received_at: Utc::now(),
@@ -419,7 +435,7 @@ async fn handle_frame(shared: &Shared, frame: MllpFrame, peer: SocketAddr) -> Pe
         }
         MllpFrame::Message(bytes) => {
             inc(&counters.received);
-            match inspect(&bytes) {
+            match inspect(&bytes, &shared.options.restamping_senders) {
                 Err((ctx, err)) => {
                     inc(&counters.rejected);
                     warn!(%peer, control_id = ctx.control_id, "HL7 message rejected: {}", err.text);
@@ -455,6 +471,9 @@ async fn write_acks(
                     } else {
                         &counters.accepted
                     });
+                    if receipt.reuses_control_id_of.is_some() {
+                        inc(&counters.control_id_reused);
+                    }
                     build_ack(&ctx, AckCode::AA, None)
                 }
                 Ok(Err(e)) => {

@@ -179,6 +179,61 @@ async fn duplicates_are_acked_but_processed_once() {
 }
 
 #[tokio::test]
+async fn a_reused_control_id_is_a_new_message_unless_it_is_a_restamped_resend() {
+    let first = adt("MSG00001", "A01", "61");
+    let restamped = first.replace("20240102030405+0100||ADT", "20240102031000+0100||ADT");
+    assert_ne!(first, restamped);
+    let other_patient = adt("MSG00001", "A08", "62");
+    for restamping in [false, true] {
+        let (_dir, store) = store().await;
+        let options = ListenerOptions {
+            restamping_senders: if restamping {
+                aqueduct_hl7::RestampingSenders::new(["EPIC^HOSP"])
+            } else {
+                aqueduct_hl7::RestampingSenders::default()
+            },
+            ..ListenerOptions::default()
+        };
+        let l = listen("127.0.0.1:0", store.clone(), ORG.into(), options)
+            .await
+            .unwrap();
+        let acks = send(l.local_addr(), [&first, &restamped, &other_patient, &first]).await;
+        assert!(
+            acks.iter().all(|r| r.code.as_deref() == Some("AA")),
+            "{acks:?}"
+        );
+        let stored = store.list_inbound_messages(ORG, 0, 10).await.unwrap();
+        let findings = store
+            .list_findings(&ConnectionRef::new(ORG, "hl7-HOSP"), 10)
+            .await
+            .unwrap();
+        let stats = l.shutdown().await;
+        if restamping {
+            assert_eq!(stored.len(), 2, "the restamped copy is a resend");
+            assert_eq!(stats.duplicates, 2);
+        } else {
+            assert_eq!(stored.len(), 3, "another MSH-7 is another message");
+            assert_eq!(stored[1].bytes, restamped.as_bytes());
+            assert_eq!(stats.duplicates, 1);
+        }
+        assert_eq!(stored.last().unwrap().bytes, other_patient.as_bytes());
+        assert_eq!(stats.control_id_reused as usize, stored.len() - 1);
+        assert_eq!(findings.len(), stored.len() - 1, "{findings:?}");
+        assert!(findings.iter().all(|f| f.kind == "control-id-reused"));
+        assert!(
+            findings[0]
+                .detail
+                .contains(&format!("message {}", stored[0].id))
+                || findings[0]
+                    .detail
+                    .contains(&format!("message {}", stored[1].id)),
+            "{}",
+            findings[0].detail
+        );
+    }
+}
+
+#[tokio::test]
 async fn bad_input_over_tcp() {
     let (_dir, store) = store().await;
     let options = ListenerOptions {
