@@ -36,6 +36,13 @@ pub struct ListenArgs {
     /// resends: its MSH-7 is left out when telling a resend from a new message. Repeatable.
     #[arg(long = "restamping-sender")]
     pub restamping_senders: Vec<String>,
+    /// Connections one peer address may hold open at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_connections_per_peer: usize,
+    /// Bytes of messages received and not yet acknowledged, over all connections; when spent,
+    /// the listener stops reading until commits free it.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_in_flight_bytes: usize,
 }
 
 /// Send the HL7 v2 messages of files over MLLP and print each ACK.
@@ -63,6 +70,8 @@ pub async fn run_listen(args: ListenArgs, store: Arc<dyn Store>) -> Result<(), H
         idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
         refresh_connection: args.refresh_connection.clone(),
         restamping_senders: RestampingSenders::new(args.restamping_senders.iter().cloned()),
+        max_connections_per_peer: args.max_connections_per_peer,
+        max_in_flight_bytes: args.max_in_flight_bytes,
         ..ListenerOptions::default()
     };
     let listener = listen(args.bind.as_str(), store, args.org.clone(), options).await?;
@@ -83,6 +92,13 @@ pub async fn run_listen(args: ListenArgs, store: Arc<dyn Store>) -> Result<(), H
         stats.store_errors,
         stats.converted,
         stats.conversion_errors
+    );
+    eprintln!(
+        "refused: {} over the connection limit, {} over the per-peer limit; {} back-pressure pauses (peak {} bytes in flight)",
+        stats.refused_connection_limit,
+        stats.refused_peer_limit,
+        stats.backpressure_pauses,
+        stats.in_flight_bytes_peak
     );
     Ok(())
 }

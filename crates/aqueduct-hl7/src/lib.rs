@@ -33,6 +33,7 @@ pub mod cli;
 pub mod client;
 mod error;
 pub mod fhir;
+mod limits;
 pub mod listener;
 pub mod message;
 pub mod mllp;

@@ -1,6 +1,12 @@
 //! The MLLP listener: many concurrent connections, a message acknowledged (AA) only once it is
-//! durably committed to the store, duplicates acknowledged again but processed once, malformed
-//! messages rejected (AR) with an ERR segment, store failures answered AE (never AA).
+//! durably committed to the store, resends (same sender, control id AND content, see
+//! [`crate::resend`]) acknowledged again but processed once, a reused control id with other
+//! content stored as a new message with a `control-id-reused` finding, malformed messages
+//! rejected (AR) with an ERR segment, store failures answered AE (never AA).
+//!
+//! Under load: connections beyond the global or the per-peer limit are closed at once and
+//! counted; the bytes of messages in flight share one budget, and when it is spent connections
+//! stop reading (back-pressure) instead of buffering without bound.
 //!
 //! Pipeline: each connection reads frames and hands valid messages to one committer task,
 //! which writes everything that arrived meanwhile in ONE store transaction (group commit) and
@@ -30,6 +36,7 @@ use tracing::{debug, info, warn};
 use crate::ack::{AckCode, AckContext, AckError, build_ack};
 use crate::error::Hl7Error;
 use crate::fhir::{connection_of, sender_of};
+use crate::limits::{ByteBudget, Charge, PeerSlots};
 use crate::message::{Message, decode_text};
 use crate::mllp::{MllpCodec, MllpFrame, frame};
 use crate::resend::{RestampingSenders, content_hash};
@@ -41,8 +48,17 @@ pub struct ListenerOptions {
     pub max_message_bytes: usize,
     /// A connection silent for this long is closed.
     pub idle_timeout: Duration,
-    /// Connections beyond this are closed at once.
+    /// Connections beyond this are closed at once (counted in `refused_connection_limit`).
     pub max_connections: usize,
+    /// Connections from one peer address beyond this are closed at once (counted in
+    /// `refused_peer_limit`), so that one peer cannot take every slot.
+    pub max_connections_per_peer: usize,
+    /// Bytes of messages received but not yet committed and acknowledged, over all
+    /// connections. When spent, connections take no further frame until commits free it (their
+    /// socket buffers fill and TCP pushes back on the senders); nothing is refused or dropped.
+    /// Connections that checked just before it was spent each add at most one message, so the
+    /// peak stays under this plus one message per connection.
+    pub max_in_flight_bytes: usize,
     /// At most this many messages per store transaction.
     pub max_batch: usize,
     /// Messages a connection may have waiting for their ACK (pipelining senders).
@@ -54,6 +70,9 @@ pub struct ListenerOptions {
     /// Stored messages waiting for conversion held in memory; beyond this they wait in the
     /// store (unprocessed) and are picked up by a scan once the queue drains.
     pub conversion_queue: usize,
+    /// Bytes of the messages held in the conversion queue; beyond this, as beyond
+    /// `conversion_queue`, they wait in the store.
+    pub conversion_queue_bytes: usize,
     /// The connection named in the refresh requests raised by messages (the FHIR connection
     /// that serves the same facility); None asks to refresh every connection holding the
     /// patient.
@@ -69,11 +88,14 @@ impl Default for ListenerOptions {
             max_message_bytes: 1 << 20,
             idle_timeout: Duration::from_secs(300),
             max_connections: 512,
+            max_connections_per_peer: 64,
+            max_in_flight_bytes: 64 << 20,
             max_batch: 512,
             max_in_flight_per_connection: 64,
             convert: true,
             recover_unprocessed: true,
             conversion_queue: 4096,
+            conversion_queue_bytes: 64 << 20,
             refresh_connection: None,
             restamping_senders: RestampingSenders::default(),
         }
@@ -83,6 +105,9 @@ impl Default for ListenerOptions {
 #[derive(Debug, Default)]
 struct Counters {
     connections: AtomicU64,
+    refused_connection_limit: AtomicU64,
+    refused_peer_limit: AtomicU64,
+    backpressure_pauses: AtomicU64,
     received: AtomicU64,
     accepted: AtomicU64,
     duplicates: AtomicU64,
@@ -101,6 +126,15 @@ struct Counters {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ListenerStats {
     pub connections: u64,
+    /// Connections closed at once because `max_connections` were open.
+    pub refused_connection_limit: u64,
+    /// Connections closed at once because their peer held `max_connections_per_peer`.
+    pub refused_peer_limit: u64,
+    /// Times a connection stopped reading because the in-flight byte budget was spent.
+    pub backpressure_pauses: u64,
+    /// Bytes in flight now, and the most seen at once.
+    pub in_flight_bytes: u64,
+    pub in_flight_bytes_peak: u64,
     /// Frames holding a message (oversized ones not included).
     pub received: u64,
     /// Acknowledged AA after being stored for the first time.
@@ -125,11 +159,140 @@ pub struct ListenerStats {
     pub conversion_errors: u64,
 }
 
+impl ListenerStats {
+    /// The counters in the Prometheus text format (`aqueduct_hl7_*`), for a host that serves
+    /// metrics: every refusal and pause has its own counter.
+    pub fn to_prometheus(&self) -> String {
+        let rows: [(&str, &str, &str, u64); 18] = [
+            (
+                "connections_total",
+                "counter",
+                "connections accepted",
+                self.connections,
+            ),
+            (
+                "refused_connection_limit_total",
+                "counter",
+                "connections closed because max_connections were open",
+                self.refused_connection_limit,
+            ),
+            (
+                "refused_peer_limit_total",
+                "counter",
+                "connections closed because their peer held max_connections_per_peer",
+                self.refused_peer_limit,
+            ),
+            (
+                "backpressure_pauses_total",
+                "counter",
+                "times a connection stopped reading because the in-flight byte budget was spent",
+                self.backpressure_pauses,
+            ),
+            (
+                "in_flight_bytes",
+                "gauge",
+                "bytes received and not yet acknowledged",
+                self.in_flight_bytes,
+            ),
+            (
+                "in_flight_bytes_peak",
+                "gauge",
+                "most bytes in flight at once",
+                self.in_flight_bytes_peak,
+            ),
+            (
+                "received_total",
+                "counter",
+                "frames holding a message",
+                self.received,
+            ),
+            (
+                "accepted_total",
+                "counter",
+                "messages stored and acknowledged AA",
+                self.accepted,
+            ),
+            (
+                "duplicates_total",
+                "counter",
+                "resends acknowledged AA, stored once",
+                self.duplicates,
+            ),
+            (
+                "control_id_reused_total",
+                "counter",
+                "new messages reusing an earlier message's control id",
+                self.control_id_reused,
+            ),
+            (
+                "rejected_total",
+                "counter",
+                "messages answered AR",
+                self.rejected,
+            ),
+            (
+                "store_errors_total",
+                "counter",
+                "messages answered AE because the store failed",
+                self.store_errors,
+            ),
+            (
+                "oversized_total",
+                "counter",
+                "frames over the size limit",
+                self.oversized,
+            ),
+            (
+                "truncated_total",
+                "counter",
+                "connections that ended inside a frame",
+                self.truncated,
+            ),
+            (
+                "garbage_bytes_total",
+                "counter",
+                "bytes skipped outside frames",
+                self.garbage_bytes,
+            ),
+            (
+                "batches_total",
+                "counter",
+                "store transactions",
+                self.batches,
+            ),
+            (
+                "converted_total",
+                "counter",
+                "messages converted to FHIR",
+                self.converted,
+            ),
+            (
+                "unconverted_total",
+                "counter",
+                "messages stored but not converted (reason on the message)",
+                self.conversion_errors,
+            ),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, value) in rows {
+            out.push_str(&format!(
+                "# HELP aqueduct_hl7_{name} {help}\n# TYPE aqueduct_hl7_{name} {kind}\naqueduct_hl7_{name} {value}\n"
+            ));
+        }
+        out
+    }
+}
+
 impl Counters {
-    fn snapshot(&self) -> ListenerStats {
+    fn snapshot(&self, budget: &ByteBudget) -> ListenerStats {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ListenerStats {
             connections: g(&self.connections),
+            refused_connection_limit: g(&self.refused_connection_limit),
+            refused_peer_limit: g(&self.refused_peer_limit),
+            backpressure_pauses: g(&self.backpressure_pauses),
+            in_flight_bytes: budget.used() as u64,
+            in_flight_bytes_peak: budget.peak() as u64,
             received: g(&self.received),
             accepted: g(&self.accepted),
             duplicates: g(&self.duplicates),
@@ -161,6 +324,8 @@ struct ConvertJob {
     id: i64,
     bytes: Vec<u8>,
     received_at: DateTime<Utc>,
+    /// Held while the job waits in the conversion queue (None for jobs read from the store).
+    _queued: Option<Charge>,
 }
 
 enum Pending {
@@ -168,6 +333,8 @@ enum Pending {
     Commit {
         rx: oneshot::Receiver<CommitReply>,
         ctx: AckContext,
+        /// The message's bytes count against the budget until its ACK is written.
+        _in_flight: Charge,
     },
 }
 
@@ -175,6 +342,7 @@ struct Shared {
     options: ListenerOptions,
     counters: Arc<Counters>,
     commit_tx: mpsc::Sender<Job>,
+    budget: Arc<ByteBudget>,
 }
 
 /// A running listener. Dropping it does not stop it: call [`Listener::shutdown`].
@@ -183,6 +351,7 @@ pub struct Listener {
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     counters: Arc<Counters>,
+    budget: Arc<ByteBudget>,
 }
 
 impl Listener {
@@ -192,7 +361,7 @@ impl Listener {
     }
 
     pub fn stats(&self) -> ListenerStats {
-        self.counters.snapshot()
+        self.counters.snapshot(&self.budget)
     }
 
     /// A receiver that turns true when shutdown starts.
@@ -215,7 +384,7 @@ impl Listener {
         if let Err(e) = self.task.await {
             warn!("the HL7 listener task failed: {e}");
         }
-        self.counters.snapshot()
+        self.counters.snapshot(&self.budget)
     }
 }
 
@@ -234,6 +403,8 @@ pub async fn listen(
     let (commit_tx, commit_rx) = mpsc::channel::<Job>(options.max_batch.max(1) * 4);
     let (conv_tx, conv_rx) = mpsc::channel::<ConvertJob>(options.conversion_queue.max(1));
     let overflow = Arc::new(Overflow::default());
+    let budget = ByteBudget::new(options.max_in_flight_bytes);
+    let queue_budget = ByteBudget::new(options.conversion_queue_bytes);
     let started_at = Utc::now();
 
     let converter = tokio::spawn(converter(
@@ -249,8 +420,11 @@ pub async fn listen(
         store,
         organization.clone(),
         commit_rx,
-        options.convert.then_some(conv_tx),
-        overflow,
+        Handoff {
+            tx: options.convert.then_some(conv_tx),
+            budget: queue_budget,
+            overflow,
+        },
         options.max_batch.max(1),
         counters.clone(),
     ));
@@ -258,6 +432,7 @@ pub async fn listen(
         options,
         counters: counters.clone(),
         commit_tx,
+        budget: budget.clone(),
     });
     info!(%local_addr, organization, "HL7 MLLP listener started");
     let task = tokio::spawn(accept_loop(
@@ -272,6 +447,7 @@ pub async fn listen(
         shutdown: shutdown_tx,
         task,
         counters,
+        budget,
     })
 }
 
@@ -287,6 +463,7 @@ async fn accept_loop(
     converter: tokio::task::JoinHandle<()>,
 ) {
     let slots = Arc::new(Semaphore::new(shared.options.max_connections.max(1)));
+    let peers = PeerSlots::new(shared.options.max_connections_per_peer);
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -295,8 +472,15 @@ async fn accept_loop(
             accepted = socket.accept() => match accepted {
                 Ok((stream, peer)) => {
                     while conns.try_join_next().is_some() {}
+                    let Some(peer_slot) = peers.take(peer.ip()) else {
+                        inc(&shared.counters.refused_peer_limit);
+                        warn!(%peer, limit = shared.options.max_connections_per_peer, "this peer holds too many HL7 connections: closing the new one");
+                        drop(stream);
+                        continue;
+                    };
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        warn!(%peer, "too many HL7 connections: closing this one");
+                        inc(&shared.counters.refused_connection_limit);
+                        warn!(%peer, limit = shared.options.max_connections, "too many HL7 connections: closing this one");
                         drop(stream);
                         continue;
                     };
@@ -307,6 +491,7 @@ async fn accept_loop(
                     conns.spawn(async move {
                         connection(stream, peer, shared, rx).await;
                         drop(permit);
+                        drop(peer_slot);
                     });
                 }
                 Err(e) => {
@@ -337,6 +522,18 @@ async fn connection(
     let (tx, rx) = mpsc::channel::<Pending>(shared.options.max_in_flight_per_connection.max(1));
     let writer = tokio::spawn(write_acks(wr, rx, shared.counters.clone(), peer));
     loop {
+        // back-pressure: take no further frame while the budget is spent. A partial frame in
+        // the read buffer is not charged, so waiting here cannot deadlock: only commits free
+        // the budget, and they never wait for a reader.
+        if shared.budget.spent() {
+            inc(&shared.counters.backpressure_pauses);
+            debug!(%peer, "in-flight byte budget spent: pausing reads");
+            tokio::select! {
+                biased;
+                _ = signalled(&mut shutdown) => break,
+                _ = shared.budget.wait_for_room() => {}
+            }
+        }
         let next = tokio::select! {
             biased;
             _ = signalled(&mut shutdown) => break,
@@ -442,12 +639,17 @@ async fn handle_frame(shared: &Shared, frame: MllpFrame, peer: SocketAddr) -> Pe
                     Pending::Ready(build_ack(&ctx, AckCode::AR, Some(&err)))
                 }
                 Ok((ctx, message)) => {
+                    let in_flight = shared.budget.charge(message.bytes.len());
                     let (reply, rx) = oneshot::channel();
                     if shared.commit_tx.send(Job { message, reply }).await.is_err() {
                         let err = AckError::new(207, "the listener is shutting down");
                         return Pending::Ready(build_ack(&ctx, AckCode::AE, Some(&err)));
                     }
-                    Pending::Commit { rx, ctx }
+                    Pending::Commit {
+                        rx,
+                        ctx,
+                        _in_flight: in_flight,
+                    }
                 }
             }
         }
@@ -464,7 +666,7 @@ async fn write_acks(
     while let Some(p) = rx.recv().await {
         let ack = match p {
             Pending::Ready(a) => a,
-            Pending::Commit { rx, ctx } => match rx.await {
+            Pending::Commit { rx, ctx, .. } => match rx.await {
                 Ok(Ok(receipt)) => {
                     inc(if receipt.duplicate {
                         &counters.duplicates
@@ -500,15 +702,27 @@ async fn write_acks(
     let _ = wr.shutdown().await;
 }
 
+/// Where the committer hands new messages for conversion: the queue (None when conversion is
+/// off), the bytes it may hold, and the overflow left in the store for a later scan.
+struct Handoff {
+    tx: Option<mpsc::Sender<ConvertJob>>,
+    budget: Arc<ByteBudget>,
+    overflow: Arc<Overflow>,
+}
+
 async fn committer(
     store: Arc<dyn Store>,
     organization: String,
     mut rx: mpsc::Receiver<Job>,
-    conv_tx: Option<mpsc::Sender<ConvertJob>>,
-    overflow: Arc<Overflow>,
+    handoff: Handoff,
     max_batch: usize,
     counters: Arc<Counters>,
 ) {
+    let Handoff {
+        tx: conv_tx,
+        budget: queue_budget,
+        overflow,
+    } = handoff;
     let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut jobs, max_batch).await > 0 {
         let (messages, replies): (Vec<InboundMessage>, Vec<_>) =
@@ -542,13 +756,18 @@ async fn committer(
                         continue;
                     }
                     if let Some(tx) = &conv_tx {
+                        if queue_budget.spent() {
+                            // stays in the store, unprocessed: converted by a scan later
+                            overflow.add(receipt.id);
+                            continue;
+                        }
                         let job = ConvertJob {
                             id: receipt.id,
+                            _queued: Some(queue_budget.charge(message.bytes.len())),
                             bytes: message.bytes,
                             received_at: message.received_at,
                         };
                         if let Err(mpsc::error::TrySendError::Full(job)) = tx.try_send(job) {
-                            // stays in the store, unprocessed: converted by a scan later
                             overflow.add(job.id);
                         }
                     }
@@ -788,6 +1007,7 @@ async fn convert_stored(
                 id: m.id,
                 bytes: m.bytes,
                 received_at: m.received_at,
+                _queued: None,
             })
             .collect();
         if !jobs.is_empty() {

@@ -670,5 +670,11 @@ async fn connections_beyond_the_limit_are_closed() {
     drop(first);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(send(l.local_addr(), [adt("L1", "A08", "1")]).await[0].accepted());
-    l.shutdown().await;
+    let stats = l.shutdown().await;
+    assert_eq!(stats.refused_connection_limit, 1);
+    assert!(
+        stats
+            .to_prometheus()
+            .contains("aqueduct_hl7_refused_connection_limit_total 1\n")
+    );
 }

@@ -1,7 +1,7 @@
 //! Inbound event messages and refresh requests in SQLite.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::{map_err, parse_ts, ts};
 use crate::error::StoreResult;
@@ -18,7 +18,11 @@ pub(super) fn store_messages(
     messages: &[InboundMessage],
 ) -> StoreResult<Vec<InboundReceipt>> {
     let e = |err| map_err(loc, "store inbound messages", err);
-    let tx = c.transaction().map_err(e)?;
+    // IMMEDIATE: take the write lock first, so that a writer in another process makes this
+    // wait (busy timeout) instead of failing the read-then-write upgrade at once
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(e)?;
     let mut receipts = Vec::with_capacity(messages.len());
     {
         // every earlier message with this (sender, control id); the bytes only of those stored
@@ -139,7 +143,9 @@ pub(super) fn complete(
 ) -> StoreResult<()> {
     let e = |err| map_err(loc, "complete inbound messages", err);
     let now = ts(Utc::now());
-    let tx = c.transaction().map_err(e)?;
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(e)?;
     {
         let mut enqueue = tx
             .prepare_cached(
