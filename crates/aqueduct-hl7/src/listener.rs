@@ -574,12 +574,20 @@ fn inspect(
     bytes: &Bytes,
     restamping: &RestampingSenders,
 ) -> Result<(AckContext, InboundMessage), (AckContext, AckError)> {
-    let text = decode_text(bytes).map_err(|e| {
-        (
-            AckContext::from_head(bytes),
-            AckError::new(207, e.to_string()).at("MSH", 18),
-        )
-    })?;
+    let text = match decode_text(bytes) {
+        Ok(t) => t,
+        // kept and acknowledged all the same (the raw bytes are the record): the header is
+        // ASCII whatever the character set, and conversion marks it unconverted with the reason
+        Err(Hl7Error::UnsupportedCharset(_)) => {
+            std::borrow::Cow::Owned(bytes.iter().map(|&b| b as char).collect())
+        }
+        Err(e) => {
+            return Err((
+                AckContext::from_head(bytes),
+                AckError::new(207, e.to_string()).at("MSH", 18),
+            ));
+        }
+    };
     let m = Message::parse(&text).map_err(|e| {
         let err = match &e {
             Hl7Error::BadDelimiters(_) => AckError::new(102, e.to_string()).at("MSH", 2),

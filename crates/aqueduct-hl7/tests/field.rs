@@ -226,7 +226,15 @@ async fn the_fixture_set_survives_kill9_and_every_distinct_message_is_stored_onc
     let counts = store.inbound_counts(ORG).await.unwrap();
     assert_eq!(counts.total as usize, distinct.len());
     assert_eq!(counts.pending, 0);
-    assert_eq!(counts.converted + counts.unconverted, counts.total);
+    assert_eq!(
+        (counts.converted, counts.unconverted),
+        (counts.total, 0),
+        "every fixture kind converts: {:?}",
+        stored
+            .iter()
+            .filter_map(|m| m.process_error.as_deref())
+            .collect::<Vec<_>>()
+    );
     for m in stored.iter().filter(|m| m.process_error.is_some()) {
         assert!(
             !m.process_error.as_deref().unwrap().is_empty(),

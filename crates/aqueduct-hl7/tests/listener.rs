@@ -458,13 +458,44 @@ async fn conversion_failure_is_recorded_not_lost() {
     )
     .await
     .unwrap();
-    let msg = "MSH|^~\\&|X|Y|AQ|AQ|20240101||MDM^T02|M1|P|2.5\rTXA|1\r";
-    assert!(send(l.local_addr(), [msg]).await[0].accepted());
-    wait_processed(&store, 1).await;
-    let m = &store.list_inbound_messages(ORG, 0, 10).await.unwrap()[0];
-    assert!(m.process_error.as_deref().unwrap().contains("MDM^T02"));
-    assert_eq!(m.bytes, msg.as_bytes());
-    l.shutdown().await;
+    // a kind that is not converted, a document without its patient, and a character set
+    // that cannot be read: each is acknowledged, kept as received, and marked unconverted
+    let unknown_kind = "MSH|^~\\&|X|Y|AQ|AQ|20240101||QBP^Q22|M1|P|2.5\rQPD|x\r";
+    let no_patient = "MSH|^~\\&|X|Y|AQ|AQ|20240101||MDM^T02|M2|P|2.5\rTXA|1\r";
+    let mut charset =
+        b"MSH|^~\\&|X|Y|AQ|AQ|20240101||ADT^A08|M3|P|2.5|||||JPN|ISO IR87\rPID|1||1^^^Y^MR||"
+            .to_vec();
+    charset.extend_from_slice(&[0x1B, 0x24, 0x42, 0x30, 0x21, 0x1B, 0x28, 0x42]);
+    charset.push(b'\r');
+    let acks = send(
+        l.local_addr(),
+        [unknown_kind.as_bytes(), no_patient.as_bytes(), &charset],
+    )
+    .await;
+    assert!(
+        acks.iter().all(|a| a.code.as_deref() == Some("AA")),
+        "{acks:?}"
+    );
+    wait_processed(&store, 3).await;
+    let m = store.list_inbound_messages(ORG, 0, 10).await.unwrap();
+    assert!(
+        m[0].process_error.as_deref().unwrap().contains("QBP^Q22"),
+        "{m:?}"
+    );
+    assert!(
+        m[1].process_error.as_deref().unwrap().contains("PID"),
+        "{m:?}"
+    );
+    assert!(
+        m[2].process_error.as_deref().unwrap().contains("ISO IR87"),
+        "{m:?}"
+    );
+    assert_eq!(m[0].bytes, unknown_kind.as_bytes());
+    assert_eq!(m[2].bytes, charset);
+    let counts = store.inbound_counts(ORG).await.unwrap();
+    assert_eq!((counts.unconverted, counts.converted), (3, 0));
+    let stats = l.shutdown().await;
+    assert_eq!(stats.conversion_errors, 3);
 }
 
 #[tokio::test]
