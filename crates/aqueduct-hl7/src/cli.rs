@@ -43,6 +43,10 @@ pub struct ListenArgs {
     /// the listener stops reading until commits free it.
     #[arg(long, default_value_t = 64 << 20)]
     pub max_in_flight_bytes: usize,
+    /// In enhanced mode (MSH-15/MSH-16 set), also send the application ACK that MSH-16 asks
+    /// for after the commit ACK (CA).
+    #[arg(long)]
+    pub application_acks: bool,
 }
 
 /// Send the HL7 v2 messages of files over MLLP and print each ACK.
@@ -60,6 +64,11 @@ pub struct SendArgs {
     /// Seconds to wait for each ACK.
     #[arg(long, default_value_t = 30)]
     pub timeout_secs: u64,
+    /// Reconnections (with exponential backoff from 200 ms up to 10 s) after the connection
+    /// fails or no ACK comes, before a message is reported as not acknowledged. An AE or AR
+    /// answer is a failure reported at once, not retried.
+    #[arg(long, default_value_t = 10)]
+    pub retries: u32,
 }
 
 /// Serves until Ctrl-C, then shuts down gracefully (in-flight messages are stored and
@@ -72,6 +81,7 @@ pub async fn run_listen(args: ListenArgs, store: Arc<dyn Store>) -> Result<(), H
         restamping_senders: RestampingSenders::new(args.restamping_senders.iter().cloned()),
         max_connections_per_peer: args.max_connections_per_peer,
         max_in_flight_bytes: args.max_in_flight_bytes,
+        application_acks: args.application_acks,
         ..ListenerOptions::default()
     };
     let listener = listen(args.bind.as_str(), store, args.org.clone(), options).await?;
@@ -122,6 +132,7 @@ pub async fn run_send(args: SendArgs) -> Result<(), Hl7Error> {
     }
     let options = SendOptions {
         timeout: Duration::from_secs(args.timeout_secs.max(1)),
+        retries: args.retries,
         ..SendOptions::default()
     };
     let results = send_with(args.to.as_str(), &all, &options).await;

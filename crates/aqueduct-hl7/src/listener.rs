@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
-use crate::ack::{AckCode, AckContext, AckError, build_ack};
+use crate::ack::{AckCode, AckContext, AckError, acks_for};
 use crate::error::Hl7Error;
 use crate::fhir::{connection_of, sender_of};
 use crate::limits::{ByteBudget, Charge, PeerSlots};
@@ -80,6 +80,11 @@ pub struct ListenerOptions {
     /// Senders that put a new MSH-7 on a resend: for them MSH-7 is left out of the content
     /// that tells a resend from a new message with a reused control id.
     pub restamping_senders: RestampingSenders,
+    /// In enhanced mode, also send the application ACK (AA/AE/AR) that MSH-16 asks for, after
+    /// the commit ACK, on the same connection. Aqueduct's application is keeping the message:
+    /// the application ACK says it is stored (conversion follows, and a message that cannot be
+    /// converted is still kept and counted as unconverted).
+    pub application_acks: bool,
 }
 
 impl Default for ListenerOptions {
@@ -98,6 +103,7 @@ impl Default for ListenerOptions {
             conversion_queue_bytes: 64 << 20,
             refresh_connection: None,
             restamping_senders: RestampingSenders::default(),
+            application_acks: false,
         }
     }
 }
@@ -329,7 +335,8 @@ struct ConvertJob {
 }
 
 enum Pending {
-    Ready(String),
+    /// ACKs to write at once (none when the message asked for none).
+    Ready(Vec<String>),
     Commit {
         rx: oneshot::Receiver<CommitReply>,
         ctx: AckContext,
@@ -520,7 +527,13 @@ async fn connection(
     let (rd, wr) = stream.into_split();
     let mut frames = FramedRead::new(rd, MllpCodec::new(shared.options.max_message_bytes));
     let (tx, rx) = mpsc::channel::<Pending>(shared.options.max_in_flight_per_connection.max(1));
-    let writer = tokio::spawn(write_acks(wr, rx, shared.counters.clone(), peer));
+    let writer = tokio::spawn(write_acks(
+        wr,
+        rx,
+        shared.counters.clone(),
+        peer,
+        shared.options.application_acks,
+    ));
     loop {
         // back-pressure: take no further frame while the budget is spent. A partial frame in
         // the read buffer is not charged, so waiting here cannot deadlock: only commits free
@@ -623,6 +636,7 @@ fn inspect(
 
 async fn handle_frame(shared: &Shared, frame: MllpFrame, peer: SocketAddr) -> Pending {
     let counters = &shared.counters;
+    let app_acks = shared.options.application_acks;
     match frame {
         MllpFrame::Oversized { size, head } => {
             inc(&counters.oversized);
@@ -636,7 +650,7 @@ async fn handle_frame(shared: &Shared, frame: MllpFrame, peer: SocketAddr) -> Pe
                     shared.options.max_message_bytes
                 ),
             );
-            Pending::Ready(build_ack(&ctx, AckCode::AR, Some(&err)))
+            Pending::Ready(acks_for(&ctx, AckCode::AR, Some(&err), app_acks))
         }
         MllpFrame::Message(bytes) => {
             inc(&counters.received);
@@ -644,14 +658,14 @@ async fn handle_frame(shared: &Shared, frame: MllpFrame, peer: SocketAddr) -> Pe
                 Err((ctx, err)) => {
                     inc(&counters.rejected);
                     warn!(%peer, control_id = ctx.control_id, "HL7 message rejected: {}", err.text);
-                    Pending::Ready(build_ack(&ctx, AckCode::AR, Some(&err)))
+                    Pending::Ready(acks_for(&ctx, AckCode::AR, Some(&err), app_acks))
                 }
                 Ok((ctx, message)) => {
                     let in_flight = shared.budget.charge(message.bytes.len());
                     let (reply, rx) = oneshot::channel();
                     if shared.commit_tx.send(Job { message, reply }).await.is_err() {
                         let err = AckError::new(207, "the listener is shutting down");
-                        return Pending::Ready(build_ack(&ctx, AckCode::AE, Some(&err)));
+                        return Pending::Ready(acks_for(&ctx, AckCode::AE, Some(&err), app_acks));
                     }
                     Pending::Commit {
                         rx,
@@ -669,10 +683,11 @@ async fn write_acks(
     mut rx: mpsc::Receiver<Pending>,
     counters: Arc<Counters>,
     peer: SocketAddr,
+    app_acks: bool,
 ) {
     let mut broken = false;
     while let Some(p) = rx.recv().await {
-        let ack = match p {
+        let acks = match p {
             Pending::Ready(a) => a,
             Pending::Commit { rx, ctx, .. } => match rx.await {
                 Ok(Ok(receipt)) => {
@@ -684,27 +699,29 @@ async fn write_acks(
                     if receipt.reuses_control_id_of.is_some() {
                         inc(&counters.control_id_reused);
                     }
-                    build_ack(&ctx, AckCode::AA, None)
+                    acks_for(&ctx, AckCode::AA, None, app_acks)
                 }
                 Ok(Err(e)) => {
                     inc(&counters.store_errors);
                     let err = AckError::new(207, format!("the message could not be stored: {e}"));
-                    build_ack(&ctx, AckCode::AE, Some(&err))
+                    acks_for(&ctx, AckCode::AE, Some(&err), app_acks)
                 }
                 Err(_) => {
                     inc(&counters.store_errors);
                     let err =
                         AckError::new(207, "the message could not be stored (listener stopped)");
-                    build_ack(&ctx, AckCode::AE, Some(&err))
+                    acks_for(&ctx, AckCode::AE, Some(&err), app_acks)
                 }
             },
         };
-        if broken {
-            continue;
-        }
-        if let Err(e) = wr.write_all(&frame(ack.as_bytes())).await {
-            debug!(%peer, "cannot write ACK: {e}");
-            broken = true;
+        for ack in acks {
+            if broken {
+                break;
+            }
+            if let Err(e) = wr.write_all(&frame(ack.as_bytes())).await {
+                debug!(%peer, "cannot write ACK: {e}");
+                broken = true;
+            }
         }
     }
     let _ = wr.shutdown().await;

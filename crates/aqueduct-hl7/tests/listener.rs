@@ -553,6 +553,7 @@ async fn run_send_sends_every_message_of_files() {
         to: l.local_addr().to_string(),
         json: true,
         timeout_secs: 5,
+        retries: 0,
     };
     aqueduct_hl7::run_send(args).await.unwrap();
     let msgs = store.list_inbound_messages(ORG, 0, 10).await.unwrap();
