@@ -36,6 +36,8 @@ pub mod cli;
 pub mod client;
 mod error;
 pub mod fhir;
+#[doc(hidden)]
+pub mod fuzzing;
 mod limits;
 pub mod listener;
 pub mod message;
@@ -43,7 +45,9 @@ pub mod mllp;
 pub mod persist;
 pub mod resend;
 
-pub use ack::{AckCode, AckContext, AckError, AckResult, build_ack};
+pub use ack::{
+    AckCode, AckCondition, AckContext, AckError, AckMode, AckResult, acks_for, build_ack,
+};
 pub use builder::MessageBuilder;
 pub use cli::{ListenArgs, SendArgs, run_listen, run_send};
 pub use client::{SendOptions, send, send_with};
