@@ -16,6 +16,7 @@ use tracing::debug;
 use crate::ack::AckResult;
 use crate::message::{Message, decode_text};
 use crate::mllp::{MllpCodec, MllpFrame};
+use crate::tls::ClientTls;
 
 /// How [`send_with`] behaves.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct SendOptions {
     /// The first wait before reconnecting; it doubles up to `max_backoff`.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// MLLP over TLS (the listener's CA and name, optionally a client certificate).
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for SendOptions {
@@ -44,6 +47,7 @@ impl Default for SendOptions {
             retries: 0,
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -145,7 +149,47 @@ async fn send_once<M: AsRef<[u8]>>(
         }
     };
     let _ = stream.set_nodelay(true);
-    let mut framed = Framed::new(stream, MllpCodec::new(options.max_ack_bytes));
+    let codec = MllpCodec::new(options.max_ack_bytes);
+    match &options.tls {
+        None => exchange(Framed::new(stream, codec), messages, ids, options, results).await,
+        Some(tls) => {
+            let handshake = tokio::time::timeout(
+                options.timeout,
+                tls.connector.connect(tls.server_name.clone(), stream),
+            )
+            .await;
+            match handshake {
+                Ok(Ok(s)) => exchange(Framed::new(s, codec), messages, ids, options, results).await,
+                Ok(Err(e)) => {
+                    fail_rest(&mut results, 0, &format!("TLS handshake failed: {e}"));
+                    results
+                }
+                Err(_) => {
+                    fail_rest(&mut results, 0, "timed out in the TLS handshake");
+                    results
+                }
+            }
+        }
+    }
+}
+
+/// Sends and reads ACKs over an established connection.
+async fn exchange<S, M>(
+    mut framed: Framed<S, MllpCodec>,
+    messages: &[M],
+    ids: &[String],
+    options: &SendOptions,
+    mut results: Vec<AckResult>,
+) -> Vec<AckResult>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    M: AsRef<[u8]>,
+{
+    let fail_rest = |results: &mut Vec<AckResult>, from: usize, why: &str| {
+        for id in &ids[from..] {
+            results.push(AckResult::failed(id, why));
+        }
+    };
     let window = options.window.max(1);
     let mut next = 0;
     let mut waiting: VecDeque<usize> = VecDeque::new();

@@ -44,6 +44,7 @@ pub mod message;
 pub mod mllp;
 pub mod persist;
 pub mod resend;
+pub mod tls;
 
 pub use ack::{
     AckCode, AckCondition, AckContext, AckError, AckMode, AckResult, acks_for, build_ack,
@@ -58,3 +59,4 @@ pub use message::{
 };
 pub use mllp::{MllpCodec, MllpFrame};
 pub use resend::{RestampingSenders, content_hash};
+pub use tls::{ClientTls, TlsSettings};

@@ -15,6 +15,7 @@
 //! and marks them processed (with the error when conversion fails). Unprocessed messages left
 //! by an earlier run are converted at start-up.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,9 +26,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::codec::FramedRead;
@@ -40,6 +40,7 @@ use crate::limits::{ByteBudget, Charge, PeerSlots};
 use crate::message::{Message, decode_text};
 use crate::mllp::{MllpCodec, MllpFrame, frame};
 use crate::resend::{RestampingSenders, content_hash};
+use crate::tls::TlsSettings;
 
 /// How the listener behaves.
 #[derive(Debug, Clone)]
@@ -85,6 +86,19 @@ pub struct ListenerOptions {
     /// the application ACK says it is stored (conversion follows, and a message that cannot be
     /// converted is still kept and counted as unconverted).
     pub application_acks: bool,
+    /// MLLP over TLS: the listener's certificate, and the CA of client certificates.
+    pub tls: Option<TlsSettings>,
+    /// When set, only messages whose sending facility (MSH-4.1) is listed are accepted; the
+    /// others are answered AR and counted in `refused_facility`.
+    pub allowed_facilities: Option<BTreeSet<String>>,
+    /// Per sending facility (MSH-4.1), the fingerprints ([`crate::tls::fingerprint`]) of the
+    /// client certificates allowed to send for it: a message of such a facility over a
+    /// connection without one of them is answered AR and counted in
+    /// `refused_sender_certificate`. Facilities not listed need no certificate.
+    pub sender_certificates: BTreeMap<String, Vec<String>>,
+    /// Plain (non-TLS) MLLP is refused on a non-loopback address unless this is set: HL7 v2 is
+    /// patient data in clear text.
+    pub allow_plain_remote: bool,
 }
 
 impl Default for ListenerOptions {
@@ -104,6 +118,10 @@ impl Default for ListenerOptions {
             refresh_connection: None,
             restamping_senders: RestampingSenders::default(),
             application_acks: false,
+            tls: None,
+            allowed_facilities: None,
+            sender_certificates: BTreeMap::new(),
+            allow_plain_remote: false,
         }
     }
 }
@@ -114,6 +132,9 @@ struct Counters {
     refused_connection_limit: AtomicU64,
     refused_peer_limit: AtomicU64,
     backpressure_pauses: AtomicU64,
+    tls_handshake_failures: AtomicU64,
+    refused_facility: AtomicU64,
+    refused_sender_certificate: AtomicU64,
     received: AtomicU64,
     accepted: AtomicU64,
     duplicates: AtomicU64,
@@ -138,6 +159,13 @@ pub struct ListenerStats {
     pub refused_peer_limit: u64,
     /// Times a connection stopped reading because the in-flight byte budget was spent.
     pub backpressure_pauses: u64,
+    /// TLS connections closed because the handshake failed or timed out.
+    pub tls_handshake_failures: u64,
+    /// Messages answered AR because their sending facility is not allowed.
+    pub refused_facility: u64,
+    /// Messages answered AR because the connection lacks the client certificate their
+    /// sending facility requires.
+    pub refused_sender_certificate: u64,
     /// Bytes in flight now, and the most seen at once.
     pub in_flight_bytes: u64,
     pub in_flight_bytes_peak: u64,
@@ -169,7 +197,25 @@ impl ListenerStats {
     /// The counters in the Prometheus text format (`aqueduct_hl7_*`), for a host that serves
     /// metrics: every refusal and pause has its own counter.
     pub fn to_prometheus(&self) -> String {
-        let rows: [(&str, &str, &str, u64); 18] = [
+        let rows: [(&str, &str, &str, u64); 21] = [
+            (
+                "tls_handshake_failures_total",
+                "counter",
+                "TLS connections whose handshake failed",
+                self.tls_handshake_failures,
+            ),
+            (
+                "refused_facility_total",
+                "counter",
+                "messages answered AR because their sending facility is not allowed",
+                self.refused_facility,
+            ),
+            (
+                "refused_sender_certificate_total",
+                "counter",
+                "messages answered AR because the connection lacks the client certificate their facility requires",
+                self.refused_sender_certificate,
+            ),
             (
                 "connections_total",
                 "counter",
@@ -297,6 +343,9 @@ impl Counters {
             refused_connection_limit: g(&self.refused_connection_limit),
             refused_peer_limit: g(&self.refused_peer_limit),
             backpressure_pauses: g(&self.backpressure_pauses),
+            tls_handshake_failures: g(&self.tls_handshake_failures),
+            refused_facility: g(&self.refused_facility),
+            refused_sender_certificate: g(&self.refused_sender_certificate),
             in_flight_bytes: budget.used() as u64,
             in_flight_bytes_peak: budget.peak() as u64,
             received: g(&self.received),
@@ -405,6 +454,9 @@ pub async fn listen(
 ) -> Result<Listener, Hl7Error> {
     let socket = TcpListener::bind(bind).await?;
     let local_addr = socket.local_addr()?;
+    if options.tls.is_none() && !options.allow_plain_remote && !local_addr.ip().is_loopback() {
+        return Err(Hl7Error::PlainNotLoopback(local_addr));
+    }
     let counters = Arc::new(Counters::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (commit_tx, commit_rx) = mpsc::channel::<Job>(options.max_batch.max(1) * 4);
@@ -496,7 +548,39 @@ async fn accept_loop(
                     let shared = shared.clone();
                     let rx = shutdown.clone();
                     conns.spawn(async move {
-                        connection(stream, peer, shared, rx).await;
+                        match shared.options.tls.clone() {
+                            None => {
+                                let (rd, wr) = stream.into_split();
+                                connection(rd, wr, None, peer, shared, rx).await;
+                            }
+                            Some(tls) => {
+                                let handshake = tokio::time::timeout(
+                                    TLS_HANDSHAKE_TIMEOUT,
+                                    tls.acceptor.accept(stream),
+                                )
+                                .await;
+                                match handshake {
+                                    Ok(Ok(s)) => {
+                                        let cert = s
+                                            .get_ref()
+                                            .1
+                                            .peer_certificates()
+                                            .and_then(|c| c.first())
+                                            .map(|c| crate::tls::fingerprint(c.as_ref()));
+                                        let (rd, wr) = tokio::io::split(s);
+                                        connection(rd, wr, cert, peer, shared, rx).await;
+                                    }
+                                    Ok(Err(e)) => {
+                                        inc(&shared.counters.tls_handshake_failures);
+                                        warn!(%peer, "TLS handshake failed: {e}");
+                                    }
+                                    Err(_) => {
+                                        inc(&shared.counters.tls_handshake_failures);
+                                        warn!(%peer, "TLS handshake timed out");
+                                    }
+                                }
+                            }
+                        }
                         drop(permit);
                         drop(peer_slot);
                     });
@@ -517,14 +601,24 @@ async fn accept_loop(
     info!("HL7 listener stopped");
 }
 
-async fn connection(
-    stream: TcpStream,
+/// A TLS handshake longer than this closes the connection (a peer must not hold a slot by
+/// never finishing it).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One connection: its read half, its write half, and the fingerprint of the client
+/// certificate it authenticated with (TLS only).
+async fn connection<R, W>(
+    rd: R,
+    wr: W,
+    client_cert: Option<String>,
     peer: SocketAddr,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
-) {
-    debug!(%peer, "HL7 connection opened");
-    let (rd, wr) = stream.into_split();
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    debug!(%peer, tls = shared.options.tls.is_some(), "HL7 connection opened");
     let mut frames = FramedRead::new(rd, MllpCodec::new(shared.options.max_message_bytes));
     let (tx, rx) = mpsc::channel::<Pending>(shared.options.max_in_flight_per_connection.max(1));
     let writer = tokio::spawn(write_acks(
@@ -567,7 +661,7 @@ async fn connection(
             }
             Ok(Some(Ok(f))) => f,
         };
-        let pending = handle_frame(&shared, frame, peer).await;
+        let pending = handle_frame(&shared, frame, peer, client_cert.as_deref()).await;
         if tx.send(pending).await.is_err() {
             break;
         }
@@ -634,7 +728,44 @@ fn inspect(
     Ok((ctx, message))
 }
 
-async fn handle_frame(shared: &Shared, frame: MllpFrame, peer: SocketAddr) -> Pending {
+/// Why a sender may not send this message here, if it may not.
+fn refusal(shared: &Shared, ctx: &AckContext, client_cert: Option<&str>) -> Option<AckError> {
+    let facility = ctx.sending_facility.as_str();
+    if let Some(allowed) = &shared.options.allowed_facilities {
+        if !allowed.contains(facility) {
+            inc(&shared.counters.refused_facility);
+            return Some(
+                AckError::new(
+                    207,
+                    format!("sending facility {facility:?} is not allowed on this listener"),
+                )
+                .at("MSH", 4),
+            );
+        }
+    }
+    if let Some(pins) = shared.options.sender_certificates.get(facility) {
+        if !client_cert.is_some_and(|c| pins.iter().any(|p| p.eq_ignore_ascii_case(c))) {
+            inc(&shared.counters.refused_sender_certificate);
+            return Some(
+                AckError::new(
+                    207,
+                    format!(
+                        "sending facility {facility:?} must send over TLS with its own client certificate"
+                    ),
+                )
+                .at("MSH", 4),
+            );
+        }
+    }
+    None
+}
+
+async fn handle_frame(
+    shared: &Shared,
+    frame: MllpFrame,
+    peer: SocketAddr,
+    client_cert: Option<&str>,
+) -> Pending {
     let counters = &shared.counters;
     let app_acks = shared.options.application_acks;
     match frame {
@@ -661,6 +792,11 @@ async fn handle_frame(shared: &Shared, frame: MllpFrame, peer: SocketAddr) -> Pe
                     Pending::Ready(acks_for(&ctx, AckCode::AR, Some(&err), app_acks))
                 }
                 Ok((ctx, message)) => {
+                    if let Some(err) = refusal(shared, &ctx, client_cert) {
+                        inc(&counters.rejected);
+                        warn!(%peer, control_id = ctx.control_id, "HL7 message refused: {}", err.text);
+                        return Pending::Ready(acks_for(&ctx, AckCode::AR, Some(&err), app_acks));
+                    }
                     let in_flight = shared.budget.charge(message.bytes.len());
                     let (reply, rx) = oneshot::channel();
                     if shared.commit_tx.send(Job { message, reply }).await.is_err() {
@@ -678,8 +814,8 @@ async fn handle_frame(shared: &Shared, frame: MllpFrame, peer: SocketAddr) -> Pe
     }
 }
 
-async fn write_acks(
-    mut wr: OwnedWriteHalf,
+async fn write_acks<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::Receiver<Pending>,
     counters: Arc<Counters>,
     peer: SocketAddr,

@@ -229,6 +229,10 @@ async fn an_ae_is_reported_as_a_failure_and_not_retried() {
         json: true,
         timeout_secs: 5,
         retries: 3,
+        tls_ca: None,
+        tls_server_name: None,
+        tls_cert: None,
+        tls_key: None,
     })
     .await
     .unwrap_err();

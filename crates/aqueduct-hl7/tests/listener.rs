@@ -554,6 +554,10 @@ async fn run_send_sends_every_message_of_files() {
         json: true,
         timeout_secs: 5,
         retries: 0,
+        tls_ca: None,
+        tls_server_name: None,
+        tls_cert: None,
+        tls_key: None,
     };
     aqueduct_hl7::run_send(args).await.unwrap();
     let msgs = store.list_inbound_messages(ORG, 0, 10).await.unwrap();
