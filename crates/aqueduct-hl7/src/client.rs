@@ -115,7 +115,7 @@ where
             rest[0].error.as_deref().unwrap_or("no ACK")
         );
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(options.max_backoff);
+        backoff = backoff.saturating_mul(2).min(options.max_backoff);
     }
     results
 }
