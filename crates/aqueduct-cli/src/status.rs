@@ -70,14 +70,16 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
                 tokens,
             });
         }
-        report.push((org.clone(), connections, auth));
+        let inbound = store.inbound_counts(org).await?;
+        report.push((org.clone(), connections, auth, inbound));
     }
     if args.json {
         let out: Vec<serde_json::Value> = report
             .iter()
-            .map(|(org, conns, auth)| {
+            .map(|(org, conns, auth, inbound)| {
                 serde_json::json!({
                     "organization": org,
+                    "hl7_messages": inbound,
                     "connections": conns.iter().zip(auth).map(|(c, a)| serde_json::json!({
                         "status": c,
                         "last_auth_event": a.last_event,
@@ -98,8 +100,15 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
     if report.is_empty() {
         println!("(no organizations yet: run `aqueduct demo` or `aqueduct sync`)");
     }
-    for (org, conns, auth) in &report {
+    for (org, conns, auth, inbound) in &report {
         println!("organization {org}");
+        if inbound.total > 0 {
+            // unconverted messages are stored and acknowledged; each says why in process_error
+            println!(
+                "  HL7 v2 messages: {} stored, {} converted, {} unconverted, {} waiting for conversion",
+                inbound.total, inbound.converted, inbound.unconverted, inbound.pending
+            );
+        }
         for (c, a) in conns.iter().zip(auth) {
             println!(
                 "  connection {}  {}  profile={}",

@@ -231,3 +231,64 @@ fn config_check_refuses_a_symmetric_signing_algorithm() {
         "{err}"
     );
 }
+
+#[test]
+fn status_counts_hl7_messages_converted_unconverted_and_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = aqueduct_store::open(path.to_str().unwrap()).await.unwrap();
+        let msg = |c: &str| {
+            let bytes = format!("MSH|^~\\&|LAB|HOSP|||2026||QBP^Q22|{c}|P|2.5\r").into_bytes();
+            aqueduct_store::InboundMessage {
+                sender: "LAB^HOSP".into(),
+                control_id: c.into(),
+                content_hash: aqueduct_store::content_hash(&bytes),
+                connection: "hl7-HOSP".into(),
+                message_type: "QBP^Q22".into(),
+                received_at: chrono::Utc::now(),
+                bytes,
+            }
+        };
+        let r = store
+            .store_inbound_messages("acme", &[msg("1"), msg("2"), msg("3")])
+            .await
+            .unwrap();
+        let outcome = |id, error: Option<&str>| aqueduct_store::InboundOutcome {
+            id,
+            error: error.map(str::to_string),
+            refresh: Vec::new(),
+        };
+        store
+            .complete_inbound(
+                "acme",
+                &[
+                    outcome(r[0].id, None),
+                    outcome(r[1].id, Some("message type QBP^Q22 is not converted")),
+                ],
+            )
+            .await
+            .unwrap();
+    });
+    let store = path.to_str().unwrap();
+    let out = aqueduct(&["status", "--store", store, "--org", "acme"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains(
+            "HL7 v2 messages: 3 stored, 1 converted, 1 unconverted, 1 waiting for conversion"
+        ),
+        "{shown}"
+    );
+    let out = aqueduct(
+        &["status", "--store", store, "--org", "acme", "--json"],
+        dir.path(),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["organizations"][0]["hl7_messages"]["unconverted"], 1);
+    assert_eq!(v["organizations"][0]["hl7_messages"]["pending"], 1);
+}

@@ -1,12 +1,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! `cargo bench -p aqueduct-hl7`: parse throughput of ~1 KB ADT messages, and MLLP end to end
-//! into a SQLite store with 8 concurrent senders (each waits for its ACK before sending the
-//! next message, as MLLP senders do). Plain `main`, prints figures.
+//! `cargo bench -p aqueduct-hl7`: parse throughput of ~1 KB ADT messages; conversion alone of
+//! mixed message kinds (the fixture set: ADT, ORU, OUL, orders, MDM, SIU, VXU, pharmacy,
+//! financial, REF, PPR) on one core; and MLLP end to end into a SQLite store with 8 concurrent
+//! senders of mixed kinds (each waits for its ACK before sending the next message, as MLLP
+//! senders do), conversion off and on, with the conversion backlog at the last ACK. Plain
+//! `main`, prints figures.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use aqueduct_hl7::{ListenerOptions, Message, MllpCodec, MllpFrame, decode_text, listen};
+use aqueduct_hl7::{
+    ListenerOptions, Message, MllpCodec, MllpFrame, decode_text, fhir::convert_bytes, listen,
+    split_messages,
+};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -77,6 +83,75 @@ fn parse_bench() {
     }
 }
 
+/// The fixture set, every message once (resends left out).
+fn mixed_kinds() -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "hl7") && !p.ends_with("resends.hl7"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let bytes = std::fs::read(f).unwrap();
+        out.extend(split_messages(&bytes).into_iter().map(<[u8]>::to_vec));
+    }
+    out
+}
+
+/// Message `i` of the mix with its own control id (MSH-10) and patient (PID-3.1 suffixed).
+fn mixed(kinds: &[Vec<u8>], tag: &str, i: usize) -> Vec<u8> {
+    let m = &kinds[i % kinds.len()];
+    let text = String::from_utf8_lossy(m);
+    let mut out = String::with_capacity(m.len() + 16);
+    for (n, seg) in text.split_inclusive(['\r', '\n']).enumerate() {
+        if n == 0 {
+            let mut f: Vec<&str> = seg.split('|').collect();
+            let id = format!("{tag}-{i}");
+            if f.len() > 9 {
+                f[9] = &id;
+                out.push_str(&f.join("|"));
+                continue;
+            }
+        }
+        if seg.starts_with("PID|") {
+            let mut f: Vec<String> = seg.split('|').map(str::to_string).collect();
+            if f.len() > 3 {
+                f[3] = f[3].replacen('^', &format!("{}^", i % 5000), 1);
+            }
+            out.push_str(&f.join("|"));
+            continue;
+        }
+        out.push_str(seg);
+    }
+    out.into_bytes()
+}
+
+fn conversion_bench() {
+    let kinds = mixed_kinds();
+    let msgs: Vec<Vec<u8>> = (0..2000).map(|i| mixed(&kinds, "C", i)).collect();
+    for m in &msgs {
+        convert_bytes(m).unwrap();
+    }
+    let rounds = 10;
+    let start = Instant::now();
+    let mut resources = 0;
+    for _ in 0..rounds {
+        for m in &msgs {
+            resources += black_box(convert_bytes(m).unwrap()).resources.len();
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let n = rounds * msgs.len();
+    println!(
+        "conversion alone (mixed kinds, the {} fixture messages): {n} messages in {secs:.2} s = {:.0} msgs/s on one core ({:.1} resources per message)",
+        kinds.len(),
+        n as f64 / secs,
+        resources as f64 / n as f64
+    );
+}
+
 async fn mllp_bench(senders: usize, per_sender: usize, convert: bool) {
     let dir = tempfile::tempdir().unwrap();
     let store = aqueduct_store::open(dir.path().join("bench.db").to_str().unwrap())
@@ -90,21 +165,29 @@ async fn mllp_bench(senders: usize, per_sender: usize, convert: bool) {
         .await
         .unwrap();
     let addr = l.local_addr();
+    let kinds = std::sync::Arc::new(mixed_kinds());
     let start = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..senders {
+        let kinds = kinds.clone();
         tasks.push(tokio::spawn(async move {
+            let msgs: Vec<Bytes> = (0..per_sender)
+                .map(|i| Bytes::from(mixed(&kinds, &format!("S{s}"), s * 7 + i)))
+                .collect();
             let stream = TcpStream::connect(addr).await.unwrap();
             stream.set_nodelay(true).unwrap();
             let mut framed = Framed::new(stream, MllpCodec::new(1 << 20));
             let mut lat = Vec::with_capacity(per_sender);
-            for i in 0..per_sender {
-                let msg = Bytes::from(adt(&format!("S{s}-{i}"), (s * per_sender + i) as u32));
+            for msg in msgs {
                 let t = Instant::now();
                 framed.send(msg).await.unwrap();
                 match framed.next().await {
                     Some(Ok(MllpFrame::Message(ack))) => {
-                        assert!(ack.windows(7).any(|w| w == b"MSA|AA|"), "not AA");
+                        assert!(
+                            ack.windows(7).any(|w| w == b"MSA|AA|" || w == b"MSA|CA|"),
+                            "not accepted: {}",
+                            String::from_utf8_lossy(&ack)
+                        );
                     }
                     other => panic!("no ACK: {other:?}"),
                 }
@@ -126,7 +209,7 @@ async fn mllp_bench(senders: usize, per_sender: usize, convert: bool) {
     let pct =
         |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
     println!(
-        "MLLP -> SQLite ({senders} senders, conversion {}): {} messages ACKed in {secs:.2} s = {:.0} msgs/s; ACK latency P50 {:.2} ms, P99 {:.2} ms, max {:.2} ms; {} store transactions ({:.1} msgs each)",
+        "MLLP -> SQLite ({senders} senders, mixed kinds, conversion {}): {} messages ACKed in {secs:.2} s = {:.0} msgs/s; ACK latency P50 {:.2} ms, P99 {:.2} ms, max {:.2} ms; {} store transactions ({:.1} msgs each)",
         if convert { "on" } else { "off" },
         lat.len(),
         lat.len() as f64 / secs,
@@ -137,15 +220,22 @@ async fn mllp_bench(senders: usize, per_sender: usize, convert: bool) {
         lat.len() as f64 / acked_stats.batches.max(1) as f64,
     );
     if convert {
+        let done = acked_stats.converted + acked_stats.conversion_errors;
         println!(
-            "  conversion: {} converted while ACKing, all {} converted {drain:.2} s after the last ACK",
-            acked_stats.converted, stats.converted
+            "  conversion: backlog at the last ACK {} of {} ({} converted, {} unconverted); all done {drain:.2} s after the last ACK ({} converted, {} unconverted)",
+            acked_stats.accepted.saturating_sub(done),
+            acked_stats.accepted,
+            acked_stats.converted,
+            acked_stats.conversion_errors,
+            stats.converted,
+            stats.conversion_errors
         );
     }
 }
 
 fn main() {
     parse_bench();
+    conversion_bench();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::message::{Delimiters, Message, decode_text, escape};
 
-/// MSA-1 in original acknowledgement mode.
+/// MSA-1: AA/AE/AR in original mode (and for application ACKs in enhanced mode), CA/CE/CR
+/// for the commit (accept) ACK of enhanced mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum AckCode {
     /// Application accept: stored.
@@ -17,6 +18,12 @@ pub enum AckCode {
     AE,
     /// Application reject: the message is malformed and will never be accepted as is.
     AR,
+    /// Commit accept: the message is committed to the store.
+    CA,
+    /// Commit error: it could not be committed now; the sender should retry.
+    CE,
+    /// Commit reject: malformed, it will never be committed as is.
+    CR,
 }
 
 impl AckCode {
@@ -25,8 +32,75 @@ impl AckCode {
             AckCode::AA => "AA",
             AckCode::AE => "AE",
             AckCode::AR => "AR",
+            AckCode::CA => "CA",
+            AckCode::CE => "CE",
+            AckCode::CR => "CR",
         }
     }
+
+    /// The commit-ACK code of the same outcome (AA→CA, AE→CE, AR→CR).
+    pub fn commit(self) -> AckCode {
+        match self {
+            AckCode::AA | AckCode::CA => AckCode::CA,
+            AckCode::AE | AckCode::CE => AckCode::CE,
+            AckCode::AR | AckCode::CR => AckCode::CR,
+        }
+    }
+
+    fn success(self) -> bool {
+        matches!(self, AckCode::AA | AckCode::CA)
+    }
+}
+
+/// MSH-15 / MSH-16 (HL7 table 0155): when an acknowledgement is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckCondition {
+    /// AL: always.
+    #[default]
+    Always,
+    /// NE: never.
+    Never,
+    /// ER: only after an error or a reject.
+    OnError,
+    /// SU: only after success.
+    OnSuccess,
+}
+
+impl AckCondition {
+    /// None when the field is empty (original mode, unless the other one is set).
+    pub fn parse(field: &str) -> Option<AckCondition> {
+        match field.trim() {
+            "" => None,
+            "NE" => Some(AckCondition::Never),
+            "ER" => Some(AckCondition::OnError),
+            "SU" => Some(AckCondition::OnSuccess),
+            // AL, and anything unknown: answering is the safe side
+            _ => Some(AckCondition::Always),
+        }
+    }
+
+    pub fn wants(self, code: AckCode) -> bool {
+        match self {
+            AckCondition::Always => true,
+            AckCondition::Never => false,
+            AckCondition::OnError => !code.success(),
+            AckCondition::OnSuccess => code.success(),
+        }
+    }
+}
+
+/// Which acknowledgements a message asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckMode {
+    /// MSH-15 and MSH-16 empty: one ACK, AA/AE/AR, after the commit.
+    #[default]
+    Original,
+    /// MSH-15/MSH-16 set: a commit ACK (CA/CE/CR) when MSH-15 asks for it, and an application
+    /// ACK (AA/AE/AR) when MSH-16 asks for it and the listener is configured to send them.
+    Enhanced {
+        accept: AckCondition,
+        application: AckCondition,
+    },
 }
 
 /// Why a message was not accepted, for the ERR segment (HL7 table 0357 codes).
@@ -85,6 +159,7 @@ pub struct AckContext {
     pub trigger: String,
     pub processing_id: String,
     pub version: String,
+    pub mode: AckMode,
 }
 
 impl AckContext {
@@ -101,6 +176,17 @@ impl AckContext {
             trigger: g("MSH-9.2"),
             processing_id: g("MSH-11.1"),
             version: g("MSH-12.1"),
+            mode: match (
+                AckCondition::parse(&g("MSH-15")),
+                AckCondition::parse(&g("MSH-16")),
+            ) {
+                (None, None) => AckMode::Original,
+                // an empty MSH-15 in enhanced mode means AL, an empty MSH-16 NE
+                (a, b) => AckMode::Enhanced {
+                    accept: a.unwrap_or(AckCondition::Always),
+                    application: b.unwrap_or(AckCondition::Never),
+                },
+            },
         }
     }
 
@@ -125,8 +211,42 @@ impl AckContext {
 
 static ACK_SEQ: AtomicU64 = AtomicU64::new(1);
 
-/// Builds an ACK in original mode, with the standard delimiters: MSH, MSA and, when `error` is
-/// given, ERR (ERR-1 for v2.3 readers, ERR-2/3/4/8 for v2.5+ readers).
+/// The ACKs to send for an outcome, in order, as the message's mode asks (none when it asks for
+/// none): original mode, one with `code`; enhanced mode, the commit ACK if MSH-15 wants it, then
+/// the application ACK if MSH-16 wants it and `application_acks` is on.
+pub fn acks_for(
+    ctx: &AckContext,
+    code: AckCode,
+    error: Option<&AckError>,
+    application_acks: bool,
+) -> Vec<String> {
+    match ctx.mode {
+        AckMode::Original => vec![build_ack(ctx, code, error)],
+        AckMode::Enhanced {
+            accept,
+            application,
+        } => {
+            let mut out = Vec::new();
+            if accept.wants(code.commit()) {
+                out.push(build_ack(ctx, code.commit(), error));
+            }
+            let app = match code {
+                AckCode::CA => AckCode::AA,
+                AckCode::CE => AckCode::AE,
+                AckCode::CR => AckCode::AR,
+                c => c,
+            };
+            if application_acks && application.wants(app) {
+                out.push(build_ack(ctx, app, error));
+            }
+            out
+        }
+    }
+}
+
+/// Builds one ACK with the standard delimiters: MSH, MSA (MSA-3 says what was wrong) and, when
+/// `error` is given, ERR (ERR-1 for v2.3 readers, ERR-2/3/4/8 for v2.5+ readers). The ACK asks
+/// for no acknowledgement itself.
 pub fn build_ack(ctx: &AckContext, code: AckCode, error: Option<&AckError>) -> String {
     let d = Delimiters::default();
     let e = |s: &str| escape(s, &d).into_owned();
@@ -258,6 +378,47 @@ impl AckResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enhanced_mode_follows_msh15_and_msh16() {
+        let m = |f15: &str, f16: &str| {
+            let t = format!("MSH|^~\\&|A|B|C|D|2024||ADT^A08|C9|P|2.5|||{f15}|{f16}\r");
+            AckContext::from_message(&Message::parse(&t).unwrap())
+        };
+        let codes = |v: Vec<String>| -> Vec<String> {
+            v.iter()
+                .map(|a| AckResult::from_ack("C9", a.as_bytes()).code.unwrap())
+                .collect()
+        };
+        assert_eq!(m("", "").mode, AckMode::Original);
+        assert_eq!(codes(acks_for(&m("", ""), AckCode::AA, None, true)), ["AA"]);
+        assert_eq!(
+            codes(acks_for(&m("AL", "NE"), AckCode::AA, None, true)),
+            ["CA"]
+        );
+        assert_eq!(
+            codes(acks_for(&m("AL", "AL"), AckCode::AA, None, true)),
+            ["CA", "AA"]
+        );
+        assert_eq!(
+            codes(acks_for(&m("AL", "AL"), AckCode::AA, None, false)),
+            ["CA"]
+        );
+        let err = AckError::new(207, "disk full");
+        assert_eq!(
+            codes(acks_for(&m("ER", "ER"), AckCode::AE, Some(&err), true)),
+            ["CE", "AE"]
+        );
+        assert!(acks_for(&m("ER", "NE"), AckCode::AA, None, true).is_empty());
+        assert!(acks_for(&m("NE", "NE"), AckCode::AR, None, true).is_empty());
+        assert_eq!(
+            codes(acks_for(&m("SU", ""), AckCode::AR, None, true)).len(),
+            0
+        );
+        let cr = &acks_for(&m("AL", ""), AckCode::AR, Some(&err), true)[0];
+        assert!(cr.contains("MSA|CR|C9|disk full"), "{cr}");
+        assert!(cr.contains("\rERR|"), "{cr}");
+    }
 
     #[test]
     fn ack_round_trip() {

@@ -1,4 +1,8 @@
-//! The MLLP sender: sends messages over one connection and reads each ACK.
+//! The MLLP sender: sends messages over one connection and reads each ACK. When the connection
+//! fails (refused, reset, no ACK in time) it reconnects with exponential backoff and resends
+//! from the first message not yet acknowledged (a receiver that de-duplicates resends, as
+//! Aqueduct does, stores each once). An ACK that says AE or AR is an answer, not a transport
+//! failure: it is reported, not retried.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -7,10 +11,12 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio_util::codec::Framed;
+use tracing::debug;
 
 use crate::ack::AckResult;
 use crate::message::{Message, decode_text};
 use crate::mllp::{MllpCodec, MllpFrame};
+use crate::tls::ClientTls;
 
 /// How [`send_with`] behaves.
 #[derive(Debug, Clone)]
@@ -22,6 +28,14 @@ pub struct SendOptions {
     pub window: usize,
     /// Largest ACK frame accepted.
     pub max_ack_bytes: usize,
+    /// Reconnections after a transport failure before the messages still unacknowledged are
+    /// reported as failed (0: none). Progress resets the count.
+    pub retries: u32,
+    /// The first wait before reconnecting; it doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// MLLP over TLS (the listener's CA and name, optionally a client certificate).
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for SendOptions {
@@ -30,6 +44,10 @@ impl Default for SendOptions {
             timeout: Duration::from_secs(30),
             window: 1,
             max_ack_bytes: 1 << 20,
+            retries: 0,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -48,7 +66,7 @@ pub fn control_id_of(bytes: &[u8]) -> String {
 
 /// Sends each message over one connection to `addr`, one at a time, and returns one result per
 /// message, in order (transport failures included: this never fails as a whole).
-pub async fn send<I, M>(addr: impl ToSocketAddrs, messages: I) -> Vec<AckResult>
+pub async fn send<I, M>(addr: impl ToSocketAddrs + Clone, messages: I) -> Vec<AckResult>
 where
     I: IntoIterator<Item = M>,
     M: AsRef<[u8]>,
@@ -56,9 +74,9 @@ where
     send_with(addr, messages, &SendOptions::default()).await
 }
 
-/// [`send`] with options (timeout, pipelining window).
+/// [`send`] with options (timeout, pipelining window, retries with backoff).
 pub async fn send_with<I, M>(
-    addr: impl ToSocketAddrs,
+    addr: impl ToSocketAddrs + Clone,
     messages: I,
     options: &SendOptions,
 ) -> Vec<AckResult>
@@ -68,6 +86,48 @@ where
 {
     let messages: Vec<M> = messages.into_iter().collect();
     let ids: Vec<String> = messages.iter().map(|m| control_id_of(m.as_ref())).collect();
+    let mut results: Vec<AckResult> = Vec::with_capacity(messages.len());
+    let mut failures = 0;
+    let mut backoff = options.initial_backoff;
+    while results.len() < messages.len() {
+        let from = results.len();
+        let mut got = send_once(addr.clone(), &messages[from..], &ids[from..], options).await;
+        // answered (whatever the answer) up to the first transport failure
+        let answered = got.iter().take_while(|r| r.code.is_some()).count();
+        let rest = got.split_off(answered);
+        results.append(&mut got);
+        if rest.is_empty() {
+            break;
+        }
+        if answered > 0 {
+            failures = 0;
+            backoff = options.initial_backoff;
+        }
+        failures += 1;
+        if failures > options.retries {
+            results.extend(rest);
+            break;
+        }
+        debug!(
+            attempt = failures,
+            wait_ms = backoff.as_millis() as u64,
+            "MLLP send failed ({}): reconnecting",
+            rest[0].error.as_deref().unwrap_or("no ACK")
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = backoff.saturating_mul(2).min(options.max_backoff);
+    }
+    results
+}
+
+/// One connection: sends `messages` and returns one result per message (the first transport
+/// failure fails the rest).
+async fn send_once<M: AsRef<[u8]>>(
+    addr: impl ToSocketAddrs,
+    messages: &[M],
+    ids: &[String],
+    options: &SendOptions,
+) -> Vec<AckResult> {
     let mut results = Vec::with_capacity(messages.len());
     if messages.is_empty() {
         return results;
@@ -89,7 +149,47 @@ where
         }
     };
     let _ = stream.set_nodelay(true);
-    let mut framed = Framed::new(stream, MllpCodec::new(options.max_ack_bytes));
+    let codec = MllpCodec::new(options.max_ack_bytes);
+    match &options.tls {
+        None => exchange(Framed::new(stream, codec), messages, ids, options, results).await,
+        Some(tls) => {
+            let handshake = tokio::time::timeout(
+                options.timeout,
+                tls.connector.connect(tls.server_name.clone(), stream),
+            )
+            .await;
+            match handshake {
+                Ok(Ok(s)) => exchange(Framed::new(s, codec), messages, ids, options, results).await,
+                Ok(Err(e)) => {
+                    fail_rest(&mut results, 0, &format!("TLS handshake failed: {e}"));
+                    results
+                }
+                Err(_) => {
+                    fail_rest(&mut results, 0, "timed out in the TLS handshake");
+                    results
+                }
+            }
+        }
+    }
+}
+
+/// Sends and reads ACKs over an established connection.
+async fn exchange<S, M>(
+    mut framed: Framed<S, MllpCodec>,
+    messages: &[M],
+    ids: &[String],
+    options: &SendOptions,
+    mut results: Vec<AckResult>,
+) -> Vec<AckResult>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    M: AsRef<[u8]>,
+{
+    let fail_rest = |results: &mut Vec<AckResult>, from: usize, why: &str| {
+        for id in &ids[from..] {
+            results.push(AckResult::failed(id, why));
+        }
+    };
     let window = options.window.max(1);
     let mut next = 0;
     let mut waiting: VecDeque<usize> = VecDeque::new();
@@ -142,6 +242,16 @@ where
             }
             Ok(Some(Ok(MllpFrame::Message(b)))) => {
                 let mut r = AckResult::from_ack(&ids[i], &b);
+                // enhanced mode: the application ACK of a message already answered by its
+                // commit ACK is not this message's answer
+                if r.acked_control_id.as_ref().is_some_and(|a| {
+                    *a != ids[i]
+                        && ids[..i].contains(a)
+                        && r.code.as_deref().is_some_and(|c| c.starts_with('A'))
+                }) {
+                    waiting.push_front(i);
+                    continue;
+                }
                 if r.error.is_none() {
                     if let Some(acked) = &r.acked_control_id {
                         if !ids[i].is_empty() && *acked != ids[i] {

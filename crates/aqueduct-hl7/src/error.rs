@@ -34,6 +34,12 @@ pub enum Hl7Error {
     NotAccepted { failed: usize, total: usize },
     #[error("cannot convert the message to FHIR: {0}")]
     Conversion(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error(
+        "plain MLLP on {0} would be reachable from other hosts: bind a loopback address, configure TLS, or allow plain remote connections explicitly"
+    )]
+    PlainNotLoopback(std::net::SocketAddr),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]

@@ -1,9 +1,12 @@
 //! HL7 v2 over MLLP for Aqueduct, usable as a library on its own. This crate owns HL7 v2
 //! parsing and encoding ([`Message`], zero-copy with lazy unescaping), MLLP framing
 //! ([`MllpCodec`]), the listener ([`listen`]) that acknowledges a message only once it is
-//! durably committed, the sender ([`send`]), and the mapping of ADT and ORU messages to FHIR
-//! resources and refresh events ([`fhir::convert`]). It does not know sync, SMART or vendors,
-//! and it persists only through the [`aqueduct_store::Store`] trait.
+//! durably committed and tells resends from reused control ids ([`resend`]), its limits under
+//! load (connections per peer, a byte budget with back-pressure), the sender ([`send`]), the
+//! mapping of every common message kind (ADT, ORU/OUL, ORM/OML/OMG, MDM, SIU, VXU, RDE/RDS,
+//! DFT/BAR, REF, PPR) to FHIR resources and refresh events ([`fhir::convert`], which knows
+//! nothing of the store), and the writing of those resources ([`persist`]). It does not know
+//! sync, SMART or vendors, and it persists only through the [`aqueduct_store::Store`] trait.
 //!
 //! ```
 //! use aqueduct_hl7::{Message, decode_text};
@@ -33,11 +36,19 @@ pub mod cli;
 pub mod client;
 mod error;
 pub mod fhir;
+#[doc(hidden)]
+pub mod fuzzing;
+mod limits;
 pub mod listener;
 pub mod message;
 pub mod mllp;
+pub mod persist;
+pub mod resend;
+pub mod tls;
 
-pub use ack::{AckCode, AckContext, AckError, AckResult, build_ack};
+pub use ack::{
+    AckCode, AckCondition, AckContext, AckError, AckMode, AckResult, acks_for, build_ack,
+};
 pub use builder::MessageBuilder;
 pub use cli::{ListenArgs, SendArgs, run_listen, run_send};
 pub use client::{SendOptions, send, send_with};
@@ -47,3 +58,5 @@ pub use message::{
     Delimiters, Message, Path, Segment, decode_text, escape, split_messages, unescape,
 };
 pub use mllp::{MllpCodec, MllpFrame};
+pub use resend::{RestampingSenders, content_hash};
+pub use tls::{ClientTls, TlsSettings};

@@ -179,6 +179,61 @@ async fn duplicates_are_acked_but_processed_once() {
 }
 
 #[tokio::test]
+async fn a_reused_control_id_is_a_new_message_unless_it_is_a_restamped_resend() {
+    let first = adt("MSG00001", "A01", "61");
+    let restamped = first.replace("20240102030405+0100||ADT", "20240102031000+0100||ADT");
+    assert_ne!(first, restamped);
+    let other_patient = adt("MSG00001", "A08", "62");
+    for restamping in [false, true] {
+        let (_dir, store) = store().await;
+        let options = ListenerOptions {
+            restamping_senders: if restamping {
+                aqueduct_hl7::RestampingSenders::new(["EPIC^HOSP"])
+            } else {
+                aqueduct_hl7::RestampingSenders::default()
+            },
+            ..ListenerOptions::default()
+        };
+        let l = listen("127.0.0.1:0", store.clone(), ORG.into(), options)
+            .await
+            .unwrap();
+        let acks = send(l.local_addr(), [&first, &restamped, &other_patient, &first]).await;
+        assert!(
+            acks.iter().all(|r| r.code.as_deref() == Some("AA")),
+            "{acks:?}"
+        );
+        let stored = store.list_inbound_messages(ORG, 0, 10).await.unwrap();
+        let findings = store
+            .list_findings(&ConnectionRef::new(ORG, "hl7-HOSP"), 10)
+            .await
+            .unwrap();
+        let stats = l.shutdown().await;
+        if restamping {
+            assert_eq!(stored.len(), 2, "the restamped copy is a resend");
+            assert_eq!(stats.duplicates, 2);
+        } else {
+            assert_eq!(stored.len(), 3, "another MSH-7 is another message");
+            assert_eq!(stored[1].bytes, restamped.as_bytes());
+            assert_eq!(stats.duplicates, 1);
+        }
+        assert_eq!(stored.last().unwrap().bytes, other_patient.as_bytes());
+        assert_eq!(stats.control_id_reused as usize, stored.len() - 1);
+        assert_eq!(findings.len(), stored.len() - 1, "{findings:?}");
+        assert!(findings.iter().all(|f| f.kind == "control-id-reused"));
+        assert!(
+            findings[0]
+                .detail
+                .contains(&format!("message {}", stored[0].id))
+                || findings[0]
+                    .detail
+                    .contains(&format!("message {}", stored[1].id)),
+            "{}",
+            findings[0].detail
+        );
+    }
+}
+
+#[tokio::test]
 async fn bad_input_over_tcp() {
     let (_dir, store) = store().await;
     let options = ListenerOptions {
@@ -403,13 +458,44 @@ async fn conversion_failure_is_recorded_not_lost() {
     )
     .await
     .unwrap();
-    let msg = "MSH|^~\\&|X|Y|AQ|AQ|20240101||MDM^T02|M1|P|2.5\rTXA|1\r";
-    assert!(send(l.local_addr(), [msg]).await[0].accepted());
-    wait_processed(&store, 1).await;
-    let m = &store.list_inbound_messages(ORG, 0, 10).await.unwrap()[0];
-    assert!(m.process_error.as_deref().unwrap().contains("MDM^T02"));
-    assert_eq!(m.bytes, msg.as_bytes());
-    l.shutdown().await;
+    // a kind that is not converted, a document without its patient, and a character set
+    // that cannot be read: each is acknowledged, kept as received, and marked unconverted
+    let unknown_kind = "MSH|^~\\&|X|Y|AQ|AQ|20240101||QBP^Q22|M1|P|2.5\rQPD|x\r";
+    let no_patient = "MSH|^~\\&|X|Y|AQ|AQ|20240101||MDM^T02|M2|P|2.5\rTXA|1\r";
+    let mut charset =
+        b"MSH|^~\\&|X|Y|AQ|AQ|20240101||ADT^A08|M3|P|2.5|||||JPN|ISO IR87\rPID|1||1^^^Y^MR||"
+            .to_vec();
+    charset.extend_from_slice(&[0x1B, 0x24, 0x42, 0x30, 0x21, 0x1B, 0x28, 0x42]);
+    charset.push(b'\r');
+    let acks = send(
+        l.local_addr(),
+        [unknown_kind.as_bytes(), no_patient.as_bytes(), &charset],
+    )
+    .await;
+    assert!(
+        acks.iter().all(|a| a.code.as_deref() == Some("AA")),
+        "{acks:?}"
+    );
+    wait_processed(&store, 3).await;
+    let m = store.list_inbound_messages(ORG, 0, 10).await.unwrap();
+    assert!(
+        m[0].process_error.as_deref().unwrap().contains("QBP^Q22"),
+        "{m:?}"
+    );
+    assert!(
+        m[1].process_error.as_deref().unwrap().contains("PID"),
+        "{m:?}"
+    );
+    assert!(
+        m[2].process_error.as_deref().unwrap().contains("ISO IR87"),
+        "{m:?}"
+    );
+    assert_eq!(m[0].bytes, unknown_kind.as_bytes());
+    assert_eq!(m[2].bytes, charset);
+    let counts = store.inbound_counts(ORG).await.unwrap();
+    assert_eq!((counts.unconverted, counts.converted), (3, 0));
+    let stats = l.shutdown().await;
+    assert_eq!(stats.conversion_errors, 3);
 }
 
 #[tokio::test]
@@ -467,6 +553,11 @@ async fn run_send_sends_every_message_of_files() {
         to: l.local_addr().to_string(),
         json: true,
         timeout_secs: 5,
+        retries: 0,
+        tls_ca: None,
+        tls_server_name: None,
+        tls_cert: None,
+        tls_key: None,
     };
     aqueduct_hl7::run_send(args).await.unwrap();
     let msgs = store.list_inbound_messages(ORG, 0, 10).await.unwrap();
@@ -615,5 +706,11 @@ async fn connections_beyond_the_limit_are_closed() {
     drop(first);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(send(l.local_addr(), [adt("L1", "A08", "1")]).await[0].accepted());
-    l.shutdown().await;
+    let stats = l.shutdown().await;
+    assert_eq!(stats.refused_connection_limit, 1);
+    assert!(
+        stats
+            .to_prometheus()
+            .contains("aqueduct_hl7_refused_connection_limit_total 1\n")
+    );
 }

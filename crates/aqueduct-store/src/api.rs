@@ -184,8 +184,11 @@ pub trait Store: Send + Sync + 'static {
     // --- inbound event messages and refresh requests -------------------------------------
 
     /// Stores messages in ONE transaction, committed before this returns, so a caller may
-    /// acknowledge them afterwards. A (sender, control id) already stored is reported as a
-    /// duplicate and not stored again.
+    /// acknowledge them afterwards. A (sender, control id, content hash) already stored is
+    /// reported as a duplicate and not stored again (a message stored before schema 9, without
+    /// a hash, matches a resend with the same bytes). The same (sender, control id) with other
+    /// content is a new message: it is stored, and a `control-id-reused` finding naming both
+    /// messages is recorded in the same transaction under the message's connection.
     async fn store_inbound_messages(
         &self,
         organization: &str,
@@ -208,6 +211,8 @@ pub trait Store: Send + Sync + 'static {
         id: i64,
         error: Option<&str>,
     ) -> StoreResult<()>;
+    /// How many messages the organization holds: pending, converted, unconverted.
+    async fn inbound_counts(&self, organization: &str) -> StoreResult<InboundCounts>;
     /// Messages in arrival order, starting after `after_id`.
     async fn list_inbound_messages(
         &self,

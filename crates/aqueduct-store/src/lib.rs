@@ -28,7 +28,7 @@ pub use hash::content_hash;
 pub use model::*;
 
 /// The newest schema version this build knows; migrations bring older stores up to it.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// Opens (creating and migrating as needed) the store at `location`: a `postgres://` or
 /// `postgresql://` URL selects PostgreSQL, anything else is a SQLite file path.

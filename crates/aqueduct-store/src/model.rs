@@ -290,9 +290,15 @@ pub struct ConnectionStatus {
 pub struct InboundMessage {
     /// Who sent it (for HL7 v2: sending application and facility).
     pub sender: String,
-    /// The sender's message control id; (sender, control id) identifies a message for
-    /// de-duplication.
+    /// The sender's message control id. It is not an identity on its own (senders reset their
+    /// counters, test systems reuse `MSG00001`): a resend is the same sender, the same control
+    /// id AND the same `content_hash`.
     pub control_id: String,
+    /// What makes two messages with one control id the same message, computed by the feed
+    /// (for HL7 v2: the segments, without MSH-7 when the sender restamps its resends).
+    pub content_hash: String,
+    /// The connection that findings about this message are filed under (e.g. `hl7-HOSP`).
+    pub connection: String,
     pub message_type: String,
     pub received_at: DateTime<Utc>,
     pub bytes: Vec<u8>,
@@ -302,21 +308,60 @@ pub struct InboundMessage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InboundReceipt {
     pub id: i64,
-    /// True when the same (sender, control id) was already stored: acknowledge it again,
-    /// process it once.
+    /// True when the same (sender, control id, content) was already stored: acknowledge it
+    /// again, process it once.
     pub duplicate: bool,
+    /// A new message whose (sender, control id) an earlier, different message already used:
+    /// the id of the latest such message. Both are kept, and a `control-id-reused` finding
+    /// naming both was recorded in the same transaction.
+    pub reuses_control_id_of: Option<i64>,
 }
+
+/// The kind of finding recorded when a sender reuses a control id for a different message.
+pub const FINDING_CONTROL_ID_REUSED: &str = "control-id-reused";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredInboundMessage {
     pub id: i64,
     pub sender: String,
     pub control_id: String,
+    /// None for messages stored before schema version 9 (they are compared by their bytes).
+    pub content_hash: Option<String>,
     pub message_type: String,
     pub received_at: DateTime<Utc>,
     pub bytes: Vec<u8>,
     pub processed_at: Option<DateTime<Utc>>,
+    /// Why the message could not be converted (it is kept, marked unconverted).
     pub process_error: Option<String>,
+}
+
+/// How many inbound messages an organization holds, by conversion state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundCounts {
+    pub total: u64,
+    /// Stored, not yet converted (the conversion backlog).
+    pub pending: u64,
+    pub converted: u64,
+    /// Stored and acknowledged, but not turned into resources; the reason is on the message.
+    pub unconverted: u64,
+}
+
+/// The detail of a `control-id-reused` finding.
+pub fn control_id_reused_detail(
+    m: &InboundMessage,
+    new_id: i64,
+    earlier_id: i64,
+    earlier_received_at: &str,
+) -> String {
+    format!(
+        "{sender} reused control id {control:?} for a different message: message {new_id} \
+         ({mtype}, received {at}) is not a resend of message {earlier_id} (received \
+         {earlier_received_at}); both are stored and acknowledged",
+        sender = m.sender,
+        control = m.control_id,
+        mtype = m.message_type,
+        at = m.received_at.to_rfc3339(),
+    )
 }
 
 /// A request to refresh a patient's data, raised by an event (an HL7 v2 message, a FHIR

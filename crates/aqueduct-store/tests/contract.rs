@@ -44,6 +44,8 @@ both_backends!(
     runs_whose_heartbeat_stopped_are_closed_as_failed,
     a_lease_has_one_holder_until_released_or_expired,
     converted_messages_and_their_refreshes_complete_together,
+    a_reused_control_id_with_other_content_is_a_new_message_and_a_finding,
+    messages_stored_before_the_content_key_match_resends_by_bytes,
 );
 
 async fn stored_bytes_come_back_identical(t: TestStore) {
@@ -635,13 +637,142 @@ async fn patient_resource_ids_cover_live_resources_of_the_patient(t: TestStore) 
 }
 
 fn inbound(control: &str) -> InboundMessage {
+    inbound_with(control, "ADT^A08", "")
+}
+
+/// A message from LAB^HOSP with `control` and a body that differs with `extra`.
+fn inbound_with(control: &str, message_type: &str, extra: &str) -> InboundMessage {
+    let bytes = format!(
+        "MSH|^~\\&|LAB|HOSP|AQ|AQ|20260101||{message_type}|{control}|P|2.5\rPID|1||{extra}\r"
+    )
+    .into_bytes();
     InboundMessage {
         sender: "LAB^HOSP".into(),
         control_id: control.into(),
-        message_type: "ADT^A08".into(),
+        content_hash: content_hash(&bytes),
+        connection: "hl7-HOSP".into(),
+        message_type: message_type.into(),
         received_at: Utc::now(),
-        bytes: format!("MSH|^~\\&|LAB|HOSP|AQ|AQ|20260101||ADT^A08|{control}|P|2.5\r").into_bytes(),
+        bytes,
     }
+}
+
+async fn a_reused_control_id_with_other_content_is_a_new_message_and_a_finding(t: TestStore) {
+    let first = inbound_with("MSG00001", "ADT^A01", "123");
+    let other = inbound_with("MSG00001", "ORU^R01", "456");
+    let third = inbound_with("MSG00001", "ADT^A08", "789");
+    let r = t
+        .store
+        .store_inbound_messages("acme", &[first.clone(), other.clone(), first.clone()])
+        .await
+        .unwrap();
+    assert!(!r[0].duplicate && r[0].reuses_control_id_of.is_none());
+    assert!(
+        !r[1].duplicate,
+        "same control id, other content: a new message"
+    );
+    assert_eq!(r[1].reuses_control_id_of, Some(r[0].id));
+    assert!(r[2].duplicate && r[2].id == r[0].id, "a true resend");
+    // a resend of the second one, later, and a third distinct message
+    let r2 = t
+        .store
+        .store_inbound_messages("acme", &[other.clone(), third.clone()])
+        .await
+        .unwrap();
+    assert!(r2[0].duplicate && r2[0].id == r[1].id);
+    assert_eq!(r2[1].reuses_control_id_of, Some(r[1].id));
+    let listed = t.store.list_inbound_messages("acme", 0, 10).await.unwrap();
+    assert_eq!(listed.len(), 3, "every distinct message is kept");
+    assert_eq!(listed[1].bytes, other.bytes);
+    assert_eq!(
+        listed[1].content_hash.as_deref(),
+        Some(other.content_hash.as_str())
+    );
+    let findings = t
+        .store
+        .list_findings(&conn("acme", "hl7-HOSP"), 10)
+        .await
+        .unwrap();
+    assert_eq!(findings.len(), 2, "{findings:?}");
+    assert!(
+        findings
+            .iter()
+            .all(|f| f.kind == FINDING_CONTROL_ID_REUSED && f.severity == "warning")
+    );
+    let newest = &findings[0].detail;
+    assert!(newest.contains("MSG00001"), "{newest}");
+    assert!(
+        newest.contains(&format!("message {}", r2[1].id)),
+        "{newest}"
+    );
+    assert!(newest.contains(&format!("message {}", r[1].id)), "{newest}");
+    let counts = t.store.inbound_counts("acme").await.unwrap();
+    assert_eq!(
+        counts,
+        InboundCounts {
+            total: 3,
+            pending: 3,
+            converted: 0,
+            unconverted: 0
+        }
+    );
+    t.store
+        .complete_inbound(
+            "acme",
+            &[
+                InboundOutcome {
+                    id: listed[0].id,
+                    error: None,
+                    refresh: Vec::new(),
+                },
+                InboundOutcome {
+                    id: listed[1].id,
+                    error: Some("ORU without OBR".into()),
+                    refresh: Vec::new(),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    let counts = t.store.inbound_counts("acme").await.unwrap();
+    assert_eq!(
+        (counts.pending, counts.converted, counts.unconverted),
+        (1, 1, 1)
+    );
+    assert_eq!(t.store.inbound_counts("other").await.unwrap().total, 0);
+}
+
+async fn messages_stored_before_the_content_key_match_resends_by_bytes(t: TestStore) {
+    let legacy = inbound_with("7", "ADT^A08", "legacy");
+    let r = t
+        .store
+        .store_inbound_messages("acme", std::slice::from_ref(&legacy))
+        .await
+        .unwrap();
+    // what a store of schema 8 left: no hash
+    t.raw_sql(&format!(
+        "UPDATE inbound_messages SET content_hash = NULL WHERE id = {}",
+        r[0].id
+    ))
+    .await;
+    let again = t
+        .store
+        .store_inbound_messages(
+            "acme",
+            &[
+                InboundMessage {
+                    content_hash: "a-hash-computed-another-way".into(),
+                    ..legacy.clone()
+                },
+                inbound_with("7", "ADT^A08", "different"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(again[0].duplicate && again[0].id == r[0].id);
+    assert!(!again[1].duplicate);
+    assert_eq!(again[1].reuses_control_id_of, Some(r[0].id));
+    assert_eq!(t.store.inbound_counts("acme").await.unwrap().total, 2);
 }
 
 async fn inbound_messages_are_stored_once_and_duplicates_reported(t: TestStore) {

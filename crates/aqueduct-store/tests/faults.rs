@@ -232,3 +232,44 @@ async fn listing_a_patients_ids_uses_the_patient_index() {
         .unwrap();
     assert!(plan.contains("resources_by_patient"), "{plan}");
 }
+
+#[tokio::test]
+async fn a_version_8_store_keeps_its_messages_and_tells_resends_by_their_bytes() {
+    let t = TestStore::sqlite().await;
+    // what version 8 held: (sender, control id) unique, no content hash
+    t.raw_sql(
+        "DROP TABLE inbound_messages;
+         CREATE TABLE inbound_messages (
+             id INTEGER PRIMARY KEY, organization TEXT NOT NULL, sender TEXT NOT NULL,
+             control_id TEXT NOT NULL, message_type TEXT NOT NULL, received_at TEXT NOT NULL,
+             raw BLOB NOT NULL, processed_at TEXT, process_error TEXT,
+             UNIQUE (organization, sender, control_id));
+         INSERT INTO inbound_messages (organization, sender, control_id, message_type, received_at, raw, processed_at)
+         VALUES ('acme', 'LAB^HOSP', 'MSG00001', 'ADT^A08', '2026-01-01T00:00:00.000000Z', X'4D53487C6F6C64', '2026-01-01T00:00:01.000000Z');
+         DELETE FROM aqueduct_schema WHERE version >= 9;",
+    )
+    .await;
+    let reopened = t.reopen().await.unwrap();
+    assert_eq!(reopened.schema_version().await.unwrap(), SCHEMA_VERSION);
+    let kept = reopened.list_inbound_messages("acme", 0, 10).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].bytes, b"MSH|old");
+    assert_eq!(kept[0].content_hash, None);
+    assert!(kept[0].processed_at.is_some());
+    let msg = |bytes: &[u8]| InboundMessage {
+        sender: "LAB^HOSP".into(),
+        control_id: "MSG00001".into(),
+        content_hash: content_hash(bytes),
+        connection: "hl7-HOSP".into(),
+        message_type: "ADT^A08".into(),
+        received_at: chrono::Utc::now(),
+        bytes: bytes.to_vec(),
+    };
+    let r = reopened
+        .store_inbound_messages("acme", &[msg(b"MSH|old"), msg(b"MSH|new")])
+        .await
+        .unwrap();
+    assert!(r[0].duplicate && r[0].id == kept[0].id, "{r:?}");
+    assert!(!r[1].duplicate, "{r:?}");
+    assert_eq!(r[1].reuses_control_id_of, Some(kept[0].id));
+}

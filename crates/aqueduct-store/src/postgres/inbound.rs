@@ -14,53 +14,130 @@ pub(super) async fn store_messages(
     let e = |err| map_err(&s.location, "store inbound messages", err);
     let mut c = s.client().await?;
     let tx = c.transaction().await.map_err(e)?;
-    let insert = tx
+    // every earlier message with this (sender, control id); the bytes only of those stored
+    // before schema 9, which have no hash
+    let find = tx
         .prepare_cached(
-            "INSERT INTO inbound_messages (organization, sender, control_id, message_type, received_at, raw)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (organization, sender, control_id) DO NOTHING RETURNING id",
+            "SELECT id, content_hash, CASE WHEN content_hash IS NULL THEN raw END, received_at
+             FROM inbound_messages WHERE organization = $1 AND sender = $2 AND control_id = $3
+             ORDER BY id",
         )
         .await
         .map_err(e)?;
-    let find = tx
-        .prepare_cached("SELECT id FROM inbound_messages WHERE organization = $1 AND sender = $2 AND control_id = $3")
+    // a concurrent listener may insert the same message first: the key settles it
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO inbound_messages (organization, sender, control_id, content_hash, message_type, received_at, raw)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (organization, sender, control_id, content_hash) DO NOTHING RETURNING id",
+        )
+        .await
+        .map_err(e)?;
+    let by_hash = tx
+        .prepare_cached(
+            "SELECT id FROM inbound_messages
+             WHERE organization = $1 AND sender = $2 AND control_id = $3 AND content_hash = $4",
+        )
+        .await
+        .map_err(e)?;
+    let finding = tx
+        .prepare_cached(
+            "INSERT INTO findings (organization, connection, run_id, at, kind, severity, resource_type, detail)
+             VALUES ($1, $2, NULL, now(), $3, 'warning', NULL, $4)",
+        )
         .await
         .map_err(e)?;
     let mut receipts = Vec::with_capacity(messages.len());
     for m in messages {
-        match tx
+        let earlier = tx
+            .query(&find, &[&org, &m.sender, &m.control_id])
+            .await
+            .map_err(e)?;
+        let same = earlier
+            .iter()
+            .find(|r| match r.get::<_, Option<String>>(1) {
+                Some(h) => h == m.content_hash,
+                None => r.get::<_, Option<Vec<u8>>>(2).as_deref() == Some(m.bytes.as_slice()),
+            });
+        if let Some(row) = same {
+            receipts.push(InboundReceipt {
+                id: row.get(0),
+                duplicate: true,
+                reuses_control_id_of: None,
+            });
+            continue;
+        }
+        let inserted = tx
             .query_opt(
                 &insert,
                 &[
                     &org,
                     &m.sender,
                     &m.control_id,
+                    &m.content_hash,
                     &m.message_type,
                     &m.received_at,
                     &m.bytes,
                 ],
             )
             .await
-            .map_err(e)?
-        {
-            Some(row) => receipts.push(InboundReceipt {
+            .map_err(e)?;
+        let Some(row) = inserted else {
+            let row = tx
+                .query_one(&by_hash, &[&org, &m.sender, &m.control_id, &m.content_hash])
+                .await
+                .map_err(e)?;
+            receipts.push(InboundReceipt {
                 id: row.get(0),
-                duplicate: false,
-            }),
-            None => {
-                let row = tx
-                    .query_one(&find, &[&org, &m.sender, &m.control_id])
-                    .await
-                    .map_err(e)?;
-                receipts.push(InboundReceipt {
-                    id: row.get(0),
-                    duplicate: true,
-                });
-            }
+                duplicate: true,
+                reuses_control_id_of: None,
+            });
+            continue;
+        };
+        let id: i64 = row.get(0);
+        let reused = earlier.last().map(|r| {
+            let at: DateTime<Utc> = r.get(3);
+            (r.get::<_, i64>(0), at)
+        });
+        if let Some((prev, at)) = &reused {
+            let detail = control_id_reused_detail(m, id, *prev, &at.to_rfc3339());
+            tx.execute(
+                &finding,
+                &[&org, &m.connection, &FINDING_CONTROL_ID_REUSED, &detail],
+            )
+            .await
+            .map_err(e)?;
         }
+        receipts.push(InboundReceipt {
+            id,
+            duplicate: false,
+            reuses_control_id_of: reused.map(|r| r.0),
+        });
     }
     tx.commit().await.map_err(e)?;
     Ok(receipts)
+}
+
+pub(super) async fn counts(s: &PgStore, org: &str) -> StoreResult<InboundCounts> {
+    let c = s.client().await?;
+    let row = c
+        .query_one(
+            "SELECT COUNT(*),
+                    COUNT(*) FILTER (WHERE processed_at IS NULL),
+                    COUNT(*) FILTER (WHERE processed_at IS NOT NULL AND process_error IS NULL),
+                    COUNT(*) FILTER (WHERE processed_at IS NOT NULL AND process_error IS NOT NULL)
+             FROM inbound_messages WHERE organization = $1",
+            &[&org],
+        )
+        .await
+        .map_err(|e| map_err(&s.location, "count inbound messages", e))?;
+    let n = |i: usize| row.get::<_, i64>(i) as u64;
+    Ok(InboundCounts {
+        total: n(0),
+        pending: n(1),
+        converted: n(2),
+        unconverted: n(3),
+    })
 }
 
 pub(super) async fn mark_processed(
@@ -137,7 +214,7 @@ pub(super) async fn list_messages(
     let c = s.client().await?;
     let rows = c
         .query(
-            "SELECT id, sender, control_id, message_type, received_at, raw, processed_at, process_error
+            "SELECT id, sender, control_id, message_type, received_at, raw, processed_at, process_error, content_hash
              FROM inbound_messages WHERE organization = $1 AND id > $2 ORDER BY id LIMIT $3",
             &[&org, &after, &(limit as i64)],
         )
@@ -154,6 +231,7 @@ pub(super) async fn list_messages(
             bytes: r.get(5),
             processed_at: r.get(6),
             process_error: r.get(7),
+            content_hash: r.get(8),
         })
         .collect())
 }

@@ -13,6 +13,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/postgres/0006_lz4.sql")),
     (7, include_str!("../../migrations/postgres/0007_run_heartbeat.sql")),
     (8, include_str!("../../migrations/postgres/0008_leases.sql")),
+    (9, include_str!("../../migrations/postgres/0009_inbound_content_key.sql")),
 ];
 
 /// Arbitrary constant shared by every Aqueduct process: "aqueduct" in ASCII, truncated.

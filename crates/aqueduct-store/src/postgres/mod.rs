@@ -360,6 +360,9 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         inbound::mark_processed(self, org, id, error).await
     }
+    async fn inbound_counts(&self, org: &str) -> StoreResult<InboundCounts> {
+        inbound::counts(self, org).await
+    }
     async fn list_inbound_messages(
         &self,
         org: &str,

@@ -1,11 +1,15 @@
 //! Inbound event messages and refresh requests in SQLite.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::{map_err, parse_ts, ts};
 use crate::error::StoreResult;
 use crate::model::*;
+
+/// An earlier message with the same (sender, control id): id, content hash, bytes (only when
+/// it has no hash), received at.
+type Earlier = (i64, Option<String>, Option<Vec<u8>>, String);
 
 pub(super) fn store_messages(
     c: &mut Connection,
@@ -14,51 +18,106 @@ pub(super) fn store_messages(
     messages: &[InboundMessage],
 ) -> StoreResult<Vec<InboundReceipt>> {
     let e = |err| map_err(loc, "store inbound messages", err);
-    let tx = c.transaction().map_err(e)?;
+    // IMMEDIATE: take the write lock first, so that a writer in another process makes this
+    // wait (busy timeout) instead of failing the read-then-write upgrade at once
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(e)?;
     let mut receipts = Vec::with_capacity(messages.len());
     {
+        // every earlier message with this (sender, control id); the bytes only of those stored
+        // before schema 9, which have no hash
         let mut find = tx
             .prepare_cached(
-                "SELECT id FROM inbound_messages WHERE organization = ?1 AND sender = ?2 AND control_id = ?3",
+                "SELECT id, content_hash, CASE WHEN content_hash IS NULL THEN raw END, received_at
+                 FROM inbound_messages WHERE organization = ?1 AND sender = ?2 AND control_id = ?3
+                 ORDER BY id",
             )
             .map_err(e)?;
         let mut insert = tx
             .prepare_cached(
-                "INSERT INTO inbound_messages (organization, sender, control_id, message_type, received_at, raw)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO inbound_messages (organization, sender, control_id, content_hash, message_type, received_at, raw)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(e)?;
+        let mut finding = tx
+            .prepare_cached(
+                "INSERT INTO findings (organization, connection, run_id, at, kind, severity, resource_type, detail)
+                 VALUES (?1, ?2, NULL, ?3, ?4, 'warning', NULL, ?5)",
             )
             .map_err(e)?;
         for m in messages {
-            let existing: Option<i64> = find
-                .query_row(params![org, m.sender, m.control_id], |r| r.get(0))
-                .optional()
+            let earlier: Vec<Earlier> = find
+                .query_map(params![org, m.sender, m.control_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .and_then(|rows| rows.collect())
                 .map_err(e)?;
-            match existing {
-                Some(id) => receipts.push(InboundReceipt {
-                    id,
+            let same = earlier.iter().find(|(_, hash, raw, _)| match hash {
+                Some(h) => *h == m.content_hash,
+                None => raw.as_deref() == Some(m.bytes.as_slice()),
+            });
+            if let Some((id, ..)) = same {
+                receipts.push(InboundReceipt {
+                    id: *id,
                     duplicate: true,
-                }),
-                None => {
-                    insert
-                        .execute(params![
-                            org,
-                            m.sender,
-                            m.control_id,
-                            m.message_type,
-                            ts(m.received_at),
-                            m.bytes
-                        ])
-                        .map_err(e)?;
-                    receipts.push(InboundReceipt {
-                        id: tx.last_insert_rowid(),
-                        duplicate: false,
-                    });
-                }
+                    reuses_control_id_of: None,
+                });
+                continue;
             }
+            insert
+                .execute(params![
+                    org,
+                    m.sender,
+                    m.control_id,
+                    m.content_hash,
+                    m.message_type,
+                    ts(m.received_at),
+                    m.bytes
+                ])
+                .map_err(e)?;
+            let id = tx.last_insert_rowid();
+            let reused = earlier.last().map(|(prev, _, _, at)| (*prev, at.clone()));
+            if let Some((prev, at)) = &reused {
+                finding
+                    .execute(params![
+                        org,
+                        m.connection,
+                        ts(Utc::now()),
+                        FINDING_CONTROL_ID_REUSED,
+                        control_id_reused_detail(m, id, *prev, at),
+                    ])
+                    .map_err(e)?;
+            }
+            receipts.push(InboundReceipt {
+                id,
+                duplicate: false,
+                reuses_control_id_of: reused.map(|r| r.0),
+            });
         }
     }
     tx.commit().map_err(e)?;
     Ok(receipts)
+}
+
+pub(super) fn counts(c: &mut Connection, loc: &str, org: &str) -> StoreResult<InboundCounts> {
+    c.query_row(
+        "SELECT COUNT(*),
+                COALESCE(SUM(processed_at IS NULL), 0),
+                COALESCE(SUM(processed_at IS NOT NULL AND process_error IS NULL), 0),
+                COALESCE(SUM(processed_at IS NOT NULL AND process_error IS NOT NULL), 0)
+         FROM inbound_messages WHERE organization = ?1",
+        params![org],
+        |r| {
+            Ok(InboundCounts {
+                total: r.get::<_, i64>(0)? as u64,
+                pending: r.get::<_, i64>(1)? as u64,
+                converted: r.get::<_, i64>(2)? as u64,
+                unconverted: r.get::<_, i64>(3)? as u64,
+            })
+        },
+    )
+    .map_err(|e| map_err(loc, "count inbound messages", e))
 }
 
 pub(super) fn mark_processed(
@@ -84,7 +143,9 @@ pub(super) fn complete(
 ) -> StoreResult<()> {
     let e = |err| map_err(loc, "complete inbound messages", err);
     let now = ts(Utc::now());
-    let tx = c.transaction().map_err(e)?;
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(e)?;
     {
         let mut enqueue = tx
             .prepare_cached(
@@ -128,7 +189,7 @@ pub(super) fn list_messages(
     limit: u32,
 ) -> StoreResult<Vec<StoredInboundMessage>> {
     c.prepare_cached(
-        "SELECT id, sender, control_id, message_type, received_at, raw, processed_at, process_error
+        "SELECT id, sender, control_id, message_type, received_at, raw, processed_at, process_error, content_hash
          FROM inbound_messages WHERE organization = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
     )
     .and_then(|mut s| {
@@ -143,6 +204,7 @@ pub(super) fn list_messages(
                 bytes: r.get(5)?,
                 processed_at: processed.as_deref().map(parse_ts),
                 process_error: r.get(7)?,
+                content_hash: r.get(8)?,
             })
         })?
         .collect()

@@ -15,6 +15,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/sqlite/0006_lz4.sql")),
     (7, include_str!("../../migrations/sqlite/0007_run_heartbeat.sql")),
     (8, include_str!("../../migrations/sqlite/0008_leases.sql")),
+    (9, include_str!("../../migrations/sqlite/0009_inbound_content_key.sql")),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection, location: &str) -> StoreResult<i64> {

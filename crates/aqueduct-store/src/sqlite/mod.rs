@@ -581,6 +581,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn inbound_counts(&self, organization: &str) -> StoreResult<InboundCounts> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| inbound::counts(c, &loc, &org)).await
+    }
+
     async fn list_inbound_messages(
         &self,
         organization: &str,

@@ -1,4 +1,10 @@
-//! From HL7 v2 messages to FHIR R4 resources and refresh events.
+//! From HL7 v2 messages to FHIR R4 resources and refresh events, following the HL7 v2-to-FHIR
+//! mapping. This module maps only; [`crate::persist`] writes. ADT and ORU/OUL are mapped here,
+//! the other kinds in one module each: orders and referrals (ServiceRequest, Specimen),
+//! documents (DocumentReference), scheduling (Appointment), vaccination (Immunization),
+//! pharmacy (MedicationRequest, MedicationDispense), financial (Account, ChargeItem,
+//! Encounter, Coverage), problems (Condition), identity (merges and links as Linkage). A kind
+//! not mapped is an error naming it: the listener keeps the message, marked unconverted.
 //!
 //! ADT (A01/A02/A03/A04/A08/A11/A13/A28/A31/A40 and the other A-events generically) becomes a
 //! Patient and, when PV1 names a visit, an Encounter; A40 records the merge as links
@@ -13,15 +19,25 @@
 //! warning, never a failure of the whole message.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
-use aqueduct_store::{ConnectionRef, ParseStatus, RawResource, RefreshRequest, Store};
-use chrono::{DateTime, NaiveDate, Utc};
+use aqueduct_store::RefreshRequest;
+use chrono::{DateTime, NaiveDate};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::Hl7Error;
 use crate::message::{Message, Segment, decode_text};
+
+mod documents;
+mod financial;
+mod identity;
+mod orders;
+mod pharmacy;
+mod problems;
+mod scheduling;
+mod vaccination;
+
+pub use identity::IdentityEvent;
 
 /// One FHIR resource produced from a message.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +67,9 @@ pub struct Converted {
     pub message_type: String,
     pub resources: Vec<FhirResource>,
     pub merges: Vec<Merge>,
+    /// Merges, links and unlinks of patient records (ADT A18/A34/A40/A24/A37...), for patient
+    /// matching; each is also a FHIR `Linkage` among the resources.
+    pub identity_events: Vec<IdentityEvent>,
     pub refresh: Vec<RefreshRequest>,
     pub warnings: Vec<String>,
 }
@@ -62,6 +81,19 @@ pub fn sender_of(m: &Message<'_>) -> String {
         m.get("MSH-3.1").unwrap_or_default(),
         m.get("MSH-4.1").unwrap_or_default()
     )
+}
+
+/// The connection a message's resources (and findings about it) are filed under:
+/// `hl7-{MSH-4.1}`, or `hl7-{MSH-3.1}` without a facility.
+pub fn connection_of(m: &Message<'_>) -> String {
+    format!("hl7-{}", facility_of(m))
+}
+
+fn facility_of(m: &Message<'_>) -> String {
+    m.get("MSH-4.1")
+        .or_else(|| m.get("MSH-3.1"))
+        .map(Cow::into_owned)
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// A valid FHIR logical id (`[A-Za-z0-9\-\.]{1,64}`) derived deterministically from `raw`: kept as
@@ -188,6 +220,9 @@ fn coding_system(sys: &str) -> Option<String> {
         "UCUM" => "http://unitsofmeasure.org".into(),
         "RXN" | "RXNORM" => "http://www.nlm.nih.gov/research/umls/rxnorm".into(),
         "CPT" | "C4" => "http://www.ama-assn.org/go/cpt".into(),
+        "CVX" => "http://hl7.org/fhir/sid/cvx".into(),
+        "MVX" => "http://terminology.hl7.org/CodeSystem/MVX".into(),
+        "NDC" => "http://hl7.org/fhir/sid/ndc".into(),
         _ if up.starts_with("HL7")
             && up[3..].bytes().all(|b| b.is_ascii_digit())
             && up.len() > 3 =>
@@ -306,6 +341,112 @@ fn cx_identifier(seg: &Segment<'_, '_>, rep: &str, facility: &str) -> Option<Val
         }
     }
     Some(id)
+}
+
+/// What a per-kind mapping adds to: the resources, the patients named (for refresh requests),
+/// and the message's header facts.
+struct Out<'c, 'w> {
+    ctx: &'c mut Ctx<'w>,
+    resources: &'c mut Vec<FhirResource>,
+    patients: &'c mut Vec<String>,
+    /// `{MSH-3}-{MSH-10}`: the base of ids for things the message does not number itself.
+    local: String,
+    event: String,
+}
+
+impl Out<'_, '_> {
+    /// A new resource with its type, id and `meta.source`.
+    fn base(&self, resource_type: &str, id: &str) -> Map<String, Value> {
+        let mut r = Map::new();
+        r.insert("resourceType".into(), json!(resource_type));
+        r.insert("id".into(), json!(id));
+        r.insert("meta".into(), json!({ "source": self.ctx.source_url }));
+        r
+    }
+
+    fn push(
+        &mut self,
+        resource_type: &'static str,
+        patient: Option<&PatientInfo>,
+        json: Map<String, Value>,
+    ) {
+        let id = json
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        self.resources.push(FhirResource {
+            resource_type,
+            id,
+            patient_id: patient.map(|p| p.id.clone()),
+            json: Value::Object(json),
+        });
+    }
+
+    /// The Patient of the PID segment `pid` (added to the resources and the refresh list).
+    fn patient(&mut self, pid: &Segment<'_, '_>) -> Result<PatientInfo, Hl7Error> {
+        let facility = self.ctx.facility.clone();
+        let info = patient_identity(pid, 3, &facility)
+            .or_else(|| patient_identity(pid, 2, &facility))
+            .ok_or_else(|| Hl7Error::Conversion("PID-3 holds no patient identifier".into()))?;
+        let json = patient_resource(pid, &info, self.ctx);
+        self.resources.push(FhirResource {
+            resource_type: "Patient",
+            id: info.id.clone(),
+            patient_id: Some(info.id.clone()),
+            json,
+        });
+        if !self.patients.contains(&info.key) {
+            self.patients.push(info.key.clone());
+        }
+        Ok(info)
+    }
+
+    /// The Patient of the first PID; a message of this kind without one is not converted.
+    fn first_patient(&mut self, m: &Message<'_>, kind: &str) -> Result<PatientInfo, Hl7Error> {
+        let pid = m
+            .segment("PID", 1)
+            .ok_or_else(|| Hl7Error::Conversion(format!("{kind} without a PID segment")))?;
+        self.patient(&pid)
+    }
+
+    /// An id from the message's own identifier `raw` (namespaced by `scope`), or from the
+    /// control id and `n` when the message gives none.
+    fn id_from(&self, scope: &str, raw: Option<String>, n: usize) -> String {
+        match raw {
+            Some(v) => fhir_id(&format!("{}-{scope}-{v}", self.ctx.facility)),
+            None => fhir_id(&format!("{}-{scope}{n}", self.local)),
+        }
+    }
+}
+
+/// `{ "reference": "Type/id" }`.
+fn reference(resource_type: &str, id: &str) -> Value {
+    json!({ "reference": format!("{resource_type}/{id}") })
+}
+
+/// A display-only reference to a person named in an XCN field (id^family^given...).
+fn person_reference(seg: &Segment<'_, '_>, raw: &str) -> Option<Value> {
+    let family = seg.subcomponent_of(raw, 2, 1);
+    let given = seg.component_of(raw, 3);
+    let display = match (family, given) {
+        (Some(f), Some(g)) => format!("{f}, {g}"),
+        (Some(f), None) => f.into_owned(),
+        (None, Some(g)) => g.into_owned(),
+        (None, None) => seg.component_of(raw, 1)?.into_owned(),
+    };
+    let mut r = json!({ "display": display });
+    if let Some(id) = seg.component_of_owned(raw, 1) {
+        r["identifier"] = json!({ "value": id });
+    }
+    Some(r)
+}
+
+/// A CE/CWE field of a segment as a CodeableConcept.
+fn field_concept(seg: &Segment<'_, '_>, field: usize) -> Option<Value> {
+    seg.raw_field(field)
+        .filter(|r| !r.is_empty())
+        .and_then(|r| codeable_concept(seg, r))
 }
 
 struct Ctx<'w> {
@@ -778,11 +919,7 @@ fn reference_range(text: &str, unit: &Unit) -> Value {
 /// Converts a parsed message. Unsupported message types are an error (recorded on the
 /// message by the listener); oddities inside a supported message are warnings.
 pub fn convert(m: &Message<'_>) -> Result<Converted, Hl7Error> {
-    let facility = m
-        .get("MSH-4.1")
-        .or_else(|| m.get("MSH-3.1"))
-        .map(Cow::into_owned)
-        .unwrap_or_else(|| "unknown".into());
+    let facility = facility_of(m);
     let app = m.get("MSH-3.1").map(Cow::into_owned).unwrap_or_default();
     let control = m
         .control_id()
@@ -798,7 +935,7 @@ pub fn convert(m: &Message<'_>) -> Result<Converted, Hl7Error> {
         .map(Cow::into_owned)
         .unwrap_or_default();
     let source_url = format!("mllp://{}/{}", sender_of(m), control);
-    let connection = format!("hl7-{facility}");
+    let connection = connection_of(m);
     let mut warnings = Vec::new();
     let default_offset = m
         .get("MSH-7.1")
@@ -812,7 +949,9 @@ pub fn convert(m: &Message<'_>) -> Result<Converted, Hl7Error> {
     };
     let mut resources = Vec::new();
     let mut merges = Vec::new();
+    let mut identity_events = Vec::new();
     let mut patients: Vec<String> = Vec::new();
+    let local = format!("{app}-{control}");
 
     match kind.as_str() {
         "ADT" => {
@@ -843,7 +982,7 @@ pub fn convert(m: &Message<'_>) -> Result<Converted, Hl7Error> {
                             }
                         }
                     }
-                    "MRG" if event == "A40" || event == "A34" || event == "A39" => {
+                    "MRG" if identity::is_merge(&event) => {
                         let Some(p) = &current else {
                             return Err(Hl7Error::Conversion("MRG without a preceding PID".into()));
                         };
@@ -881,8 +1020,17 @@ pub fn convert(m: &Message<'_>) -> Result<Converted, Hl7Error> {
                     "{message_type} without a PID segment"
                 )));
             }
+            let mut out = Out {
+                ctx: &mut ctx,
+                resources: &mut resources,
+                patients: &mut patients,
+                local: local.clone(),
+                event: event.clone(),
+            };
+            identity::record(&mut out, &merges, &mut identity_events);
+            financial::coverages(m, &mut out)?;
         }
-        "ORU" if event == "R01" || event.is_empty() => {
+        "ORU" | "OUL" => {
             let pid = m
                 .segment("PID", 1)
                 .ok_or_else(|| Hl7Error::Conversion("ORU without a PID segment".into()))?;
@@ -909,6 +1057,7 @@ pub fn convert(m: &Message<'_>) -> Result<Converted, Hl7Error> {
             let mut seen_codes: std::collections::HashMap<String, usize> =
                 std::collections::HashMap::new();
             let mut pid_n = 0;
+            let mut specimens: Vec<(String, Value)> = Vec::new();
             for seg in m.all_segments() {
                 match seg.name() {
                     "PID" => {
@@ -994,6 +1143,75 @@ pub fn convert(m: &Message<'_>) -> Result<Converted, Hl7Error> {
                             results: Vec::new(),
                             effective: eff,
                             patient_id: info.id.clone(),
+                        });
+                    }
+                    "OBX" if matches!(seg.field_str("2").as_deref(), Some("ED") | Some("RP")) => {
+                        // an embedded document: the report's presented form, not a value
+                        obx_n += 1;
+                        let Some(att) = documents::obx_attachment(&seg) else {
+                            ctx.warnings
+                                .push(format!("OBX {obx_n}: an empty ED value left out"));
+                            continue;
+                        };
+                        match report.as_mut() {
+                            Some(r) => {
+                                if let Value::Array(a) =
+                                    r.json.entry("presentedForm").or_insert_with(|| json!([]))
+                                {
+                                    a.push(att);
+                                }
+                            }
+                            None => {
+                                let id = fhir_id(&format!("{app}-{control}-doc{obx_n}"));
+                                let mut d = Map::new();
+                                d.insert("resourceType".into(), json!("DocumentReference"));
+                                d.insert("id".into(), json!(id));
+                                d.insert("meta".into(), json!({ "source": source_url }));
+                                d.insert("status".into(), json!("current"));
+                                if let Some(code) =
+                                    seg.raw_field(3).and_then(|r| codeable_concept(&seg, r))
+                                {
+                                    d.insert("type".into(), code);
+                                }
+                                d.insert("subject".into(), subject.clone());
+                                d.insert("content".into(), json!([{ "attachment": att }]));
+                                resources.push(FhirResource {
+                                    resource_type: "DocumentReference",
+                                    id,
+                                    patient_id: Some(info.id.clone()),
+                                    json: Value::Object(d),
+                                });
+                            }
+                        }
+                    }
+                    "SPM" => {
+                        let id = match seg.field_str("2.1").or_else(|| seg.field_str("2.2.1")) {
+                            Some(v) => fhir_id(&format!("{facility}-specimen-{v}")),
+                            None => fhir_id(&format!("{app}-{control}-spm{}", specimens.len() + 1)),
+                        };
+                        let mut sp = Map::new();
+                        sp.insert("resourceType".into(), json!("Specimen"));
+                        sp.insert("id".into(), json!(id));
+                        sp.insert("meta".into(), json!({ "source": source_url }));
+                        if let Some(v) = seg.field_str("2.1") {
+                            sp.insert("identifier".into(), json!([{ "value": v }]));
+                        }
+                        if let Some(t) = seg.raw_field(4).and_then(|r| codeable_concept(&seg, r)) {
+                            sp.insert("type".into(), t);
+                        }
+                        sp.insert("subject".into(), subject.clone());
+                        if let Some(at) = ctx.datetime("SPM-17", seg.field_str("17.1")) {
+                            sp.insert("collection".into(), json!({ "collectedDateTime": at }));
+                        }
+                        specimens.push((
+                            info.id.clone(),
+                            json!({ "reference": format!("Specimen/{id}") }),
+                        ));
+                        resources.push(FhirResource {
+                            resource_type: "Specimen",
+                            id,
+                            patient_id: Some(info.id.clone()),
+                            json: Value::Object(sp),
                         });
                     }
                     "OBX" => {
@@ -1094,6 +1312,14 @@ pub fn convert(m: &Message<'_>) -> Result<Converted, Hl7Error> {
                 if !refs.is_empty() {
                     d.insert("result".into(), Value::Array(refs));
                 }
+                let own: Vec<Value> = specimens
+                    .iter()
+                    .filter(|(p, _)| *p == patient_id)
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                if !own.is_empty() {
+                    d.insert("specimen".into(), Value::Array(own));
+                }
                 let id = d
                     .get("id")
                     .and_then(Value::as_str)
@@ -1107,10 +1333,29 @@ pub fn convert(m: &Message<'_>) -> Result<Converted, Hl7Error> {
                 });
             }
         }
-        _ => {
-            return Err(Hl7Error::Conversion(format!(
-                "message type {message_type} is not converted (ADT and ORU^R01 are)"
-            )));
+        other => {
+            let mut out = Out {
+                ctx: &mut ctx,
+                resources: &mut resources,
+                patients: &mut patients,
+                local: local.clone(),
+                event: event.clone(),
+            };
+            match other {
+                "ORM" | "OML" | "OMG" => orders::service_requests(m, &mut out)?,
+                "REF" | "RRI" => orders::referral(m, &mut out)?,
+                "MDM" => documents::document_references(m, &mut out)?,
+                "SIU" => scheduling::appointments(m, &mut out)?,
+                "VXU" => vaccination::immunizations(m, &mut out)?,
+                "RDE" | "RDS" => pharmacy::medications(m, &kind, &mut out)?,
+                "DFT" | "BAR" => financial::accounts(m, &kind, &mut out)?,
+                "PPR" => problems::conditions(m, &mut out)?,
+                _ => {
+                    return Err(Hl7Error::Conversion(format!(
+                        "message type {message_type} is not converted (ADT, ORU, OUL, ORM, OML, OMG, MDM, SIU, VXU, RDE, RDS, DFT, BAR, REF and PPR are)"
+                    )));
+                }
+            }
         }
     }
     patients.dedup();
@@ -1129,30 +1374,9 @@ pub fn convert(m: &Message<'_>) -> Result<Converted, Hl7Error> {
         message_type,
         resources,
         merges,
+        identity_events,
         refresh,
         warnings,
-    })
-}
-
-/// What applying a message to the store did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Applied {
-    pub resources: usize,
-    pub refresh_requests: usize,
-    pub warnings: Vec<String>,
-}
-
-fn raw(r: &FhirResource, source_url: &str, at: DateTime<Utc>) -> Result<RawResource, Hl7Error> {
-    Ok(RawResource {
-        resource_type: r.resource_type.to_string(),
-        logical_id: r.id.clone(),
-        version_id: None,
-        last_updated: None,
-        source_url: source_url.to_string(),
-        patient_id: r.patient_id.clone(),
-        parse_status: ParseStatus::Ok,
-        fetched_at: at,
-        bytes: serde_json::to_vec(&r.json).map_err(|e| Hl7Error::Conversion(e.to_string()))?,
     })
 }
 
@@ -1163,77 +1387,7 @@ pub fn convert_bytes(bytes: &[u8]) -> Result<Converted, Hl7Error> {
     convert(&m)
 }
 
-/// The raw resources to write for a conversion. A merge updates the prior Patient as stored
-/// (marked inactive, linked `replaced-by`), or writes a stub when the store does not hold it.
-pub async fn resources_to_write(
-    store: &Arc<dyn Store>,
-    organization: &str,
-    c: &Converted,
-    received_at: DateTime<Utc>,
-) -> Result<Vec<RawResource>, Hl7Error> {
-    let conn = ConnectionRef::new(organization, c.connection.clone());
-    let mut batch = c
-        .resources
-        .iter()
-        .map(|r| raw(r, &c.source_url, received_at))
-        .collect::<Result<Vec<_>, _>>()?;
-    for merge in &c.merges {
-        let existing = store
-            .get_resource(&conn, "Patient", &merge.prior_id)
-            .await?;
-        let mut prior = existing
-            .and_then(|s| serde_json::from_slice::<Value>(&s.bytes).ok())
-            .filter(Value::is_object)
-            .unwrap_or_else(|| {
-                json!({ "resourceType": "Patient", "id": merge.prior_id, "identifier": [merge.prior_identifier] })
-            });
-        prior["active"] = json!(false);
-        let link = json!({ "other": { "reference": format!("Patient/{}", merge.surviving_id) }, "type": "replaced-by" });
-        match prior.get_mut("link") {
-            Some(Value::Array(a)) => {
-                if !a.contains(&link) {
-                    a.push(link);
-                }
-            }
-            _ => prior["link"] = json!([link]),
-        }
-        batch.push(raw(
-            &FhirResource {
-                resource_type: "Patient",
-                id: merge.prior_id.clone(),
-                patient_id: Some(merge.prior_id.clone()),
-                json: prior,
-            },
-            &c.source_url,
-            received_at,
-        )?);
-    }
-    Ok(batch)
-}
-
-/// Decodes, converts and stores one message's resources (in one transaction), then enqueues
-/// its refresh requests.
-pub async fn apply(
-    store: &Arc<dyn Store>,
-    organization: &str,
-    bytes: &[u8],
-    received_at: DateTime<Utc>,
-) -> Result<Applied, Hl7Error> {
-    let c = convert_bytes(bytes)?;
-    let batch = resources_to_write(store, organization, &c, received_at).await?;
-    if !batch.is_empty() {
-        let conn = ConnectionRef::new(organization, c.connection.clone());
-        store.write_resources(&conn, &batch).await?;
-    }
-    for r in &c.refresh {
-        store.enqueue_refresh(organization, r).await?;
-    }
-    Ok(Applied {
-        resources: batch.len(),
-        refresh_requests: c.refresh.len(),
-        warnings: c.warnings,
-    })
-}
+pub use crate::persist::{Applied, apply, resources_to_write};
 
 #[cfg(test)]
 mod tests {
