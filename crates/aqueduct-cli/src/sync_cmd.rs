@@ -131,6 +131,20 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
     }
     let report = report?;
+    // What discovery noticed about the authorization endpoints (another origin than the FHIR
+    // server) is a finding of this run.
+    if let (Some(s), Some(_)) = (&smart, resolved.smart_connection()?) {
+        if let Ok(cfg) = s.discovery().get(resolved.base_url().as_str()).await {
+            for n in &cfg.notices {
+                store
+                    .record_finding(
+                        &resolved.conn,
+                        &n.to_finding(chrono::Utc::now(), Some(report.run_id)),
+                    )
+                    .await?;
+            }
+        }
+    }
     let after =
         crate::after_sync::after_sync(store.as_ref(), &resolved.conn, report.run_id, Some(&config))
             .await?;

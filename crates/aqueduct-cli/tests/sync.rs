@@ -90,8 +90,12 @@ fn a_complete_sync_exits_zero_and_status_shows_the_data() {
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+            .chars()
+            .take(3000)
+            .collect::<String>()
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["report"]["outcome"], "complete", "{v}");

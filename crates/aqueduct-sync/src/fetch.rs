@@ -181,6 +181,9 @@ impl Syncer {
         if let Some(known) = lock(&self.probes).type_has_data.get(rtype) {
             return *known;
         }
+        if run.stalled() {
+            return true; // not asked: its searches will say the server stopped answering
+        }
         let has = match self.client.url(rtype, &[("_summary", "count")]) {
             Ok(url) => match run
                 .client
@@ -196,7 +199,13 @@ impl Syncer {
                     .ok()
                     .and_then(|b| b.total)
                     .is_none_or(|t| t > 0),
-                Err(_) => true,
+                Err(e) => {
+                    if e.kind == aqueduct_client::FetchErrorKind::Timeout {
+                        run.timed_out
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    true
+                }
             },
             Err(_) => true,
         };
@@ -299,7 +308,20 @@ impl Syncer {
                 }
             }
             if let Some(d) = forbidden.take() {
-                run.partial(pid, rtype, MissingReason::Forbidden, d);
+                if lock(&run.unconfigured).contains(rtype) {
+                    // later patients do not ask again
+                    lock(&self.probes)
+                        .type_has_data
+                        .insert(rtype.to_string(), false);
+                    if lock(&run.skipped).insert(rtype.to_string()) {
+                        run.note(format!(
+                            "{rtype}: listed by the server, not configured, and this client is \
+                             not authorized for it ({d}); configure it and its scope to include it"
+                        ));
+                    }
+                } else {
+                    run.partial(pid, rtype, MissingReason::Forbidden, d);
+                }
                 return Ok(());
             }
             if accepted == 0 {

@@ -22,6 +22,7 @@
 //! [`Store`](aqueduct_store::Store) trait); raw bytes are stored exactly as received.
 
 mod checkpoint;
+pub mod compartment;
 mod fetch;
 mod ledger;
 pub mod outcome;

@@ -152,6 +152,9 @@ pub(crate) struct Run {
     /// stalled and nothing more is asked of it in this run (a stall costs a few timeouts, not
     /// one per remaining search).
     pub timed_out: AtomicU64,
+    /// Types in the record because the server lists them, not because they were configured:
+    /// one the client is not authorized for (403) is reported, not a gap.
+    pub unconfigured: Mutex<HashSet<String>>,
 }
 
 /// Searches ending on a timeout after which a run stops asking the server.
@@ -499,6 +502,7 @@ impl Syncer {
             deadline: self.options.max_run_duration.map(|d| started + d),
             linked: Mutex::new(patient_ids.iter().cloned().collect()),
             timed_out: AtomicU64::new(0),
+            unconfigured: Mutex::new(HashSet::new()),
         };
         if let Some(e) = resumed_epoch {
             run.note(format!(
@@ -644,8 +648,26 @@ impl Syncer {
     }
 
     async fn run_patients(&self, run: &Run, patient_ids: &[String]) -> Result<(), SyncError> {
-        // Fetch the CapabilityStatement before fanning out.
-        let _ = self.capability().await;
+        // Fetch the CapabilityStatement before fanning out. Without one, nothing says which
+        // types the server offers beyond what is configured: a finding says so.
+        if self.capability().await.is_none() {
+            let detail = format!(
+                "no usable CapabilityStatement from {}metadata: type coverage unverified — \
+                 only the configured types (and what $everything and references bring) were \
+                 fetched",
+                self.client.base()
+            );
+            run.note(detail.clone());
+            let f = Finding {
+                at: Utc::now(),
+                run_id: Some(run.id),
+                kind: "type-coverage-unverified".into(),
+                severity: "warning".into(),
+                resource_type: None,
+                detail,
+            };
+            self.store.record_finding(&self.conn, &f).await?;
+        }
         // The first patient alone: it probes what the server accepts (rejected searches,
         // categories, $everything) so the others do not all ask at once.
         let Some((first, rest)) = patient_ids.split_first() else {
@@ -684,9 +706,48 @@ impl Syncer {
         self.sync_patient(run, pid).await
     }
 
+    /// The types of the whole record: the configured ones, plus every type of the Patient
+    /// compartment the CapabilityStatement lists that the server holds any data of (one
+    /// server-wide count per such type and run).
+    async fn record_types(&self, run: &Run) -> Vec<String> {
+        let mut types = self.resource_types();
+        let listed: Vec<String> = match self.capability().await {
+            Some(cs) => crate::compartment::PATIENT_COMPARTMENT
+                .iter()
+                .filter(|t| cs.supports_type(t) && !types.iter().any(|c| c == *t))
+                .map(|t| t.to_string())
+                .collect(),
+            None => Vec::new(),
+        };
+        let granted = self.client.granted_scopes();
+        for t in listed {
+            if run.aborted() {
+                break;
+            }
+            // a type nobody asked a scope for is not fetched behind the grant's back: it is
+            // reported (not offered to this grant), and configured types stay gaps
+            if let Some(g) = &granted
+                && !crate::scopes::scopes_cover(g, &t)
+            {
+                if lock(&run.skipped).insert(t.clone()) {
+                    run.note(format!(
+                        "{t}: listed by the server but outside the granted scopes; configure it \
+                         (and its scope) to include it in the record"
+                    ));
+                }
+                continue;
+            }
+            if self.server_has_any(run, &t).await {
+                lock(&run.unconfigured).insert(t.clone());
+                types.push(t);
+            }
+        }
+        types
+    }
+
     async fn sync_patient(&self, run: &Run, pid: &str) -> Result<(), SyncError> {
         let state = Mutex::new(PatientState::default());
-        let types = self.resource_types();
+        let types = self.record_types(run).await;
         let first_sync = self
             .store
             .get_resource(&self.conn, "Patient", pid)

@@ -278,3 +278,19 @@ async fn a_population_that_cannot_be_listed_still_leaves_a_failed_run_with_its_l
         "{findings:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_capability_statement_coverage_is_a_finding_and_the_sync_goes_on() {
+    for fault in ["metadata-500", "metadata-404"] {
+        let env = start("reference", 1, 30, &[fault]).await;
+        let r = run(&env, &small_pages()).await;
+        assert_eq!(r.outcome, RunOutcome::Complete, "{fault}: {r:#?}");
+        let findings = env.store.list_findings(&env.conn, 20).await.unwrap();
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.kind == "type-coverage-unverified" && f.run_id == Some(r.run_id)),
+            "{fault}: {findings:?}"
+        );
+    }
+}
