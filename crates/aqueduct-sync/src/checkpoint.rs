@@ -50,6 +50,8 @@ pub(crate) enum Checkpoint {
         epoch: RunId,
         references: Vec<String>,
         attachments: Vec<String>,
+        #[serde(default)]
+        attachment_sizes: Vec<(String, u64)>,
     },
     /// The patient is finished in this epoch.
     Patient {
@@ -160,6 +162,7 @@ impl Checkpoints<'_> {
             epoch: self.epoch,
             references: found.references.clone(),
             attachments: found.attachments.clone(),
+            attachment_sizes: found.attachment_sizes.clone(),
         };
         self.save(&format!("{prefix}{page:08}"), &cp).await
     }
@@ -175,11 +178,13 @@ impl Checkpoints<'_> {
                 epoch,
                 references,
                 attachments,
+                attachment_sizes,
             }) = serde_json::from_str::<Checkpoint>(&v)
                 && epoch == self.epoch
             {
                 found.references.extend(references);
                 found.attachments.extend(attachments);
+                found.attachment_sizes.extend(attachment_sizes);
             }
         }
         Ok(found)

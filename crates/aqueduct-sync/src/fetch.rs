@@ -175,6 +175,56 @@ impl Syncer {
         }
     }
 
+    /// The patient itself when searching for it failed: `GET Patient/{id}`. True when it was
+    /// read and stored (the search's failure is then only noted).
+    async fn read_patient_instead(
+        &self,
+        run: &Run,
+        pid: &str,
+        state: &Mutex<PatientState>,
+    ) -> Result<bool, SyncError> {
+        let url = self.client.url(&format!("Patient/{pid}"), &[])?;
+        let req = FhirRequest::new(url).resource_type("Patient").patient(pid);
+        let resp = match run.client.get(req).await {
+            Ok(r) if r.resource_type.as_deref() == Some("Patient") => r,
+            Ok(_) => return Ok(false),
+            Err(e) => {
+                if e.needs_reauthorization() {
+                    run.abort(e.to_string());
+                }
+                return Ok(false);
+            }
+        };
+        let Ok(text) = std::str::from_utf8(&resp.body) else {
+            return Ok(false);
+        };
+        let src = PageSource {
+            url: resp.url.as_str(),
+            patient_id: Some(pid),
+            expected_type: Some("Patient"),
+            fetched_at: Utc::now(),
+            collect_refs: self.options.reference_depth > 0,
+        };
+        let raw = crate::page::raw_resource(text.to_string(), &src);
+        let mut found = crate::refs::Found::default();
+        crate::refs::collect(text, &mut found);
+        {
+            let mut st = lock(state);
+            st.got_patient = true;
+            st.patient_ids.insert(raw.logical_id.clone());
+            st.links.extend(patient_links(&raw.bytes));
+            st.fetched
+                .insert((raw.resource_type.clone(), raw.logical_id.clone()));
+            st.absorb(found);
+        }
+        run.note(format!(
+            "Patient: the search for patient {pid} failed; read Patient/{pid} instead"
+        ));
+        self.write_page(run, std::slice::from_ref(&raw), &Default::default())
+            .await?;
+        Ok(true)
+    }
+
     /// Whether the server holds any resource of `rtype` at all, by one server-wide
     /// `_summary=count` per type and run (cached); `true` when it cannot tell.
     pub(crate) async fn server_has_any(&self, run: &Run, rtype: &str) -> bool {
@@ -331,7 +381,9 @@ impl Syncer {
                 .working_alternative
                 .insert((rtype.to_string(), alt.kind.clone()));
             if let Some((r, d)) = worst {
-                run.partial(pid, rtype, r, d);
+                if !(rtype == "Patient" && self.read_patient_instead(run, pid, state).await?) {
+                    run.partial(pid, rtype, r, d);
+                }
                 return Ok(());
             }
             // Complete.
@@ -346,6 +398,10 @@ impl Syncer {
                     .save_checkpoint(&self.conn, &last_sync_key(pid, rtype), t)
                     .await?;
             }
+            return Ok(());
+        }
+        // a server that will not search its Patients may still read one
+        if rtype == "Patient" && self.read_patient_instead(run, pid, state).await? {
             return Ok(());
         }
         let listed = self

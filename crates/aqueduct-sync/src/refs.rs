@@ -98,6 +98,10 @@ pub fn parse_reference(reference: &str, base: &Url) -> RefTarget {
 pub struct Found {
     pub references: Vec<String>,
     pub attachments: Vec<String>,
+    /// `Attachment.size` where an attachment declares it: (url, bytes). A body of another
+    /// length was cut short (a truncated body under a correct Content-Length is otherwise
+    /// undetectable for raw content).
+    pub attachment_sizes: Vec<(String, u64)>,
 }
 
 /// Walks the JSON of a resource and collects every `reference` string and every
@@ -115,7 +119,6 @@ pub fn collect(json: &str, out: &mut Found) {
 enum Key {
     Reference,
     Attachment,
-    AttachmentUrl,
     Other,
 }
 
@@ -141,7 +144,6 @@ impl<'de> Visitor<'de> for Walk<'_> {
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
         match self.key {
             Key::Reference => self.out.references.push(v.to_string()),
-            Key::AttachmentUrl => self.out.attachments.push(v.to_string()),
             _ => {}
         }
         Ok(())
@@ -177,13 +179,25 @@ impl<'de> Visitor<'de> for Walk<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let in_attachment = self.key == Key::Attachment;
+        let (mut url, mut size): (Option<String>, Option<u64>) = (None, None);
         while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if in_attachment && (k == "url" || k == "size") {
+                // siblings of one Attachment: kept together (a size may be sent as text)
+                let v: serde_json::Value = map.next_value()?;
+                if k == "url" {
+                    url = v.as_str().map(str::to_string);
+                } else {
+                    size = v
+                        .as_u64()
+                        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
+                }
+                continue;
+            }
             let key = match k.as_ref() {
                 "reference" => Key::Reference,
                 // every element of type Attachment that R4 resources carry
                 "attachment" | "presentedForm" | "photo" | "valueAttachment"
                 | "contentAttachment" | "sourceAttachment" => Key::Attachment,
-                "url" if in_attachment => Key::AttachmentUrl,
                 // Contained resources hold their own references; they are followed too.
                 "div" => {
                     map.next_value::<IgnoredAny>()?;
@@ -195,6 +209,12 @@ impl<'de> Visitor<'de> for Walk<'_> {
                 out: &mut *self.out,
                 key,
             })?;
+        }
+        if let Some(u) = url {
+            if let Some(n) = size {
+                self.out.attachment_sizes.push((u.clone(), n));
+            }
+            self.out.attachments.push(u);
         }
         Ok(())
     }

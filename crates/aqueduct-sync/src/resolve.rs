@@ -5,7 +5,7 @@
 //! batch Bundles where the server takes them; whatever those do not bring is read one by one;
 //! whatever still cannot be read is a gap, for every patient that points at it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use aqueduct_client::{Expect, FetchError, FhirRequest};
@@ -30,6 +30,18 @@ enum Attachment {
     Elsewhere(String),
     /// Contained, inline data, or not a URL.
     Inline,
+}
+
+/// An attachment whose body is not the size its Attachment declares.
+fn size_mismatch(url: &str, got: usize, want: Option<u64>) -> FetchError {
+    FetchError::new(
+        aqueduct_client::FetchErrorKind::Truncated,
+        url,
+        format!(
+            "{got} bytes, but the attachment declares {} (cut short twice; not stored)",
+            want.unwrap_or(0)
+        ),
+    )
 }
 
 /// Why one referenced resource could not be read.
@@ -61,7 +73,10 @@ impl Syncer {
         let mut found = Found {
             references: st.references.into_iter().collect(),
             attachments: st.attachments.into_iter().collect(),
+            attachment_sizes: st.attachment_sizes.into_iter().collect(),
         };
+        // (type, id) of an attachment → the size its Attachment declares
+        let mut expected: HashMap<(String, String), u64> = HashMap::new();
         let own_types: HashSet<String> = self.resource_types().into_iter().collect();
         for _depth in 0..self.options.reference_depth {
             let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -80,12 +95,26 @@ impl Syncer {
                 }
             }
             let attachments = std::mem::take(&mut found.attachments);
+            let sizes: HashMap<String, u64> = std::mem::take(&mut found.attachment_sizes)
+                .into_iter()
+                .collect();
             let mut documents: Vec<(String, Url)> = Vec::new();
             if self.options.fetch_binaries {
                 for a in attachments {
+                    let size = sizes.get(&a).copied();
                     match self.attachment(&a) {
-                        Attachment::Resource(t, id) => targets.push(((t, id), true)),
-                        Attachment::Document(id, url) => documents.push((id, url)),
+                        Attachment::Resource(t, id) => {
+                            if let Some(n) = size {
+                                expected.insert((t.clone(), id.clone()), n);
+                            }
+                            targets.push(((t, id), true))
+                        }
+                        Attachment::Document(id, url) => {
+                            if let Some(n) = size {
+                                expected.insert(("Binary".to_string(), id.clone()), n);
+                            }
+                            documents.push((id, url))
+                        }
                         Attachment::Elsewhere(url) => {
                             run.external.fetch_add(1, Ordering::Relaxed);
                             run.note(format!(
@@ -96,7 +125,7 @@ impl Syncer {
                     }
                 }
             }
-            self.fetch_documents(run, pid, documents, &mut fetched)
+            self.fetch_documents(run, pid, documents, &expected, &mut fetched)
                 .await?;
             let granted = self.client.granted_scopes();
             for (key, is_attachment) in targets {
@@ -158,7 +187,7 @@ impl Syncer {
                 // shared
                 let owner = own_types.contains(&rtype).then_some(pid);
                 let failures = self
-                    .fetch_referenced(run, &rtype, &ids, owner, &mut next_found)
+                    .fetch_referenced(run, &rtype, &ids, owner, &expected, &mut next_found)
                     .await?;
                 for id in &ids {
                     fetched.insert((rtype.clone(), id.clone()));
@@ -228,6 +257,7 @@ impl Syncer {
         run: &Run,
         pid: &str,
         documents: Vec<(String, Url)>,
+        expected: &HashMap<(String, String), u64>,
         fetched: &mut HashSet<(String, String)>,
     ) -> Result<(), SyncError> {
         let mut batch = Vec::new();
@@ -253,7 +283,20 @@ impl Syncer {
                     "/{document}"
                 ))
                 .expect(Expect::Any);
-            match run.client.get(req).await {
+            let want = expected.get(&key).copied();
+            let mut got = run.client.get(req.clone()).await;
+            if let Ok(resp) = &got
+                && want.is_some_and(|n| n != resp.body.len() as u64)
+            {
+                got = run.client.get(req).await; // cut short: one more try
+            }
+            let got = match got {
+                Ok(resp) if want.is_some_and(|n| n != resp.body.len() as u64) => {
+                    Err(size_mismatch(resp.url.as_str(), resp.body.len(), want))
+                }
+                other => other,
+            };
+            match got {
                 Ok(resp) => batch.push(RawResource {
                     resource_type: "Binary".into(),
                     logical_id: id,
@@ -318,6 +361,7 @@ impl Syncer {
         rtype: &str,
         ids: &[String],
         owner: Option<&str>,
+        expected: &HashMap<(String, String), u64>,
         found: &mut Found,
     ) -> Result<Vec<Failure>, SyncError> {
         let caps = &self.profile.capabilities;
@@ -339,7 +383,7 @@ impl Syncer {
         }
         // whatever the grouped reads did not bring is read on its own
         let (stored, failures) = self
-            .fetch_one_by_one(run, rtype, &rest, owner, found)
+            .fetch_one_by_one(run, rtype, &rest, owner, expected, found)
             .await?;
         run.referenced_fetched.fetch_add(stored, Ordering::Relaxed);
         Ok(failures)
@@ -421,6 +465,7 @@ impl Syncer {
         rtype: &str,
         ids: &[String],
         owner: Option<&str>,
+        expected: &HashMap<(String, String), u64>,
         found: &mut Found,
     ) -> Result<(u64, Vec<Failure>), SyncError> {
         let mut stored = 0u64;
@@ -429,7 +474,8 @@ impl Syncer {
             let results: Vec<(String, Result<RawResource, FetchError>)> =
                 stream::iter(chunk.iter().cloned())
                     .map(|id| async move {
-                        let r = self.read_one(run, rtype, &id, owner).await;
+                        let want = expected.get(&(rtype.to_string(), id.clone())).copied();
+                        let r = self.read_checked(run, rtype, &id, owner, want).await;
                         (id, r)
                     })
                     .buffer_unordered(4)
@@ -546,6 +592,33 @@ impl Syncer {
             }
         }
         Ok((stored, missing))
+    }
+
+    /// [`Self::read_one`], checking raw content against the size its Attachment declares:
+    /// a body of another length was cut short and is read once more, then refused (never
+    /// stored as if whole).
+    async fn read_checked(
+        &self,
+        run: &Run,
+        rtype: &str,
+        id: &str,
+        owner: Option<&str>,
+        want: Option<u64>,
+    ) -> Result<RawResource, FetchError> {
+        let short = |r: &RawResource| {
+            want.is_some_and(|n| {
+                matches!(r.parse_status, ParseStatus::InvalidJson(_)) && n != r.bytes.len() as u64
+            })
+        };
+        let first = self.read_one(run, rtype, id, owner).await?;
+        if !short(&first) {
+            return Ok(first);
+        }
+        let again = self.read_one(run, rtype, id, owner).await?;
+        if short(&again) {
+            return Err(size_mismatch(&again.source_url, again.bytes.len(), want));
+        }
+        Ok(again)
     }
 
     /// Reads one referenced resource. A body that is not FHIR JSON (a Binary served as its

@@ -211,6 +211,8 @@ pub(crate) struct PatientState {
     pub fetched: HashSet<(String, String)>,
     pub references: HashSet<String>,
     pub attachments: HashSet<String>,
+    /// Declared sizes of attachments (url → bytes).
+    pub attachment_sizes: HashMap<String, u64>,
     /// A Patient resource came with the record.
     pub got_patient: bool,
     /// Types read completely and fresh: they may tombstone what the record no longer holds.
@@ -226,6 +228,7 @@ impl PatientState {
     pub fn absorb(&mut self, found: Found) {
         self.references.extend(found.references);
         self.attachments.extend(found.attachments);
+        self.attachment_sizes.extend(found.attachment_sizes);
     }
 }
 

@@ -223,3 +223,68 @@ async fn hospital_with_documents_elsewhere_and_everything_only_provenance() {
     )
     .await;
 }
+
+/// Every fault of a flaky network against two personalities, compared with the ground truth:
+/// absorbed (everything stored, byte for byte) or partial with what is missing named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personalities_times_faults() {
+    let faults = [
+        "server-error-500@0.1",
+        "drop-connection@0.1",
+        "truncated-body@0.1",
+        "invalid-json@0.1",
+        "html-error-200@0.1",
+        "rate-limit-429@0.1",
+        "error-mid-paging",
+        "duplicate-entries",
+        "outcome-in-bundle",
+        "broken-next-link",
+        "looping-next-link",
+        "error-outcome-in-bundle",
+        "cursor-repeat",
+    ];
+    // the payer (only $everything works) gets the faults that hit its one kind of request
+    let payer_faults = [
+        "server-error-500@0.1",
+        "truncated-body@0.1",
+        "error-mid-paging",
+        "error-outcome-in-bundle",
+    ];
+    for (personality, faults) in [
+        ("reference", &faults[..]),
+        ("payer-everything", &payer_faults[..]),
+    ] {
+        for &fault in faults {
+            let env = start(personality, 2, 40, &[fault]).await;
+            let auth = Arc::new(ClientCredentials::new(&env.sim.base_url()));
+            let platform = if personality == "reference" {
+                "generic"
+            } else {
+                "cms-payer"
+            };
+            let p = profile(platform, "[paging]\nmax_page_size = 15\n");
+            let s = syncer(&env, &p, auth, SyncOptions::default());
+            let r = s
+                .sync_patients(&env.sim.patient_ids(), SyncMode::Full)
+                .await
+                .unwrap();
+            let (missing, mismatched) = compare(&env).await;
+            assert!(
+                mismatched.is_empty(),
+                "{personality} × {fault}: {mismatched:?}"
+            );
+            if !missing.is_empty() {
+                assert_eq!(
+                    r.outcome,
+                    RunOutcome::Partial,
+                    "{personality} × {fault}: not partial, yet missing {missing:#?}"
+                );
+            }
+            eprintln!(
+                "{personality:>16} × {fault:<24} {} missing {}",
+                r.outcome.as_str(),
+                missing.values().map(Vec::len).sum::<usize>()
+            );
+        }
+    }
+}

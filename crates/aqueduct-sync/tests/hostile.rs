@@ -208,7 +208,9 @@ async fn a_stalled_server_costs_bounded_time_not_a_timeout_per_retry() {
             .iter()
             .filter(|e| e.error_kind.as_deref() == Some("timeout"))
             .count();
-        assert!(timeouts <= 2 * 2, "{fault}: {timeouts} timeouts");
+        // (the CapabilityStatement request, answered by the same stalled server, may add its
+        // own try and retry)
+        assert!(timeouts <= 3 * 2, "{fault}: {timeouts} timeouts");
         assert!(
             r.partial
                 .iter()

@@ -398,3 +398,47 @@ async fn types_the_server_lists_join_the_record_even_when_not_configured() {
     assert!(counts > 0, "planned with server-wide counts");
     assert!(counts <= 60, "one count per listed type and run: {counts}");
 }
+
+/// Issue #12.3/#12.5: a server that refuses to search its Patients still reads one; it
+/// answers under another id (a per-session alias), which is kept and reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_the_server_will_not_search_is_read_and_its_alias_reported() {
+    let env = start("payer-everything", 1, 20, &[]).await;
+    let auth = Arc::new(ClientCredentials::new(&env.sim.base_url()));
+    let mut o = options(vec!["Patient".into()]);
+    o.use_everything = false;
+    o.reference_depth = 0;
+    let s = syncer(&env, &profile("cms-payer", ""), auth, o);
+    let pid = env.sim.patient_ids()[0].clone();
+    let r = s
+        .sync_patients(std::slice::from_ref(&pid), SyncMode::Full)
+        .await
+        .unwrap();
+    let truth = env.sim.truth(&pid).unwrap();
+    let alias = truth["patient_resource_id"].as_str().unwrap();
+    assert_ne!(alias, pid, "the personality answers under an alias");
+    assert!(
+        env.store
+            .get_resource(&env.conn, "Patient", alias)
+            .await
+            .unwrap()
+            .is_some(),
+        "{r:#?}"
+    );
+    assert!(
+        r.notes.iter().any(|n| n.contains("read Patient/")),
+        "{:?}",
+        r.notes
+    );
+    let findings = env.store.list_findings(&env.conn, 20).await.unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.kind == "patient-alias" && f.detail.contains(alias)),
+        "{findings:?}"
+    );
+    assert!(
+        !r.partial.iter().any(|p| p.resource_type == "Patient"),
+        "{r:#?}"
+    );
+}
