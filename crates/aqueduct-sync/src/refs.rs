@@ -142,9 +142,8 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        match self.key {
-            Key::Reference => self.out.references.push(v.to_string()),
-            _ => {}
+        if self.key == Key::Reference {
+            self.out.references.push(v.to_string());
         }
         Ok(())
     }
