@@ -24,6 +24,10 @@
 mod checkpoint;
 pub mod compartment;
 mod fetch;
+/// Bodies of the fuzz targets in `fuzz/` (FHIR pages, Bundle handling, NDJSON lines), public so
+/// that tests/fuzz_corpus.rs replays the committed corpus without a fuzzer.
+#[doc(hidden)]
+pub mod fuzzing;
 mod ledger;
 pub mod outcome;
 pub mod page;
