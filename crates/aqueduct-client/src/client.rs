@@ -662,6 +662,13 @@ impl FhirClient {
             }
         };
         let len = body.len() as u64;
+        // A UTF-8 byte-order mark before JSON is transport noise some servers add; JSON
+        // parsers refuse it, so it is dropped (a Binary's raw content is left as it is).
+        let body = if req.expect == Expect::Json && body.starts_with(b"\xEF\xBB\xBF") {
+            body.slice(3..)
+        } else {
+            body
+        };
         if let Some(cl) = content_length.filter(|cl| len < *cl) {
             return Err((
                 FetchError::new(

@@ -338,3 +338,36 @@ fn ledger_templates_hide_patients_ids_and_cursors() {
     let r = FhirRequest::new(u("http://h/fhir/Binary/b-17")).resource_type("Binary");
     assert_eq!(r.derived_template(), "/fhir/Binary/{id}");
 }
+
+/// A server that puts a UTF-8 byte-order mark before its JSON still gets its page read
+/// (found by fuzzing the sync's page handling: the BOM made the whole page "not a Bundle").
+#[tokio::test]
+async fn a_byte_order_mark_before_the_json_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = sock.read(&mut buf).await;
+        let body = b"\xEF\xBB\xBF{\"resourceType\":\"Bundle\",\"type\":\"searchset\",\"entry\":[{\"resource\":{\"resourceType\":\"Patient\",\"id\":\"p1\"}}]}";
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        sock.write_all(body).await.unwrap();
+    });
+    let base = Url::parse(&format!("http://{addr}/fhir/")).unwrap();
+    let profile = VendorProfile::resolve("generic", None).unwrap();
+    let client = FhirClient::builder(base, &profile)
+        .limiter_registry(Arc::new(LimiterRegistry::new()))
+        .retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+    let url = client.url("Patient", &[]).unwrap();
+    let resp = client.get(FhirRequest::new(url)).await.unwrap();
+    assert_eq!(resp.resource_type.as_deref(), Some("Bundle"));
+    assert_eq!(resp.resources, 1);
+    assert!(resp.bundle().unwrap().is_bundle());
+}
