@@ -1195,8 +1195,20 @@ async fn converter(
     if let Some(before) = recover_before {
         convert_stored(&store, &organization, 0, None, Some(before), &counters, rc).await;
     }
-    let mut jobs = Vec::with_capacity(256);
-    while rx.recv_many(&mut jobs, 256).await > 0 {
+    const CONVERT_BATCH: usize = 256;
+    let mut jobs = Vec::with_capacity(CONVERT_BATCH);
+    while rx.recv_many(&mut jobs, CONVERT_BATCH).await > 0 {
+        // Conversion shares the store's single writer with the commits that ACKs wait for:
+        // under load, gather a fuller batch (a few milliseconds at most) so it takes one
+        // transaction where it would take dozens.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(5);
+        while jobs.len() < CONVERT_BATCH {
+            let room = CONVERT_BATCH - jobs.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut jobs, room)).await {
+                Ok(n) if n > 0 => continue,
+                _ => break,
+            }
+        }
         process_batch(
             &store,
             &organization,
