@@ -424,24 +424,9 @@ impl Syncer {
                         fetched_at: Utc::now(),
                         collect_refs: true,
                     };
-                    let page = bundle_page(bundle, &src, &mut HashSet::new());
-                    let got: HashSet<&str> = page
-                        .resources
-                        .iter()
-                        .filter(|r| r.resource_type == rtype)
-                        .map(|r| r.logical_id.as_str())
-                        .collect();
-                    missing.extend(
-                        chunk
-                            .iter()
-                            .filter(|id| !got.contains(id.as_str()))
-                            .cloned(),
-                    );
-                    stored += page.resources.len() as u64;
-                    self.write_page(run, &page.resources, &Default::default())
+                    stored += self
+                        .store_grouped_reads(run, rtype, bundle, &src, chunk, &mut missing, found)
                         .await?;
-                    found.references.extend(page.found.references);
-                    found.attachments.extend(page.found.attachments);
                 }
                 Err(e) if e.needs_reauthorization() => {
                     run.abort(e.to_string());
@@ -456,6 +441,40 @@ impl Syncer {
             }
         }
         Ok((stored, missing))
+    }
+
+    /// Stores what a grouped read (an `_id=` search, a batch) brought; the ids of `asked` it
+    /// did not bring go to `missing`, to be read one by one. Returns how many were stored.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_grouped_reads(
+        &self,
+        run: &Run,
+        rtype: &str,
+        bundle: aqueduct_client::fhir::Bundle,
+        src: &PageSource<'_>,
+        asked: &[String],
+        missing: &mut Vec<String>,
+        found: &mut Found,
+    ) -> Result<u64, SyncError> {
+        let page = bundle_page(bundle, src, &mut HashSet::new());
+        let got: HashSet<&str> = page
+            .resources
+            .iter()
+            .filter(|r| r.resource_type == rtype)
+            .map(|r| r.logical_id.as_str())
+            .collect();
+        missing.extend(
+            asked
+                .iter()
+                .filter(|id| !got.contains(id.as_str()))
+                .cloned(),
+        );
+        self.write_page(run, &page.resources, &Default::default())
+            .await?;
+        found.references.extend(page.found.references);
+        found.attachments.extend(page.found.attachments);
+        found.attachment_sizes.extend(page.found.attachment_sizes);
+        Ok(page.resources.len() as u64)
     }
 
     /// Individual reads, a few at a time (the host limiter paces them), written in batches.
@@ -549,24 +568,9 @@ impl Syncer {
                         fetched_at: Utc::now(),
                         collect_refs: rtype != "Binary",
                     };
-                    let page = bundle_page(bundle, &src, &mut HashSet::new());
-                    let got: HashSet<&str> = page
-                        .resources
-                        .iter()
-                        .filter(|r| r.resource_type == rtype)
-                        .map(|r| r.logical_id.as_str())
-                        .collect();
-                    missing.extend(
-                        chunk
-                            .iter()
-                            .filter(|id| !got.contains(id.as_str()))
-                            .cloned(),
-                    );
-                    stored += page.resources.len() as u64;
-                    self.write_page(run, &page.resources, &Default::default())
+                    stored += self
+                        .store_grouped_reads(run, rtype, bundle, &src, chunk, &mut missing, found)
                         .await?;
-                    found.references.extend(page.found.references);
-                    found.attachments.extend(page.found.attachments);
                 }
                 Err(e) if e.needs_reauthorization() => {
                     run.abort(e.to_string());
