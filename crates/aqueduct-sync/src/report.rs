@@ -111,8 +111,9 @@ pub struct SyncReport {
     pub failed_requests: u64,
     pub bytes: u64,
     pub partial: Vec<PartialType>,
-    /// Configured types the server does not offer (absent from its CapabilityStatement and
-    /// not forced by the profile): not fetched, not counted as missing.
+    /// Types not offered: refused when asked although the server neither lists them nor ever
+    /// returned them, or listed but outside this client's grant and not configured (outcome
+    /// rule 3). Reported, not counted as missing.
     pub skipped_types: Vec<String>,
     /// Problems worth a look that did not make data missing (loops, rejected categories...).
     pub notes: Vec<String>,
