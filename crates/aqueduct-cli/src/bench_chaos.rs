@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use aqueduct_client::{ClientCredentials, FhirClient, VendorProfile};
+use aqueduct_client::{ClientSecretGrant, FhirClient, VendorProfile};
 use aqueduct_sim::{SimConfig, Simulator};
 use aqueduct_store::{ConnectionRecord, ConnectionRef, Organization, RunOutcome, Store};
 use aqueduct_sync::{SyncMode, SyncOptions, Syncer};
@@ -80,7 +80,7 @@ async fn open_store(path: &str, base: &str) -> anyhow::Result<(Arc<dyn Store>, C
 /// One full sync of the population into the store at `path`.
 async fn sync_once(base: &str, path: &str) -> anyhow::Result<aqueduct_sync::SyncReport> {
     let (store, conn) = open_store(path, base).await?;
-    let auth = ClientCredentials::discover(
+    let auth = ClientSecretGrant::discover(
         base,
         "sim-confidential-app",
         "sim-confidential-secret",

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use aqueduct_client::{ClientCredentials, FhirClient, VendorProfile};
+use aqueduct_client::{ClientSecretGrant, FhirClient, VendorProfile};
 use aqueduct_sim::{SimConfig, Simulator};
 use aqueduct_store::{ConnectionRecord, ConnectionRef, Organization};
 use aqueduct_sync::{SyncMode, SyncOptions, Syncer};
@@ -125,7 +125,7 @@ async fn separate_process(patients: usize, resources_per_patient: usize) -> anyh
         "hapi",
         "[paging]\nmax_page_size = 1000\n[rate_limit]\nrequests_per_sec = 0.0\nmax_concurrency = 16\n",
     )?;
-    let auth = ClientCredentials::discover(
+    let auth = ClientSecretGrant::discover(
         &base,
         "sim-confidential-app",
         "sim-confidential-secret",
@@ -213,7 +213,7 @@ pub async fn run_bench_sync(
         overrides.push_str("[rate_limit]\nrequests_per_sec = 0.0\nmax_concurrency = 16\n");
     }
     let profile = VendorProfile::resolve_with_toml("hapi", &overrides)?;
-    let auth = ClientCredentials::discover(
+    let auth = ClientSecretGrant::discover(
         &base,
         "sim-confidential-app",
         "sim-confidential-secret",
@@ -309,7 +309,7 @@ async fn unaware_pass(sim: &aqueduct_sim::SimServer, base: &str, r: f64) -> anyh
         r * 4.0
     );
     let profile = VendorProfile::resolve_with_toml("hapi", &overrides)?;
-    let auth = ClientCredentials::discover(
+    let auth = ClientSecretGrant::discover(
         base,
         "sim-confidential-app",
         "sim-confidential-secret",

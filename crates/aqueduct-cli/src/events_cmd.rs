@@ -10,9 +10,9 @@ use crate::Context;
 pub enum Hl7Command {
     /// Receive HL7 v2 over MLLP: acknowledge each message only once it is committed to the
     /// store, de-duplicate resends, turn ADT/ORU into FHIR resources and refresh requests.
-    Listen(aqueduct_hl7::ListenArgs),
+    Listen(crate::hl7_cli::ListenArgs),
     /// Send the messages of files over MLLP and print each acknowledgement.
-    Send(aqueduct_hl7::SendArgs),
+    Send(crate::hl7_cli::SendArgs),
 }
 
 pub async fn run(ctx: &Context, cmd: Hl7Command) -> anyhow::Result<ExitCode> {
@@ -20,9 +20,9 @@ pub async fn run(ctx: &Context, cmd: Hl7Command) -> anyhow::Result<ExitCode> {
         Hl7Command::Listen(args) => {
             let config = ctx.config()?;
             let store = aqueduct_store::open(&ctx.store_location(config.as_ref())).await?;
-            aqueduct_hl7::run_listen(args, store).await?;
+            crate::hl7_cli::run_listen(args, store).await?;
         }
-        Hl7Command::Send(args) => aqueduct_hl7::run_send(args).await?,
+        Hl7Command::Send(args) => crate::hl7_cli::run_send(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

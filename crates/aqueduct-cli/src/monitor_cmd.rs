@@ -24,21 +24,21 @@ pub enum MonitorCommand {
         #[command(flatten)]
         org: OrgArg,
         #[command(flatten)]
-        args: aqueduct_monitor::cli::FindingsArgs,
+        args: crate::monitor_cli::FindingsArgs,
     },
     /// Metrics in the Prometheus text format, from the sync ledger.
     Metrics {
         #[command(flatten)]
         org: OrgArg,
         #[command(flatten)]
-        args: aqueduct_monitor::cli::MetricsArgs,
+        args: crate::monitor_cli::MetricsArgs,
     },
     /// Evaluate the alert rules, notify the sinks of what fired or resolved, list alerts.
     Alerts {
         #[command(flatten)]
         org: OrgArg,
         #[command(flatten)]
-        args: aqueduct_monitor::cli::AlertsArgs,
+        args: crate::monitor_cli::AlertsArgs,
     },
 }
 
@@ -49,17 +49,17 @@ pub async fn run(ctx: &Context, cmd: MonitorCommand) -> anyhow::Result<ExitCode>
     match cmd {
         MonitorCommand::Findings { org, args } => {
             let org = organization(store.as_ref(), config.as_ref(), org.org).await?;
-            aqueduct_monitor::cli::run_findings(store, &org, &args, &mut out).await?;
+            crate::monitor_cli::run_findings(store, &org, &args, &mut out).await?;
         }
         MonitorCommand::Metrics { org, args } => {
             let org = organization(store.as_ref(), config.as_ref(), org.org).await?;
-            aqueduct_monitor::cli::run_metrics(store, &org, &args, &mut out).await?;
+            crate::monitor_cli::run_metrics(store, &org, &args, &mut out).await?;
         }
         MonitorCommand::Alerts { org, args } => {
             let org = organization(store.as_ref(), config.as_ref(), org.org).await?;
             let rules = alert_rules(config.as_ref())?;
             let sinks = sinks(store.clone(), config.as_ref())?;
-            aqueduct_monitor::cli::run_alerts(store, &org, &rules, &sinks, &args, &mut out).await?;
+            crate::monitor_cli::run_alerts(store, &org, &rules, &sinks, &args, &mut out).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

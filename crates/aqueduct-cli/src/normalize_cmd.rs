@@ -14,7 +14,7 @@ pub struct NormalizeCmd {
     #[command(flatten)]
     org: OrgArg,
     #[command(flatten)]
-    args: aqueduct_normalize::cli::NormalizeArgs,
+    args: crate::normalize_cli::NormalizeArgs,
 }
 
 #[derive(Args)]
@@ -22,7 +22,7 @@ pub struct CodesCmd {
     #[command(flatten)]
     org: OrgArg,
     #[command(flatten)]
-    args: aqueduct_normalize::cli::CodesArgs,
+    args: crate::normalize_cli::CodesArgs,
 }
 
 /// The terminology every normalization uses: embedded tables plus the release files of
@@ -71,7 +71,7 @@ pub async fn run_normalize(ctx: &Context, cmd: NormalizeCmd) -> anyhow::Result<E
     let terms = terminology(cmd.args.terminology_dir.as_deref(), config.as_ref())?;
     print!(
         "{}",
-        aqueduct_normalize::cli::run_normalize(store, &org, &cmd.args, terms).await?
+        crate::normalize_cli::run_normalize(store, &org, &cmd.args, terms).await?
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -82,7 +82,7 @@ pub async fn run_codes(ctx: &Context, cmd: CodesCmd) -> anyhow::Result<ExitCode>
     let org = organization(store.as_ref(), config.as_ref(), cmd.org.org).await?;
     print!(
         "{}",
-        aqueduct_normalize::cli::run_codes(store, &org, &cmd.args).await?
+        crate::normalize_cli::run_codes(store, &org, &cmd.args).await?
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,82 +1,16 @@
-//! Where access tokens come from. The client asks [`AccessTokenSource::token`] before each
-//! request and, on a 401, [`AccessTokenSource::on_unauthorized`] once with the rejected token.
-//! SMART implementations live elsewhere (aqueduct-smart) and plug in through this trait.
+//! A token source for OAuth 2.0 `client_credentials` with a client secret. The trait every
+//! token source implements ([`AccessTokenSource`]) lives in `aqueduct-core`, so SMART can
+//! implement it without depending on this crate.
 
 use async_trait::async_trait;
-use thiserror::Error;
 
-#[derive(Debug, Clone, Error, PartialEq, Eq)]
-pub enum AuthError {
-    /// The grant is gone (refresh token expired or revoked, consent withdrawn): a person or an
-    /// administrator must authorize again. Syncs stop cleanly and can resume afterwards.
-    #[error("re-authorization needed: {0}")]
-    ReauthorizationNeeded(String),
-    /// The token endpoint could not be reached or answered an error that may pass.
-    #[error("token endpoint failure: {0}")]
-    Transient(String),
-    #[error("authorization failed: {0}")]
-    Other(String),
-}
-
-#[async_trait]
-pub trait AccessTokenSource: Send + Sync + 'static {
-    /// The bearer token to send, or None for servers without authorization.
-    async fn token(&self) -> Result<Option<String>, AuthError>;
-    /// The server rejected `rejected` with 401: refresh and return a new token, or None when
-    /// no better token can be had (the request then fails as re-authorization needed).
-    async fn on_unauthorized(&self, rejected: &str) -> Result<Option<String>, AuthError>;
-    /// The scopes the server actually granted with the current token, when known: a grant
-    /// narrower than asked hides data behind empty answers, so callers check it.
-    fn granted_scopes(&self) -> Option<Vec<String>> {
-        None
-    }
-}
-
-/// No authorization (open test servers).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoAuth;
-
-#[async_trait]
-impl AccessTokenSource for NoAuth {
-    async fn token(&self) -> Result<Option<String>, AuthError> {
-        Ok(None)
-    }
-    async fn on_unauthorized(&self, _rejected: &str) -> Result<Option<String>, AuthError> {
-        Ok(None)
-    }
-}
-
-/// A fixed bearer token; it cannot be refreshed.
-#[derive(Clone)]
-pub struct StaticBearer(String);
-
-impl StaticBearer {
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-}
-
-impl std::fmt::Debug for StaticBearer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StaticBearer(<redacted>)")
-    }
-}
-
-#[async_trait]
-impl AccessTokenSource for StaticBearer {
-    async fn token(&self) -> Result<Option<String>, AuthError> {
-        Ok(Some(self.0.clone()))
-    }
-    async fn on_unauthorized(&self, _rejected: &str) -> Result<Option<String>, AuthError> {
-        Ok(None)
-    }
-}
+pub use aqueduct_core::token::{AccessTokenSource, AuthError, NoAuth, StaticBearer};
 
 /// OAuth 2.0 `client_credentials` with a client secret (client_secret_post): the simplest
 /// system-level grant, used by confidential payer and EHR clients and by tests and demos
 /// against the simulator. The token is cached and renewed shortly before it expires and when
 /// the server rejects it. (Backend services with a signed JWT live in the SMART crate.)
-pub struct ClientCredentials {
+pub struct ClientSecretGrant {
     http: reqwest::Client,
     token_url: String,
     client_id: String,
@@ -86,9 +20,9 @@ pub struct ClientCredentials {
     granted: std::sync::Mutex<Option<Vec<String>>>,
 }
 
-impl std::fmt::Debug for ClientCredentials {
+impl std::fmt::Debug for ClientSecretGrant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientCredentials")
+        f.debug_struct("ClientSecretGrant")
             .field("token_url", &self.token_url)
             .field("client_id", &self.client_id)
             .finish_non_exhaustive()
@@ -109,7 +43,7 @@ struct SmartConfiguration {
     token_endpoint: String,
 }
 
-impl ClientCredentials {
+impl ClientSecretGrant {
     pub fn new(
         token_url: impl Into<String>,
         client_id: impl Into<String>,
@@ -194,7 +128,7 @@ impl ClientCredentials {
 }
 
 #[async_trait]
-impl AccessTokenSource for ClientCredentials {
+impl AccessTokenSource for ClientSecretGrant {
     async fn token(&self) -> Result<Option<String>, AuthError> {
         let mut cur = self.current.lock().await;
         if let Some((t, exp)) = cur.as_ref() {

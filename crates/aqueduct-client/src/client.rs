@@ -13,7 +13,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use aqueduct_store::LedgerEntry;
+use aqueduct_core::LedgerEntry;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use reqwest::header::{

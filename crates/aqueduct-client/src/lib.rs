@@ -6,7 +6,7 @@
 //! concurrency, `Retry-After` pauses), [retries](retry) with backoff and jitter for transient
 //! failures only, [authorization](auth) through an [`AccessTokenSource`] refreshed once on 401,
 //! classification of bodies that lie (HTML or invalid JSON under 200, truncated bodies,
-//! OperationOutcome errors) and an observer that receives a [`aqueduct_store::LedgerEntry`] for
+//! OperationOutcome errors) and an observer that receives a [`aqueduct_core::LedgerEntry`] for
 //! every attempt, so that nothing fails silently. [`profile::VendorProfile`] resolves
 //! generic ← platform ← institution TOML layers; [`fhir`] is a thin, lenient typed layer
 //! (Bundle, OperationOutcome, CapabilityStatement) that keeps every resource as raw bytes.
@@ -25,7 +25,7 @@ pub mod profile;
 pub mod retry;
 
 pub use async_trait::async_trait;
-pub use auth::{AccessTokenSource, AuthError, ClientCredentials, NoAuth, StaticBearer};
+pub use auth::{AccessTokenSource, AuthError, ClientSecretGrant, NoAuth, StaticBearer};
 pub use client::{
     Expect, FhirClient, FhirClientBuilder, FhirRequest, FhirResponse, RequestObserver, host_key,
     shared_http,

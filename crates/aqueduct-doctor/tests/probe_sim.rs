@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use aqueduct_client::{ClientCredentials, VendorProfile};
+use aqueduct_client::{ClientSecretGrant, VendorProfile};
 use aqueduct_doctor::{DoctorReport, ProbeOptions, probe};
 use aqueduct_sim::{SimConfig, Simulator};
 
@@ -27,7 +27,7 @@ async fn doctor_sized(
     .await
     .unwrap();
     let base = sim.base_url();
-    let auth = ClientCredentials::discover(
+    let auth = ClientSecretGrant::discover(
         &base,
         "sim-confidential-app",
         "sim-confidential-secret",

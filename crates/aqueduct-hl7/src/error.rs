@@ -43,5 +43,5 @@ pub enum Hl7Error {
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
-    Store(#[from] aqueduct_store::StoreError),
+    Store(#[from] aqueduct_core::StoreError),
 }

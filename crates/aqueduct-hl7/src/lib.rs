@@ -6,7 +6,7 @@
 //! mapping of every common message kind (ADT, ORU/OUL, ORM/OML/OMG, MDM, SIU, VXU, RDE/RDS,
 //! DFT/BAR, REF, PPR) to FHIR resources and refresh events ([`fhir::convert`], which knows
 //! nothing of the store), and the writing of those resources ([`persist`]). It does not know
-//! sync, SMART or vendors, and it persists only through the [`aqueduct_store::Store`] trait.
+//! sync, SMART or vendors, and it persists only through the [`aqueduct_core::Store`] trait.
 //!
 //! ```
 //! use aqueduct_hl7::{Message, decode_text};
@@ -21,7 +21,7 @@
 //! ```
 //!
 //! ```no_run
-//! # async fn run(store: std::sync::Arc<dyn aqueduct_store::Store>) -> Result<(), aqueduct_hl7::Hl7Error> {
+//! # async fn run(store: std::sync::Arc<dyn aqueduct_core::Store>) -> Result<(), aqueduct_hl7::Hl7Error> {
 //! use aqueduct_hl7::{ListenerOptions, listen, send};
 //! let listener = listen("0.0.0.0:2575", store, "acme".into(), ListenerOptions::default()).await?;
 //! let acks = send(listener.local_addr(), [b"MSH|^~\\&|A|B|||2024||ADT^A08|1|P|2.5\r".to_vec()]).await;
@@ -32,7 +32,6 @@
 
 pub mod ack;
 mod builder;
-pub mod cli;
 pub mod client;
 mod error;
 pub mod fhir;
@@ -50,7 +49,6 @@ pub use ack::{
     AckCode, AckCondition, AckContext, AckError, AckMode, AckResult, acks_for, build_ack,
 };
 pub use builder::MessageBuilder;
-pub use cli::{ListenArgs, SendArgs, run_listen, run_send};
 pub use client::{SendOptions, send, send_with};
 pub use error::Hl7Error;
 pub use listener::{Listener, ListenerOptions, ListenerStats, listen};

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use aqueduct_store::{InboundMessage, InboundReceipt, Store};
+use aqueduct_core::{InboundMessage, InboundReceipt, Store};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -999,11 +999,8 @@ async fn process_batch(
     counters: &Counters,
     refresh_connection: Option<&str>,
 ) {
-    let mut pending: Vec<(
-        i64,
-        crate::fhir::Converted,
-        Vec<aqueduct_store::RawResource>,
-    )> = Vec::new();
+    let mut pending: Vec<(i64, crate::fhir::Converted, Vec<aqueduct_core::RawResource>)> =
+        Vec::new();
     for job in jobs {
         let mut converted = match crate::fhir::convert_bytes(&job.bytes) {
             Ok(c) => c,
@@ -1042,17 +1039,13 @@ async fn process_batch(
 async fn flush(
     store: &Arc<dyn Store>,
     organization: &str,
-    pending: &mut Vec<(
-        i64,
-        crate::fhir::Converted,
-        Vec<aqueduct_store::RawResource>,
-    )>,
+    pending: &mut Vec<(i64, crate::fhir::Converted, Vec<aqueduct_core::RawResource>)>,
     counters: &Counters,
 ) {
     if pending.is_empty() {
         return;
     }
-    let mut groups: std::collections::BTreeMap<String, Vec<aqueduct_store::RawResource>> =
+    let mut groups: std::collections::BTreeMap<String, Vec<aqueduct_core::RawResource>> =
         std::collections::BTreeMap::new();
     for (_, c, resources) in pending.iter_mut() {
         groups
@@ -1062,7 +1055,7 @@ async fn flush(
     }
     let mut failed: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for (connection, batch) in groups {
-        let conn = aqueduct_store::ConnectionRef::new(organization, connection.clone());
+        let conn = aqueduct_core::ConnectionRef::new(organization, connection.clone());
         if let Err(e) = store.write_resources(&conn, &batch).await {
             warn!(connection, "writing converted HL7 resources failed: {e}");
             failed.insert(
@@ -1072,15 +1065,15 @@ async fn flush(
         }
     }
     // one transaction queues every refresh request and marks every message processed
-    let outcomes: Vec<aqueduct_store::InboundOutcome> = pending
+    let outcomes: Vec<aqueduct_core::InboundOutcome> = pending
         .drain(..)
         .map(|(id, c, _)| match failed.get(&c.connection) {
-            Some(e) => aqueduct_store::InboundOutcome {
+            Some(e) => aqueduct_core::InboundOutcome {
                 id,
                 error: Some(e.clone()),
                 refresh: Vec::new(),
             },
-            None => aqueduct_store::InboundOutcome {
+            None => aqueduct_core::InboundOutcome {
                 id,
                 error: None,
                 refresh: c.refresh,

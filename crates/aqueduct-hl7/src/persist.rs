@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use aqueduct_store::{ConnectionRef, ParseStatus, RawResource, Store};
+use aqueduct_core::{ConnectionRef, ParseStatus, RawResource, Store};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 

@@ -205,37 +205,4 @@ async fn an_ae_is_reported_as_a_failure_and_not_retried() {
     );
     let stats = l.shutdown().await;
     assert_eq!(stats.store_errors, 1);
-
-    // and `aqueduct hl7 send` exits with a failure
-    let f = dir.path().join("m.hl7");
-    std::fs::write(&f, &m).unwrap();
-    let l2 = listen(
-        "127.0.0.1:0",
-        {
-            let s = aqueduct_store::sqlite::SqliteStore::open(dir.path().join("s2.db"))
-                .await
-                .unwrap();
-            s.set_max_pages(1).await.unwrap();
-            Arc::new(s)
-        },
-        ORG.into(),
-        ListenerOptions::default(),
-    )
-    .await
-    .unwrap();
-    let err = aqueduct_hl7::run_send(aqueduct_hl7::SendArgs {
-        files: vec![f],
-        to: l2.local_addr().to_string(),
-        json: true,
-        timeout_secs: 5,
-        retries: 3,
-        tls_ca: None,
-        tls_server_name: None,
-        tls_cert: None,
-        tls_key: None,
-    })
-    .await
-    .unwrap_err();
-    assert!(err.to_string().contains("1 of 1"), "{err}");
-    l2.shutdown().await;
 }

@@ -530,43 +530,6 @@ async fn send_reports_connection_failures() {
 }
 
 #[tokio::test]
-async fn run_send_sends_every_message_of_files() {
-    let (_dir, store) = store().await;
-    let l = listen(
-        "127.0.0.1:0",
-        store.clone(),
-        ORG.into(),
-        ListenerOptions::default(),
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("batch.hl7");
-    let body = format!(
-        "\u{feff}{}\n{}",
-        adt("F1", "A01", "31").replace('\r', "\n"),
-        adt("F2", "A03", "31").replace('\r', "\r\n")
-    );
-    std::fs::write(&f, body).unwrap();
-    let args = aqueduct_hl7::SendArgs {
-        files: vec![f],
-        to: l.local_addr().to_string(),
-        json: true,
-        timeout_secs: 5,
-        retries: 0,
-        tls_ca: None,
-        tls_server_name: None,
-        tls_cert: None,
-        tls_key: None,
-    };
-    aqueduct_hl7::run_send(args).await.unwrap();
-    let msgs = store.list_inbound_messages(ORG, 0, 10).await.unwrap();
-    assert_eq!(msgs.len(), 2);
-    assert_eq!(msgs[1].message_type, "ADT^A03");
-    l.shutdown().await;
-}
-
-#[tokio::test]
 async fn shutdown_mid_stream_never_acks_unstored_messages() {
     let (_dir, store) = store().await;
     let l = listen(

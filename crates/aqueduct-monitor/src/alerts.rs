@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use aqueduct_store::{Alert, ConnectionRef, Finding, RunOutcome, Store};
+use aqueduct_core::{Alert, ConnectionRef, Finding, RunOutcome, Store};
 use async_trait::async_trait;
 use aws_lc_rs::hmac;
 use chrono::{DateTime, Utc};

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aqueduct_store::{
+use aqueduct_core::{
     ConnectionRef, Finding, LedgerEntry, RunId, RunOutcome, RunTypeTotals, Store, SyncRun,
 };
 use chrono::{DateTime, Utc};

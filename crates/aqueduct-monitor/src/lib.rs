@@ -2,11 +2,10 @@
 //! findings from the sync ledger compared with baselines and claims ([`assess_run`]), metrics
 //! in the Prometheus text format ([`render_metrics`]), alert rules with de-duplication and
 //! sinks ([`AlertRules`], [`evaluate_alerts`], [`notify_pending`]); it reads and writes only
-//! through the [`aqueduct_store::Store`] trait, fetches nothing itself, and knows no vendor.
+//! through the [`aqueduct_core::Store`] trait, fetches nothing itself, and knows no vendor.
 
 mod alerts;
 mod assess;
-pub mod cli;
 mod metrics;
 mod util;
 
@@ -29,7 +28,7 @@ pub const CRITICAL: &str = "critical";
 #[derive(Debug, Error)]
 pub enum MonitorError {
     #[error("monitoring could not read or write the store: {0}")]
-    Store(#[from] aqueduct_store::StoreError),
+    Store(#[from] aqueduct_core::StoreError),
     #[error("run {run} of {connection} is not in the store")]
     UnknownRun { connection: String, run: i64 },
     #[error("alert sink {sink} failed: {cause}")]

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use aqueduct_store::{ConnectionRef, Store};
+use aqueduct_core::{ConnectionRef, Store};
 use chrono::Utc;
 
 use crate::MonitorError;

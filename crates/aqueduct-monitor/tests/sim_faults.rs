@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use aqueduct_client::{ClientCredentials, FhirClient, VendorProfile};
+use aqueduct_client::{ClientSecretGrant, FhirClient, VendorProfile};
 use aqueduct_monitor::{MonitorConfig, assess_run};
 use aqueduct_sim::{Fault, SimConfig, SimServer, Simulator};
 use aqueduct_store::{ConnectionRef, Store};
@@ -45,7 +45,7 @@ async fn env_with(personality: &str, profile: &str, types: &[&str]) -> Env {
         .await
         .unwrap();
     let base = sim.base_url();
-    let auth = ClientCredentials::discover(
+    let auth = ClientSecretGrant::discover(
         &base,
         "sim-confidential-app",
         "sim-confidential-secret",

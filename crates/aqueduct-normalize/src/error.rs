@@ -11,7 +11,7 @@ pub enum NormalizeError {
         message: String,
     },
     #[error("store: {0}")]
-    Store(#[from] aqueduct_store::StoreError),
+    Store(#[from] aqueduct_core::StoreError),
     #[error("{0}")]
     Invalid(String),
 }

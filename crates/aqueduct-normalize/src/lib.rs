@@ -46,7 +46,6 @@
 //! `no-name`, `gender-normalized`, `unknown-gender-code`, `identifier-without-system`,
 //! `invalid-npi`, `empty-identifier`, `empty-telecom`, `derived`.
 
-pub mod cli;
 pub mod code_format;
 mod csv;
 pub mod dates;
@@ -55,6 +54,7 @@ pub mod fhir;
 pub mod model;
 mod normalize;
 pub mod rebuild;
+mod review;
 pub mod terminology;
 pub mod units;
 
@@ -67,4 +67,5 @@ pub use normalize::{
 pub use rebuild::{
     RebuildOptions, RebuildReport, TypeReport, context_for, rebuild, rebuild_with, refresh,
 };
+pub use review::{MappingRequest, validate_mapping};
 pub use terminology::{LocalMapping, Terminology};

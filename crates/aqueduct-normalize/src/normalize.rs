@@ -104,7 +104,7 @@ impl NormalizeContext {
         }
         format!(
             "{RULES_VERSION}+{}",
-            &aqueduct_store::content_hash(text.as_bytes())[..12]
+            &aqueduct_core::content_hash(text.as_bytes())[..12]
         )
     }
 
@@ -124,7 +124,7 @@ impl NormalizeContext {
 
 /// Normalizes one raw resource. Never panics; whatever cannot be read is flagged.
 pub fn normalize(resource_type: &str, raw: &[u8], ctx: &NormalizeContext) -> Normalized {
-    let hash = aqueduct_store::content_hash(raw);
+    let hash = aqueduct_core::content_hash(raw);
     normalize_with_hash(resource_type, raw, hash, ctx)
 }
 

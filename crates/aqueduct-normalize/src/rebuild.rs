@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use aqueduct_store::{
+use aqueduct_core::{
     CodeMapping, ConnectionRef, NormalizedRecord, NormalizedSource, Store, StoredResource,
 };
 use serde::Serialize;
@@ -178,7 +178,7 @@ pub async fn context_for(
     let version = format!(
         "mappings-{}-{}",
         mappings.len(),
-        &aqueduct_store::content_hash(text.as_bytes())[..12]
+        &aqueduct_core::content_hash(text.as_bytes())[..12]
     );
     let mut ctx = NormalizeContext::new(terminology)
         .with_mappings(mappings.into_iter().map(LocalMapping::from));

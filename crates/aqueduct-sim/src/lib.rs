@@ -14,7 +14,6 @@
 
 mod auth;
 mod bulk;
-mod cli;
 mod fault;
 mod fhir;
 mod generator;
@@ -30,7 +29,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use cli::{SimArgs, run_standalone};
 pub use fault::Fault;
 pub use personality::{Personality, built_in_names};
 pub use side::SideRequest;

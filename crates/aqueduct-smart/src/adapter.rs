@@ -1,9 +1,9 @@
-//! Plugs a [`TokenManager`] into the FHIR client as its `AccessTokenSource` (feature
-//! `client-adapter`).
+//! A [`TokenManager`] as an `AccessTokenSource` (the trait of `aqueduct-core`), so the FHIR
+//! client can use it without either crate knowing the other.
 
 use std::sync::Arc;
 
-use aqueduct_client::{AccessTokenSource, AuthError};
+use aqueduct_core::{AccessTokenSource, AuthError};
 use async_trait::async_trait;
 
 use crate::error::SmartError;

@@ -65,8 +65,8 @@ impl DiscoveryNotice {
         &self,
         at: chrono::DateTime<chrono::Utc>,
         run_id: Option<i64>,
-    ) -> aqueduct_store::Finding {
-        aqueduct_store::Finding {
+    ) -> aqueduct_core::Finding {
+        aqueduct_core::Finding {
             at,
             run_id,
             kind: self.kind.clone(),

@@ -154,8 +154,8 @@ pub enum IdTokenProblem {
     Missing,
 }
 
-impl From<aqueduct_store::StoreError> for SmartError {
-    fn from(e: aqueduct_store::StoreError) -> Self {
+impl From<aqueduct_core::StoreError> for SmartError {
+    fn from(e: aqueduct_core::StoreError) -> Self {
         SmartError::Store(e.to_string())
     }
 }

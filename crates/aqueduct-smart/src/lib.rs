@@ -12,7 +12,6 @@
 //! `aud` rule, scopes, the client authentication method) — and knows nothing of sync or of HTTP
 //! paging.
 
-#[cfg(feature = "client-adapter")]
 mod adapter;
 mod client;
 mod discovery;
@@ -28,7 +27,6 @@ mod secret;
 mod token;
 pub mod vault;
 
-#[cfg(feature = "client-adapter")]
 pub use adapter::{SmartTokenSource, to_auth_error};
 pub use client::{
     AudRule, AuthorizationRequest, Authorized, PENDING_PREFIX, SmartClient, SmartConnection,

@@ -182,7 +182,7 @@ impl TokenManager {
     ) -> Result<(), SmartError> {
         let conn = &self.connection.conn;
         let store = self.client.store().clone();
-        let store_err = |e: aqueduct_store::StoreError| SmartError::Store(e.to_string());
+        let store_err = |e: aqueduct_core::StoreError| SmartError::Store(e.to_string());
         let give_up = Instant::now() + LEASE_WAIT;
         loop {
             if store

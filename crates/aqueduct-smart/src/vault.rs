@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use aqueduct_store::{ConnectionRef, Store};
+use aqueduct_core::{ConnectionRef, Store};
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -2,18 +2,15 @@
 //! the sync ledger (one row per run and per HTTP request), checkpoints for resuming, encrypted
 //! credentials, the auth audit log, monitoring findings and alerts, inbound event messages and
 //! refresh requests, derived normalized rows with their lineage, and short leases that let
-//! processes sharing a store coordinate — behind one [`Store`] trait with two real backends:
-//! SQLite (a single file, the embedded default) and PostgreSQL (scale-out).
+//! processes sharing a store coordinate. It implements the [`Store`] contract of
+//! `aqueduct-core` with two real backends: SQLite (a single file, the embedded default) and
+//! PostgreSQL (scale-out).
 //!
 //! The store owns durability, transactions, schema migrations and tenant isolation: every query
 //! of tenant data names its organization. It must not know FHIR beyond a type name, a logical id
 //! and bytes — it never parses, validates or rewrites a resource — nor anything about vendors,
 //! HTTP or auth (secrets arrive already encrypted). The tables are documented in [`schema`].
 
-mod api;
-mod error;
-mod hash;
-mod model;
 pub mod postgres;
 pub mod sqlite;
 
@@ -22,10 +19,10 @@ pub mod schema {}
 
 use std::sync::Arc;
 
-pub use api::Store;
-pub use error::{StoreError, StoreResult};
-pub use hash::content_hash;
-pub use model::*;
+// The contract and its values live in `aqueduct-core` (so layers that only speak them do not
+// compile the drivers); they are re-exported so a caller that opens a store needs one crate.
+pub use aqueduct_core::model::*;
+pub use aqueduct_core::{Store, StoreError, StoreResult, content_hash};
 
 /// The newest schema version this build knows; migrations bring older stores up to it.
 pub const SCHEMA_VERSION: i64 = 9;

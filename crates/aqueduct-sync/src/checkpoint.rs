@@ -15,7 +15,7 @@
 //!
 //! [`SyncOptions::resume_within`]: crate::SyncOptions::resume_within
 
-use aqueduct_store::{ConnectionRef, RunId, Store};
+use aqueduct_core::{ConnectionRef, RunId, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::SyncMode;
@@ -254,8 +254,8 @@ pub(crate) async fn resumable_epoch(
 }
 
 /// Whether a run that ended this way left work to resume.
-pub(crate) fn resumable(outcome: aqueduct_store::RunOutcome, error: Option<&str>) -> bool {
-    outcome == aqueduct_store::RunOutcome::Failed
+pub(crate) fn resumable(outcome: aqueduct_core::RunOutcome, error: Option<&str>) -> bool {
+    outcome == aqueduct_core::RunOutcome::Failed
         && error.is_some_and(|e| {
             e.starts_with("interrupted") || e.starts_with(crate::report::REAUTH_PREFIX)
         })
@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn only_unfinished_runs_are_resumed() {
-        use aqueduct_store::RunOutcome::*;
+        use aqueduct_core::RunOutcome::*;
         assert!(resumable(Failed, Some(crate::syncer::INTERRUPTED)));
         assert!(resumable(Failed, Some("re-authorization needed: 401")));
         assert!(!resumable(

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aqueduct_client::RequestObserver;
-use aqueduct_store::{ConnectionRef, LedgerEntry, RunId, Store, StoreResult};
+use aqueduct_core::{ConnectionRef, LedgerEntry, RunId, Store, StoreResult};
 
 #[derive(Debug, Default)]
 pub struct RunLedger {

@@ -19,7 +19,7 @@
 //! (each gap named) or failed, by the one rule in [`outcome`].
 //!
 //! Invariants: this crate knows no vendor by name (only profile fields) and no SQL (only the
-//! [`Store`](aqueduct_store::Store) trait); raw bytes are stored exactly as received.
+//! [`Store`](aqueduct_core::Store) trait); raw bytes are stored exactly as received.
 
 mod checkpoint;
 pub mod compartment;

@@ -21,7 +21,7 @@
 //!    authorized user...") are noted, never gaps.
 //! 5. Only a type read completely may tombstone; a type with any gap never does.
 
-use aqueduct_store::RunOutcome;
+use aqueduct_core::RunOutcome;
 
 use crate::report::{MissingReason, PartialType};
 

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use aqueduct_client::fhir::{Bundle, Entry, ResourceHead};
-use aqueduct_store::{ParseStatus, RawResource};
+use aqueduct_core::{ParseStatus, RawResource};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aqueduct_store::{RunId, RunOutcome, StoreError};
+use aqueduct_core::{RunId, RunOutcome, StoreError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use aqueduct_client::{Expect, FetchError, FhirRequest};
-use aqueduct_store::{ParseStatus, RawResource};
+use aqueduct_core::{ParseStatus, RawResource};
 use chrono::Utc;
 use futures_util::stream::{self, StreamExt};
 use url::Url;

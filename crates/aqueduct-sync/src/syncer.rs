@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use aqueduct_client::fhir::{CapabilityStatement, ResourceHead};
 use aqueduct_client::{FetchError, FhirClient, FhirRequest, VendorProfile};
-use aqueduct_store::{
+use aqueduct_core::{
     ConnectionRef, Finding, ParseStatus, RawResource, RunId, RunOutcome, Store, WriteSummary,
 };
 use chrono::{SecondsFormat, Utc};

@@ -64,7 +64,7 @@ async fn differential_with(
     types: Vec<String>,
 ) -> SyncReport {
     let env = start(personality, 3, 60, &[]).await;
-    let auth = Arc::new(ClientCredentials::new(&env.sim.base_url()));
+    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
     let options = SyncOptions {
         resource_types: types,
         ..Default::default()
@@ -256,7 +256,7 @@ async fn personalities_times_faults() {
     ] {
         for &fault in faults {
             let env = start(personality, 2, 40, &[fault]).await;
-            let auth = Arc::new(ClientCredentials::new(&env.sim.base_url()));
+            let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
             let platform = if personality == "reference" {
                 "generic"
             } else {

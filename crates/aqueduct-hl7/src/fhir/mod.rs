@@ -20,7 +20,7 @@
 
 use std::borrow::Cow;
 
-use aqueduct_store::RefreshRequest;
+use aqueduct_core::RefreshRequest;
 use chrono::{DateTime, NaiveDate};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};

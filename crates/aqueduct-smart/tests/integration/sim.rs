@@ -757,10 +757,9 @@ async fn signing_key_is_created_once_and_published() {
     sim.shutdown().await;
 }
 
-#[cfg(feature = "client-adapter")]
 #[tokio::test]
 async fn adapter_feeds_the_fhir_client() {
-    use aqueduct_client::{AccessTokenSource, AuthError};
+    use aqueduct_core::{AccessTokenSource, AuthError};
     let env = env().await;
     let sim = sim("reference", None).await;
     let sc = connection(&sim, "org-a", "ref", ClientKind::Public);
@@ -880,10 +879,9 @@ async fn loopback_discovery_is_accepted_without_notices() {
 
 /// Tokens sealed under another vault key: the error says so (not a generic failure), and the
 /// FHIR client sees a run-stopping failure rather than one refusal per request.
-#[cfg(feature = "client-adapter")]
 #[tokio::test]
 async fn undecryptable_stored_tokens_stop_the_run_with_a_clear_error() {
-    use aqueduct_client::{AccessTokenSource, AuthError};
+    use aqueduct_core::{AccessTokenSource, AuthError};
     let env = env().await;
     let sim = sim("reference", None).await;
     let sc = connection(&sim, "org-a", "ref", ClientKind::Public);

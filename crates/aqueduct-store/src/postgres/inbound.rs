@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 
 use super::{PgStore, map_err};
-use crate::error::StoreResult;
-use crate::model::*;
+use aqueduct_core::error::StoreResult;
+use aqueduct_core::model::*;
 
 pub(super) async fn store_messages(
     s: &PgStore,

@@ -1,7 +1,7 @@
 //! Versioned migrations for PostgreSQL. An advisory lock serializes concurrent workers that
 //! start at the same time against a fresh database.
 
-use crate::error::{StoreError, StoreResult};
+use aqueduct_core::error::{StoreError, StoreResult};
 
 #[rustfmt::skip]
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[

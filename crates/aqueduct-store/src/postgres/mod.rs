@@ -17,9 +17,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-use crate::api::Store;
-use crate::error::{StoreError, StoreResult};
-use crate::model::*;
+use aqueduct_core::Store;
+use aqueduct_core::error::{StoreError, StoreResult};
+use aqueduct_core::model::*;
 
 pub struct PgStore {
     location: String,

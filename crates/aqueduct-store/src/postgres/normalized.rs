@@ -1,8 +1,8 @@
 //! Normalized rows, code mappings and the review queue in PostgreSQL.
 
 use super::{PgStore, map_err};
-use crate::error::StoreResult;
-use crate::model::*;
+use aqueduct_core::error::StoreResult;
+use aqueduct_core::model::*;
 
 pub(super) async fn write(
     s: &PgStore,

@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::{PgStore, map_err};
-use crate::error::StoreResult;
-use crate::hash::content_hash;
-use crate::model::*;
+use aqueduct_core::error::StoreResult;
+use aqueduct_core::hash::content_hash;
+use aqueduct_core::model::*;
 
 const INSERT_NEW: &str = "INSERT INTO resources (organization, connection, resource_type, logical_id,
                     version_id, last_updated, fetched_at, content_hash, source_url, patient_id,
@@ -94,11 +94,11 @@ pub(super) async fn write(
 
 enum Attempt {
     Pg(tokio_postgres::Error),
-    Store(crate::error::StoreError),
+    Store(aqueduct_core::error::StoreError),
 }
 
 impl Attempt {
-    fn into_store(self, loc: &str) -> crate::error::StoreError {
+    fn into_store(self, loc: &str) -> aqueduct_core::error::StoreError {
         match self {
             Attempt::Pg(e) => map_err(loc, "write resources", e),
             Attempt::Store(e) => e,

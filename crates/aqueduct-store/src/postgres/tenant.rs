@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::{PgStore, map_err};
-use crate::error::StoreResult;
-use crate::model::*;
+use aqueduct_core::error::StoreResult;
+use aqueduct_core::model::*;
 
 pub(super) async fn upsert_organization(s: &PgStore, org: &Organization) -> StoreResult<()> {
     let c = s.client().await?;
@@ -114,7 +114,7 @@ pub(super) async fn record_requests(
     let status: Vec<Option<i32>> = entries.iter().map(|e| e.status.map(i32::from)).collect();
     let duration: Vec<f64> = entries
         .iter()
-        .map(|e| crate::model::finite(e.duration_ms))
+        .map(|e| aqueduct_core::model::finite(e.duration_ms))
         .collect();
     let bytes: Vec<i64> = entries.iter().map(|e| e.bytes as i64).collect();
     let resources: Vec<i64> = entries.iter().map(|e| e.resources as i64).collect();

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::{map_err, parse_ts, ts};
-use crate::error::StoreResult;
-use crate::model::*;
+use aqueduct_core::error::StoreResult;
+use aqueduct_core::model::*;
 
 /// An earlier message with the same (sender, control id): id, content hash, bytes (only when
 /// it has no hash), received at.

@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-use crate::error::{StoreError, StoreResult};
+use aqueduct_core::error::{StoreError, StoreResult};
 
 #[rustfmt::skip]
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[

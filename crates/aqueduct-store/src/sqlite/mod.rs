@@ -20,9 +20,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use crate::api::Store;
-use crate::error::{StoreError, StoreResult};
-use crate::model::*;
+use aqueduct_core::Store;
+use aqueduct_core::error::{StoreError, StoreResult};
+use aqueduct_core::model::*;
 
 pub struct SqliteStore {
     location: String,

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 
 use super::{map_err, parse_ts, ts};
-use crate::error::StoreResult;
-use crate::model::*;
+use aqueduct_core::error::StoreResult;
+use aqueduct_core::model::*;
 
 pub(super) fn run_type_totals(
     c: &mut Connection,

@@ -4,8 +4,8 @@ use chrono::Utc;
 use rusqlite::{Connection, params};
 
 use super::{map_err, ts};
-use crate::error::StoreResult;
-use crate::model::*;
+use aqueduct_core::error::StoreResult;
+use aqueduct_core::model::*;
 
 pub(super) fn write(
     c: &mut Connection,

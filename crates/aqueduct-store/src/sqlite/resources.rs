@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{map_err, parse_ts, ts};
-use crate::error::StoreResult;
-use crate::hash::content_hash;
-use crate::model::*;
+use aqueduct_core::error::StoreResult;
+use aqueduct_core::hash::content_hash;
+use aqueduct_core::model::*;
 
 const COLUMNS: &str = "resource_type, logical_id, version_id, last_updated, source_url, \
      patient_id, parse_status, parse_error, fetched_at, content_hash, version_seq, deleted_at, raw";

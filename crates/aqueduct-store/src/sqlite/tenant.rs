@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{map_err, parse_ts, ts};
-use crate::error::StoreResult;
-use crate::model::*;
+use aqueduct_core::error::StoreResult;
+use aqueduct_core::model::*;
 
 pub(super) fn upsert_organization(
     c: &mut Connection,

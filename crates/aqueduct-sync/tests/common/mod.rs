@@ -108,16 +108,16 @@ pub async fn fetch_token(base: &str) -> Result<String, String> {
 }
 
 /// A token source that gets a fresh client_credentials token on 401, counting refreshes.
-pub struct ClientCredentials {
-    inner: aqueduct_client::ClientCredentials,
+pub struct ClientSecretGrant {
+    inner: aqueduct_client::ClientSecretGrant,
     pub refreshes: Mutex<u32>,
 }
 
-impl ClientCredentials {
+impl ClientSecretGrant {
     pub fn new(base: &str) -> Self {
         let token_url = base.replace("/fhir/r4", "") + "/oauth2/token";
         Self {
-            inner: aqueduct_client::ClientCredentials::new(
+            inner: aqueduct_client::ClientSecretGrant::new(
                 token_url,
                 CLIENT_ID,
                 CLIENT_SECRET,
@@ -129,7 +129,7 @@ impl ClientCredentials {
 }
 
 #[async_trait]
-impl AccessTokenSource for ClientCredentials {
+impl AccessTokenSource for ClientSecretGrant {
     async fn token(&self) -> Result<Option<String>, AuthError> {
         self.inner.token().await
     }

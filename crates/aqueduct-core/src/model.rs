@@ -75,7 +75,8 @@ impl ParseStatus {
         }
     }
 
-    pub(crate) fn from_parts(code: &str, detail: Option<String>) -> Self {
+    /// The status back from its stored parts ([`Self::code`] and [`Self::detail`]).
+    pub fn from_parts(code: &str, detail: Option<String>) -> Self {
         match code {
             "ok" => ParseStatus::Ok,
             "invalid-json" => ParseStatus::InvalidJson(detail.unwrap_or_default()),
@@ -508,6 +509,6 @@ pub struct Alert {
 
 /// A duration that cannot be stored (NaN, infinite, negative) is recorded as 0 rather than
 /// failing the ledger write: the request still happened and must be counted.
-pub(crate) fn finite(ms: f64) -> f64 {
+pub fn finite(ms: f64) -> f64 {
     if ms.is_finite() && ms >= 0.0 { ms } else { 0.0 }
 }

@@ -7,9 +7,9 @@ use aqueduct_store::{CodeMapping, ConnectionRef, Store};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
-use crate::error::NormalizeError;
-use crate::rebuild::{RebuildOptions, RebuildReport, context_for, rebuild_with};
-use crate::terminology::{Terminology, recognise_system};
+use aqueduct_normalize::rebuild::{RebuildOptions, RebuildReport, context_for, rebuild_with};
+use aqueduct_normalize::terminology::Terminology;
+use aqueduct_normalize::{MappingRequest, NormalizeError};
 
 /// `aqueduct normalize [--connection C] [--type T]... [--json]`
 #[derive(Debug, Clone, Args)]
@@ -205,52 +205,13 @@ pub async fn run_codes(
     }
 }
 
-/// Checks a mapping before it is stored: the target must be a recognised standard system
-/// (stored under its canonical URI) and the code must have that system's shape.
+/// The mapping the arguments ask for, checked before it is stored.
 pub fn validate_mapping(a: &MapArgs) -> Result<CodeMapping, NormalizeError> {
-    let code = a.code.trim();
-    if code.is_empty() {
-        return Err(NormalizeError::Invalid("--code is empty".into()));
-    }
-    if a.to_system.trim() == crate::normalize::ACT_CODE {
-        let c = a.to_code.trim().to_ascii_uppercase();
-        if crate::normalize::act_code_class(&c) == "other"
-            && c != "HH"
-            && c != "OBSENC"
-            && c != "PRENC"
-            && c != "SS"
-            && c != "FLD"
-        {
-            return Err(NormalizeError::Invalid(format!(
-                "--to-code {c} is not a v3 ActCode encounter class (AMB, IMP, ACUTE, NONAC, EMER, VR, HH, OBSENC, PRENC, SS, FLD)"
-            )));
-        }
-        return Ok(CodeMapping {
-            source_system: a.system.trim().to_string(),
-            source_code: code.to_string(),
-            target_system: crate::normalize::ACT_CODE.to_string(),
-            target_code: c,
-            target_display: a.display.clone(),
-        });
-    }
-    let Some((sys, _)) = recognise_system(&a.to_system) else {
-        return Err(NormalizeError::Invalid(format!(
-            "--to-system {} is not a standard system (LOINC, SNOMED CT, ICD-10-CM, RxNorm, CVX, CPT)",
-            a.to_system
-        )));
-    };
-    let to_code = a.to_code.trim();
-    if !sys.valid_code(to_code) {
-        return Err(NormalizeError::Invalid(format!(
-            "--to-code {to_code} is not a valid {} code",
-            sys.uri()
-        )));
-    }
-    Ok(CodeMapping {
-        source_system: a.system.trim().to_string(),
-        source_code: code.to_string(),
-        target_system: sys.uri().to_string(),
-        target_code: to_code.to_string(),
-        target_display: a.display.clone(),
+    aqueduct_normalize::validate_mapping(&MappingRequest {
+        source_system: a.system.clone(),
+        source_code: a.code.clone(),
+        target_system: a.to_system.clone(),
+        target_code: a.to_code.clone(),
+        display: a.display.clone(),
     })
 }

@@ -9,8 +9,8 @@ use aqueduct_store::{ConnectionRef, Finding, Store};
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::alerts::{AlertRules, AlertSink, evaluate_alerts, notify_pending};
-use crate::{MonitorError, parse_duration, render_metrics};
+use aqueduct_monitor::{AlertRules, AlertSink, evaluate_alerts, notify_pending};
+use aqueduct_monitor::{MonitorError, parse_duration, render_metrics};
 
 /// `aqueduct findings`: what monitoring found, most recent first.
 #[derive(Debug, Clone, clap::Args)]

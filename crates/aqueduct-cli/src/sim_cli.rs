@@ -10,7 +10,7 @@ macro_rules! say {
     }};
 }
 
-use crate::{Fault, SimConfig, SimError, Simulator};
+use aqueduct_sim::{Fault, SimConfig, SimError, Simulator};
 
 /// Arguments of `aqueduct sim`.
 #[derive(Debug, Clone, clap::Args)]

@@ -1,16 +1,18 @@
 #![allow(clippy::unwrap_used)]
 
-mod common;
+// the monitor crate's own fixtures (ledger runs and findings), shared rather than copied
+#[path = "../../aqueduct-monitor/tests/common/mod.rs"]
+mod monitor_common;
 
 use std::sync::Arc;
 
-use aqueduct_monitor::cli::{
+use aqueduct_cli::monitor_cli::{
     AlertsArgs, FindingsArgs, MetricsArgs, run_alerts, run_findings, run_metrics,
 };
 use aqueduct_monitor::{AlertRules, AlertSink, LogSink, MonitorConfig, assess_run};
 use aqueduct_store::RunOutcome;
 use clap::Parser;
-use common::*;
+use monitor_common::*;
 
 #[derive(Parser)]
 enum Cmd {

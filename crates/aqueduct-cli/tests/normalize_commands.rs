@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use aqueduct_normalize::cli::{
+use aqueduct_cli::normalize_cli::{
     CodesArgs, CodesCommand, MapArgs, NormalizeArgs, UnmappedArgs, run_codes, run_normalize,
 };
 use aqueduct_normalize::*;
@@ -513,7 +513,7 @@ async fn since_limits_the_rebuild_to_recent_resources() {
         "older rows and the derived BMI kept"
     );
     // --since parses instants, dates and ages, and says what it wants otherwise
-    use aqueduct_normalize::cli::parse_since;
+    use aqueduct_cli::normalize_cli::parse_since;
     assert!(parse_since("2026-11-01T08:00:00Z").is_ok());
     assert_eq!(
         parse_since("2026-11-01").unwrap().to_rfc3339(),

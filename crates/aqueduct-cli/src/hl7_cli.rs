@@ -7,12 +7,12 @@ use std::time::Duration;
 use aqueduct_store::Store;
 use clap::Args;
 
-use crate::client::{SendOptions, send_with};
-use crate::error::Hl7Error;
-use crate::listener::{ListenerOptions, listen};
-use crate::message::split_messages;
-use crate::resend::RestampingSenders;
-use crate::tls::{ClientTls, TlsSettings};
+use aqueduct_hl7::Hl7Error;
+use aqueduct_hl7::client::{SendOptions, send_with};
+use aqueduct_hl7::listener::{ListenerOptions, listen};
+use aqueduct_hl7::message::split_messages;
+use aqueduct_hl7::resend::RestampingSenders;
+use aqueduct_hl7::tls::{ClientTls, TlsSettings};
 use std::collections::BTreeMap;
 
 /// Receive HL7 v2 messages over MLLP, store them, acknowledge them, turn them into events.

@@ -1,0 +1,250 @@
+//! `aqueduct`: the one binary. It parses arguments and wires the library crates together; the
+//! work itself lives in the crates (store, config, smart, client, sync, normalize, monitor,
+//! doctor, hl7, sim), so this crate reads as a table of contents; `main.rs` only calls [`main`]. The glue between crates that
+//! do not know each other (config → profile → SMART settings → token source) is `wiring.rs`.
+
+pub mod after_sync;
+pub mod bench_chaos;
+pub mod bench_store;
+pub mod bench_sync;
+pub mod config_cmd;
+pub mod connect;
+pub mod demo;
+pub mod doctor_cmd;
+pub mod events_cmd;
+pub mod hl7_cli;
+pub mod keys;
+pub mod monitor_cli;
+pub mod monitor_cmd;
+pub mod normalize_cli;
+pub mod normalize_cmd;
+pub mod report;
+pub mod sim_cli;
+pub mod status;
+pub mod sync_cmd;
+pub mod wiring;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "aqueduct", version, about = "FHIR integration engine: pull whole patient records out of many EHRs and payer APIs, honestly.", long_about = None)]
+struct Cli {
+    /// Config file (default ./aqueduct.toml).
+    #[arg(long, global = true, env = "AQUEDUCT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Store location: a SQLite file path or a postgres:// URL (overrides the config file).
+    #[arg(long, global = true, env = "AQUEDUCT_STORE")]
+    store: Option<String>,
+    /// More logging (-v info, -vv debug). Logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The main job, on the embedded default: start simulated EHRs and a payer in-process,
+    /// authorize them with SMART, sync a population into the store, report per source.
+    Demo(DemoArgs),
+    /// Sync one configured connection (whole records, checkpointed, every request in the
+    /// ledger); exits 0 when complete, 2 when partial, 1 when failed.
+    Sync(sync_cmd::SyncArgs),
+    /// Validate and inspect the configuration file.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+    /// Per organization and connection: resources by type, last sync and its outcome, errors.
+    Status(status::StatusArgs),
+    /// SMART standalone launch for a connection: prints the authorization URL, listens on a
+    /// loopback redirect URI, completes the exchange and stores the tokens (encrypted).
+    Connect(connect::ConnectArgs),
+    /// Key pairs for SMART backend services (generate, print the public JWKS) and vault key
+    /// rotation.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Probe what a live FHIR endpoint really supports; write an observed profile.
+    Doctor(doctor_cmd::DoctorArgs),
+    /// Re-derive normalized data from the raw archive (after a mapping or rule change);
+    /// nothing is refetched.
+    Normalize(normalize_cmd::NormalizeCmd),
+    /// The terminology review queue: codes no rule resolved, and the mappings that fix them.
+    Codes(normalize_cmd::CodesCmd),
+    /// Findings, metrics and alerts from the sync ledger.
+    #[command(flatten)]
+    Monitor(monitor_cmd::MonitorCommand),
+    /// HL7 v2 over MLLP: a durable listener and a sender.
+    #[command(subcommand)]
+    Hl7(events_cmd::Hl7Command),
+    /// Run the EHR simulator by hand: a FHIR R4 server with a vendor personality, a SMART
+    /// authorization server, Bulk export and injectable faults.
+    Sim(sim_cli::SimArgs),
+    /// Measure the store and the sync engine, printing figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Insert/upsert throughput of raw resources into SQLite (and PostgreSQL with --postgres).
+    Store(bench_store::BenchStoreArgs),
+    /// End-to-end sync throughput against the in-process simulator, requests per patient,
+    /// peak memory, and behaviour under a rate limit.
+    Sync(BenchSyncArgs),
+    /// A full sync killed with SIGKILL at random points and resumed each time, compared
+    /// with an uninterrupted one: same resources, same bytes, every outcome true.
+    Chaos(bench_chaos::ChaosArgs),
+    /// One sync of `bench chaos` (the process it kills).
+    #[command(hide = true)]
+    ChaosChild(bench_chaos::ChaosChildArgs),
+}
+
+/// The `aqueduct` command: parse, log, run, exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = Context {
+        config_path: cli.config,
+        store: cli.store,
+    };
+    match cli.command {
+        Command::Config(cmd) => config_cmd::run(&ctx, cmd),
+        Command::Status(args) => status::run(&ctx, args).await,
+        Command::Keys(cmd) => keys::run(&ctx, cmd).await,
+        Command::Connect(args) => connect::run(&ctx, args).await,
+        Command::Sim(args) => {
+            sim_cli::run_standalone(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Store(args)) => bench_store::run(args).await,
+        Command::Bench(BenchCommand::Chaos(args)) => bench_chaos::run(args).await,
+        Command::Bench(BenchCommand::ChaosChild(args)) => bench_chaos::run_child(args).await,
+        Command::Bench(BenchCommand::Sync(args)) => {
+            bench_sync::run_bench_sync(
+                args.patients,
+                args.resources_per_patient,
+                args.rate_limit,
+                args.separate_sim,
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            let config = ctx.config()?;
+            demo::run_demo(
+                &ctx.store_location(config.as_ref()),
+                args.patients,
+                args.json,
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync(args) => sync_cmd::run(&ctx, args).await,
+        Command::Doctor(args) => doctor_cmd::run(&ctx, args).await,
+        Command::Monitor(cmd) => monitor_cmd::run(&ctx, cmd).await,
+        Command::Hl7(cmd) => events_cmd::run(&ctx, cmd).await,
+        Command::Normalize(cmd) => normalize_cmd::run_normalize(&ctx, cmd).await,
+        Command::Codes(cmd) => normalize_cmd::run_codes(&ctx, cmd).await,
+    }
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Patients per simulated source.
+    #[arg(long, default_value_t = 100)]
+    patients: usize,
+    /// Print the reports as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct BenchSyncArgs {
+    /// Patients in the simulated population.
+    #[arg(long, default_value_t = 1000)]
+    patients: usize,
+    /// Mean resources per patient.
+    #[arg(long, default_value_t = 300)]
+    resources_per_patient: usize,
+    /// Simulated server rate limit in requests/s (measures pacing instead of throughput).
+    #[arg(long)]
+    rate_limit: Option<f64>,
+    /// Run the simulator as a separate process, so the peak memory printed is the sync's own.
+    #[arg(long)]
+    separate_sim: bool,
+}
+
+/// What every command may need from the global flags.
+pub struct Context {
+    pub config_path: Option<PathBuf>,
+    pub store: Option<String>,
+}
+
+impl Context {
+    /// The config file, if one exists (explicit paths must exist).
+    pub fn config(&self) -> anyhow::Result<Option<aqueduct_config::Config>> {
+        let path = aqueduct_config::resolve_path(self.config_path.as_deref());
+        let explicit =
+            self.config_path.is_some() || std::env::var_os(aqueduct_config::CONFIG_ENV).is_some();
+        if !explicit && !path.exists() {
+            return Ok(None);
+        }
+        Ok(Some(aqueduct_config::load(&path)?))
+    }
+
+    /// The store location: flag, then config file, then the default file.
+    pub fn store_location(&self, config: Option<&aqueduct_config::Config>) -> String {
+        self.store
+            .clone()
+            .or_else(|| config.map(|c| c.store.location.clone()))
+            .unwrap_or_else(|| aqueduct_config::DEFAULT_STORE.to_string())
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AQUEDUCT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The error and its causes on one line: "cannot open X: permission denied".
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
