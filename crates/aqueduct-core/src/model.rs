@@ -369,14 +369,97 @@ pub fn control_id_reused_detail(
 /// Subscription notification, a schedule).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshRequest {
-    /// How the event names the patient ("MRN-system|value", or a source patient id).
-    pub patient_key: String,
+    /// How the event names the patient: `system|value` of an identifier (an MRN), or
+    /// `Patient/<id>` at the named connection. None refreshes the whole connection (a
+    /// schedule firing).
+    pub patient_key: Option<String>,
     /// The connection to refresh, when the event names one; otherwise all that hold the patient.
     pub connection: Option<String>,
     /// Why, e.g. "hl7:ADT^A08".
     pub reason: String,
     /// Where the event came from, e.g. "mllp://LAB^HOSP/123".
     pub source: String,
+}
+
+/// Pending refresh requests taken by one holder: the oldest pending request and every other
+/// pending one for the same patient and connection (coalesced: one sync serves them all).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedRefresh {
+    /// The requests claimed, oldest first; the first is the one the others coalesce into.
+    pub ids: Vec<i64>,
+    pub request: RefreshRequest,
+    pub requested_at: DateTime<Utc>,
+    /// How many earlier claims of the first request ended in an error.
+    pub attempts: u32,
+}
+
+/// How a refresh request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefreshOutcome {
+    /// Every sync it caused completed.
+    Complete,
+    /// A sync it caused was partial (its gaps are in the run's report).
+    Partial,
+    /// It could not be done (after its retries), or a sync it caused failed.
+    Failed,
+    /// No connection of the organization holds a patient with that identifier.
+    Unmatched,
+}
+
+impl RefreshOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshOutcome::Complete => "complete",
+            RefreshOutcome::Partial => "partial",
+            RefreshOutcome::Failed => "failed",
+            RefreshOutcome::Unmatched => "unmatched",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "complete" => RefreshOutcome::Complete,
+            "partial" => RefreshOutcome::Partial,
+            "failed" => RefreshOutcome::Failed,
+            "unmatched" => RefreshOutcome::Unmatched,
+            _ => return None,
+        })
+    }
+}
+
+/// The result a holder records when it closes claimed requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshResult {
+    pub outcome: RefreshOutcome,
+    /// What happened, for people ("synced Patient/p1 at acme/epic: complete").
+    pub detail: String,
+    /// The sync runs it caused.
+    pub run_ids: Vec<RunId>,
+}
+
+/// A refresh request as the queue holds it, for `status` and the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    pub id: i64,
+    pub request: RefreshRequest,
+    pub requested_at: DateTime<Utc>,
+    /// `pending`, `claimed` or `done`.
+    pub state: String,
+    pub claimed_by: Option<String>,
+    pub attempts: u32,
+    pub handled_at: Option<DateTime<Utc>>,
+    pub outcome: Option<RefreshOutcome>,
+    pub detail: Option<String>,
+    pub run_ids: Vec<RunId>,
+    pub coalesced_into: Option<i64>,
+}
+
+/// A resource found by one of its business identifiers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentifiedResource {
+    pub connection: String,
+    pub logical_id: String,
 }
 
 /// What converting one stored inbound message produced: its refresh requests, or why it
@@ -422,6 +505,9 @@ pub struct NormalizedSource {
     /// The content hash of the raw version these rows were derived from.
     pub content_hash: String,
     pub records: Vec<NormalizedRecord>,
+    /// The resource's business identifiers as (system, value), indexed for lookup
+    /// ([`crate::Store::find_by_identifier`]) and replaced with the rows.
+    pub identifiers: Vec<(String, String)>,
 }
 
 /// A normalized row as stored, with its lineage.

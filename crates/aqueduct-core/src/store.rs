@@ -225,14 +225,68 @@ pub trait Store: Send + Sync + 'static {
         organization: &str,
         request: &RefreshRequest,
     ) -> StoreResult<i64>;
-    /// Pending (not yet handled) requests, oldest first.
+    /// Pending (not yet handled) requests, oldest first, claimed or not.
     async fn list_refresh_requests(
         &self,
         organization: &str,
         limit: u32,
     ) -> StoreResult<Vec<(i64, RefreshRequest, DateTime<Utc>)>>;
-    /// Marks a refresh request as handled by the sync layer.
-    async fn complete_refresh(&self, organization: &str, id: i64) -> StoreResult<()>;
+    /// Claims, in one transaction, the oldest pending request that nobody holds (or whose
+    /// holder's lease expired) and may run now, together with every other such request for
+    /// the same patient and connection, for `holder` until `ttl` from now. None when there is
+    /// no work. Two holders never get the same request while a lease lasts.
+    async fn claim_refresh(
+        &self,
+        organization: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<Option<ClaimedRefresh>>;
+    /// Extends the claim; `false` when `holder` no longer has it (it expired and was taken).
+    async fn renew_refresh_claim(
+        &self,
+        organization: &str,
+        ids: &[i64],
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<bool>;
+    /// Gives claimed requests back to the queue, not to be claimed again before `retry_in`
+    /// has passed; `failed_attempt` counts the claim as an attempt that ended in an error.
+    async fn release_refresh_claim(
+        &self,
+        organization: &str,
+        ids: &[i64],
+        holder: &str,
+        retry_in: std::time::Duration,
+        failed_attempt: bool,
+    ) -> StoreResult<()>;
+    /// Closes claimed requests with their result, once: `false` (and nothing written) when
+    /// `holder` no longer holds them.
+    async fn finish_refresh(
+        &self,
+        organization: &str,
+        ids: &[i64],
+        holder: &str,
+        result: &RefreshResult,
+    ) -> StoreResult<bool>;
+    /// The most recent requests, pending or done, newest first.
+    async fn recent_refreshes(
+        &self,
+        organization: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<RefreshRecord>>;
+
+    // --- schedules ---------------------------------------------------------------------------
+
+    /// The slot the connection's schedule last fired for.
+    async fn schedule_last_due(&self, conn: &ConnectionRef) -> StoreResult<Option<DateTime<Utc>>>;
+    /// Moves the schedule's last slot from `previous` to `due` if it still is `previous`
+    /// (compare-and-set): `true` for the one caller that fires the slot.
+    async fn advance_schedule(
+        &self,
+        conn: &ConnectionRef,
+        previous: Option<DateTime<Utc>>,
+        due: DateTime<Utc>,
+    ) -> StoreResult<bool>;
 
     // --- normalized data (derived from raw, rebuildable) ------------------------------------
 
@@ -272,6 +326,15 @@ pub trait Store: Send + Sync + 'static {
         mapping: &CodeMapping,
     ) -> StoreResult<()>;
     async fn list_code_mappings(&self, conn: &ConnectionRef) -> StoreResult<Vec<CodeMapping>>;
+    /// Resources of a type, across the organization's connections, whose normalized form
+    /// carries the identifier `system|value`.
+    async fn find_by_identifier(
+        &self,
+        organization: &str,
+        resource_type: &str,
+        system: &str,
+        value: &str,
+    ) -> StoreResult<Vec<IdentifiedResource>>;
 
     // --- monitoring ------------------------------------------------------------------------
 

@@ -42,7 +42,10 @@ fn oru_becomes_observations_and_reports() {
     assert_eq!(p["identifier"][0]["system"], "urn:oid:1.2.3.4");
     assert_eq!(p["gender"], "female");
     assert_eq!(c.refresh.len(), 1);
-    assert_eq!(c.refresh[0].patient_key, "urn:oid:1.2.3.4|555");
+    assert_eq!(
+        c.refresh[0].patient_key.as_deref(),
+        Some("urn:oid:1.2.3.4|555")
+    );
     assert_eq!(c.refresh[0].reason, "hl7:ORU^R01");
 
     let o1 = by_id(&c, "Observation", "FL1-2093-3");

@@ -141,7 +141,10 @@ async fn acks_after_commit_converts_and_enqueues_refresh() {
 
     let refresh = store.list_refresh_requests(ORG, 10).await.unwrap();
     assert_eq!(refresh.len(), 2);
-    assert_eq!(refresh[0].1.patient_key, "urn:aqueduct:hl7v2:HOSP|123");
+    assert_eq!(
+        refresh[0].1.patient_key.as_deref(),
+        Some("urn:aqueduct:hl7v2:HOSP|123")
+    );
     assert_eq!(refresh[0].1.connection, None);
     assert_eq!(refresh[0].1.reason, "hl7:ADT^A01");
     assert_eq!(refresh[1].1.reason, "hl7:ADT^A08");

@@ -18,7 +18,8 @@ use crate::units;
 /// Version of the normalization rules; recorded with every write so a rebuild can be told
 /// from an older derivation.
 /// 3: codes whose system label fails that system's format check are `mislabelled`.
-pub const RULES_VERSION: &str = "aqueduct-normalize-3";
+/// 4: Patient identifiers are indexed for lookup (an event naming a patient by MRN).
+pub const RULES_VERSION: &str = "aqueduct-normalize-4";
 
 /// Everything normalization needs besides the resource: tables, the connection's mappings,
 /// thresholds and the clock (explicit, so results are reproducible).

@@ -219,7 +219,32 @@ pub fn to_source(logical_id: &str, n: &Normalized) -> NormalizedSource {
         logical_id: logical_id.to_string(),
         content_hash: n.lineage.content_hash.clone(),
         records: n.rows.iter().map(to_record).collect(),
+        identifiers: identifiers(n),
     }
+}
+
+/// The business identifiers the store indexes: a Patient's, so that an event naming a patient
+/// by MRN finds the connections holding them. Identifiers without a system cannot be told
+/// apart across assigning authorities and are not indexed.
+fn identifiers(n: &Normalized) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = n
+        .rows
+        .iter()
+        .filter_map(|r| match &r.detail {
+            crate::model::Detail::Patient(p) => Some(&p.identifiers),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|i| {
+            let value = i.value.trim();
+            let system = i.system.as_deref()?.trim();
+            (!value.is_empty() && !system.is_empty())
+                .then(|| (system.to_string(), value.to_string()))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 struct BmiInputs {
@@ -390,6 +415,7 @@ pub async fn rebuild_with(
                         logical_id: r.logical_id.clone(),
                         content_hash: r.content_hash.clone(),
                         records: Vec::new(),
+                        identifiers: Vec::new(),
                     });
                     continue;
                 }

@@ -36,6 +36,8 @@ both_backends!(
     patient_resource_ids_cover_live_resources_of_the_patient,
     inbound_messages_are_stored_once_and_duplicates_reported,
     refresh_requests_queue_until_handled,
+    schedule_slots_fire_once,
+    identifiers_of_normalized_resources_find_them,
     normalized_rows_replace_per_source_and_feed_the_review_queue,
     code_mappings_are_per_connection,
     run_totals_and_freshness_come_from_ledger_and_resources,
@@ -819,8 +821,9 @@ async fn inbound_messages_are_stored_once_and_duplicates_reported(t: TestStore) 
 }
 
 async fn refresh_requests_queue_until_handled(t: TestStore) {
+    use std::time::Duration;
     let req = RefreshRequest {
-        patient_key: "urn:mrn|123".into(),
+        patient_key: Some("urn:mrn|123".into()),
         connection: None,
         reason: "hl7:ADT^A08".into(),
         source: "mllp://LAB^HOSP/1".into(),
@@ -837,17 +840,292 @@ async fn refresh_requests_queue_until_handled(t: TestStore) {
         )
         .await
         .unwrap();
+    // the same patient and connection as `a`, raised by a later message: coalesces with it
+    let a2 = t
+        .store
+        .enqueue_refresh(
+            "acme",
+            &RefreshRequest {
+                reason: "hl7:ORU^R01".into(),
+                ..req.clone()
+            },
+        )
+        .await
+        .unwrap();
     let pending = t.store.list_refresh_requests("acme", 10).await.unwrap();
-    assert_eq!(pending.iter().map(|p| p.0).collect::<Vec<_>>(), vec![a, b]);
+    assert_eq!(
+        pending.iter().map(|p| p.0).collect::<Vec<_>>(),
+        vec![a, b, a2]
+    );
     assert_eq!(pending[0].1, req);
-    t.store.complete_refresh("acme", a).await.unwrap();
-    t.store.complete_refresh("other", b).await.unwrap(); // wrong tenant: no effect
-    let pending = t.store.list_refresh_requests("acme", 10).await.unwrap();
-    assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].0, b);
+    let ttl = Duration::from_secs(60);
+    // another tenant sees none of it
     assert!(
         t.store
-            .list_refresh_requests("other", 10)
+            .claim_refresh("other", "w1", ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let c1 = t
+        .store
+        .claim_refresh("acme", "w1", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c1.ids,
+        vec![a, a2],
+        "coalesced: same patient, same connection"
+    );
+    assert_eq!(c1.request, req);
+    let c2 = t
+        .store
+        .claim_refresh("acme", "w2", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c2.ids, vec![b], "a claimed request is not handed out twice");
+    assert!(
+        t.store
+            .claim_refresh("acme", "w3", ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        t.store
+            .renew_refresh_claim("acme", &c1.ids, "w1", ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !t.store
+            .renew_refresh_claim("acme", &c1.ids, "w2", ttl)
+            .await
+            .unwrap()
+    );
+    let done = RefreshResult {
+        outcome: RefreshOutcome::Complete,
+        detail: "synced".into(),
+        run_ids: vec![7, 8],
+    };
+    // only the holder closes; the wrong tenant or holder closes nothing
+    assert!(
+        !t.store
+            .finish_refresh("acme", &c1.ids, "w2", &done)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !t.store
+            .finish_refresh("other", &c1.ids, "w1", &done)
+            .await
+            .unwrap()
+    );
+    assert!(
+        t.store
+            .finish_refresh("acme", &c1.ids, "w1", &done)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !t.store
+            .finish_refresh("acme", &c1.ids, "w1", &done)
+            .await
+            .unwrap(),
+        "closed once"
+    );
+    // w2 gives its request back after an error: not claimable until the retry time
+    t.store
+        .release_refresh_claim("acme", &c2.ids, "w2", Duration::from_millis(300), true)
+        .await
+        .unwrap();
+    assert!(
+        t.store
+            .claim_refresh("acme", "w3", ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let c3 = t
+        .store
+        .claim_refresh("acme", "w3", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c3.ids.clone(), c3.attempts), (vec![b], 1));
+    // a holder that dies: its lease expires and another holder reclaims the work
+    t.store
+        .release_refresh_claim("acme", &c3.ids, "w3", Duration::ZERO, false)
+        .await
+        .unwrap();
+    let dying = t
+        .store
+        .claim_refresh("acme", "dead", Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        t.store
+            .claim_refresh("acme", "w4", ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c4 = t
+        .store
+        .claim_refresh("acme", "w4", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c4.ids, dying.ids);
+    assert!(
+        !t.store
+            .finish_refresh("acme", &dying.ids, "dead", &done)
+            .await
+            .unwrap(),
+        "the expired holder can no longer close it"
+    );
+    let pending = t.store.list_refresh_requests("acme", 10).await.unwrap();
+    assert_eq!(pending.iter().map(|p| p.0).collect::<Vec<_>>(), vec![b]);
+    let recent = t.store.recent_refreshes("acme", 10).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![a2, b, a]
+    );
+    assert_eq!(recent[0].state, "done");
+    assert_eq!(recent[0].coalesced_into, Some(a));
+    assert_eq!(recent[2].outcome, Some(RefreshOutcome::Complete));
+    assert_eq!(recent[2].run_ids, vec![7, 8]);
+    assert_eq!(recent[1].state, "claimed");
+    assert_eq!(recent[1].claimed_by.as_deref(), Some("w4"));
+    assert!(
+        t.store
+            .recent_refreshes("other", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // a whole-connection request (a schedule) has no patient key
+    let whole = RefreshRequest {
+        patient_key: None,
+        connection: Some("epic".into()),
+        reason: "schedule:every 6h".into(),
+        source: "schedule".into(),
+    };
+    t.store.enqueue_refresh("acme", &whole).await.unwrap();
+    let c5 = t
+        .store
+        .claim_refresh("acme", "w5", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c5.request, whole);
+}
+
+async fn schedule_slots_fire_once(t: TestStore) {
+    let c = conn("acme", "epic");
+    assert_eq!(t.store.schedule_last_due(&c).await.unwrap(), None);
+    let slot1 = chrono::DateTime::parse_from_rfc3339("2026-12-01T06:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let slot2 = slot1 + chrono::Duration::hours(6);
+    assert!(t.store.advance_schedule(&c, None, slot1).await.unwrap());
+    assert!(
+        !t.store.advance_schedule(&c, None, slot1).await.unwrap(),
+        "a second process racing for the first slot loses"
+    );
+    assert_eq!(t.store.schedule_last_due(&c).await.unwrap(), Some(slot1));
+    assert!(
+        t.store
+            .advance_schedule(&c, Some(slot1), slot2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !t.store
+            .advance_schedule(&c, Some(slot1), slot2)
+            .await
+            .unwrap()
+    );
+    assert_eq!(t.store.schedule_last_due(&c).await.unwrap(), Some(slot2));
+    assert_eq!(
+        t.store
+            .schedule_last_due(&conn("other", "epic"))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn identifiers_of_normalized_resources_find_them(t: TestStore) {
+    let (epic, payer) = (conn("acme", "epic"), conn("acme", "payer"));
+    let source = |id: &str, idents: Vec<(&str, &str)>| NormalizedSource {
+        resource_type: "Patient".into(),
+        logical_id: id.into(),
+        content_hash: "h".into(),
+        records: Vec::new(),
+        identifiers: idents
+            .into_iter()
+            .map(|(s, v)| (s.to_string(), v.to_string()))
+            .collect(),
+    };
+    t.store
+        .write_normalized(
+            &epic,
+            &[source("e1", vec![("urn:mrn", "42"), ("urn:ssn", "9")])],
+            "r1",
+        )
+        .await
+        .unwrap();
+    t.store
+        .write_normalized(&payer, &[source("m7", vec![("urn:mrn", "42")])], "r1")
+        .await
+        .unwrap();
+    t.store
+        .write_normalized(
+            &conn("other", "epic"),
+            &[source("x", vec![("urn:mrn", "42")])],
+            "r1",
+        )
+        .await
+        .unwrap();
+    let found = t
+        .store
+        .find_by_identifier("acme", "Patient", "urn:mrn", "42")
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        vec![
+            IdentifiedResource {
+                connection: "epic".into(),
+                logical_id: "e1".into()
+            },
+            IdentifiedResource {
+                connection: "payer".into(),
+                logical_id: "m7".into()
+            },
+        ]
+    );
+    // re-derived without the identifier: no longer found by it
+    t.store
+        .write_normalized(&epic, &[source("e1", vec![("urn:ssn", "9")])], "r2")
+        .await
+        .unwrap();
+    let found = t
+        .store
+        .find_by_identifier("acme", "Patient", "urn:mrn", "42")
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].connection, "payer");
+    assert!(
+        t.store
+            .find_by_identifier("acme", "Observation", "urn:ssn", "9")
             .await
             .unwrap()
             .is_empty()
@@ -880,6 +1158,7 @@ fn row(
 async fn normalized_rows_replace_per_source_and_feed_the_review_queue(t: TestStore) {
     let c = conn("acme", "epic");
     let bp = NormalizedSource {
+        identifiers: Vec::new(),
         resource_type: "Observation".into(),
         logical_id: "bp1".into(),
         content_hash: "h1".into(),
@@ -901,6 +1180,7 @@ async fn normalized_rows_replace_per_source_and_feed_the_review_queue(t: TestSto
         ],
     };
     let lab = NormalizedSource {
+        identifiers: Vec::new(),
         resource_type: "Observation".into(),
         logical_id: "lab1".into(),
         content_hash: "h2".into(),
@@ -1346,7 +1626,7 @@ async fn converted_messages_and_their_refreshes_complete_together(t: TestStore) 
         .await
         .unwrap();
     let req = |key: &str| RefreshRequest {
-        patient_key: key.into(),
+        patient_key: Some(key.into()),
         connection: Some("epic".into()),
         reason: "hl7:ADT^A08".into(),
         source: "mllp://LAB^HOSP/10".into(),
@@ -1376,7 +1656,10 @@ async fn converted_messages_and_their_refreshes_complete_together(t: TestStore) 
     // converted again (a restart before the queue drained): nothing is queued twice
     t.store.complete_inbound("acme", &outcomes).await.unwrap();
     let pending = t.store.list_refresh_requests("acme", 10).await.unwrap();
-    let keys: Vec<&str> = pending.iter().map(|p| p.1.patient_key.as_str()).collect();
+    let keys: Vec<&str> = pending
+        .iter()
+        .filter_map(|p| p.1.patient_key.as_deref())
+        .collect();
     assert_eq!(
         keys,
         vec!["urn:mrn|1", "urn:mrn|2", "urn:mrn|3"],

@@ -1362,7 +1362,7 @@ pub fn convert(m: &Message<'_>) -> Result<Converted, Hl7Error> {
     let refresh = patients
         .into_iter()
         .map(|patient_key| RefreshRequest {
-            patient_key,
+            patient_key: Some(patient_key),
             connection: None,
             reason: format!("hl7:{message_type}"),
             source: source_url.clone(),

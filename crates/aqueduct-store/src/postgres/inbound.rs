@@ -186,7 +186,7 @@ pub(super) async fn complete(
         .flat_map(|o| &o.refresh)
         .collect();
     if !requests.is_empty() {
-        let keys: Vec<&str> = requests.iter().map(|r| r.patient_key.as_str()).collect();
+        let keys: Vec<Option<&str>> = requests.iter().map(|r| r.patient_key.as_deref()).collect();
         let connections: Vec<Option<&str>> =
             requests.iter().map(|r| r.connection.as_deref()).collect();
         let reasons: Vec<&str> = requests.iter().map(|r| r.reason.as_str()).collect();
@@ -282,15 +282,4 @@ pub(super) async fn list_refresh(
             )
         })
         .collect())
-}
-
-pub(super) async fn complete_refresh(s: &PgStore, org: &str, id: i64) -> StoreResult<()> {
-    let c = s.client().await?;
-    c.execute(
-        "UPDATE refresh_requests SET handled_at = now() WHERE organization = $1 AND id = $2",
-        &[&org, &id],
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| map_err(&s.location, "complete refresh", e))
 }

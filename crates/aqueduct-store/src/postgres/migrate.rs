@@ -14,6 +14,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/postgres/0007_run_heartbeat.sql")),
     (8, include_str!("../../migrations/postgres/0008_leases.sql")),
     (9, include_str!("../../migrations/postgres/0009_inbound_content_key.sql")),
+    (10, include_str!("../../migrations/postgres/0010_work_queue.sql")),
 ];
 
 /// Arbitrary constant shared by every Aqueduct process: "aqueduct" in ASCII, truncated.

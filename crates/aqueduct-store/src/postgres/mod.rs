@@ -9,6 +9,7 @@ mod inbound;
 mod migrate;
 mod monitor;
 mod normalized;
+mod queue;
 mod resources;
 mod tenant;
 
@@ -381,8 +382,64 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<(i64, RefreshRequest, DateTime<Utc>)>> {
         inbound::list_refresh(self, org, limit).await
     }
-    async fn complete_refresh(&self, org: &str, id: i64) -> StoreResult<()> {
-        inbound::complete_refresh(self, org, id).await
+    async fn claim_refresh(
+        &self,
+        org: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<Option<ClaimedRefresh>> {
+        queue::claim(self, org, holder, ttl).await
+    }
+    async fn renew_refresh_claim(
+        &self,
+        org: &str,
+        ids: &[i64],
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<bool> {
+        queue::renew(self, org, ids, holder, ttl).await
+    }
+    async fn release_refresh_claim(
+        &self,
+        org: &str,
+        ids: &[i64],
+        holder: &str,
+        retry_in: std::time::Duration,
+        failed_attempt: bool,
+    ) -> StoreResult<()> {
+        queue::release(self, org, ids, holder, retry_in, failed_attempt).await
+    }
+    async fn finish_refresh(
+        &self,
+        org: &str,
+        ids: &[i64],
+        holder: &str,
+        result: &RefreshResult,
+    ) -> StoreResult<bool> {
+        queue::finish(self, org, ids, holder, result).await
+    }
+    async fn recent_refreshes(&self, org: &str, limit: u32) -> StoreResult<Vec<RefreshRecord>> {
+        queue::recent(self, org, limit).await
+    }
+    async fn schedule_last_due(&self, conn: &ConnectionRef) -> StoreResult<Option<DateTime<Utc>>> {
+        queue::schedule_last_due(self, conn).await
+    }
+    async fn advance_schedule(
+        &self,
+        conn: &ConnectionRef,
+        previous: Option<DateTime<Utc>>,
+        due: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        queue::advance_schedule(self, conn, previous, due).await
+    }
+    async fn find_by_identifier(
+        &self,
+        org: &str,
+        resource_type: &str,
+        system: &str,
+        value: &str,
+    ) -> StoreResult<Vec<IdentifiedResource>> {
+        queue::find_by_identifier(self, org, resource_type, system, value).await
     }
     async fn write_normalized(
         &self,

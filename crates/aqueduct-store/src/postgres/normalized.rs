@@ -29,6 +29,37 @@ pub(super) async fn write(
     )
     .await
     .map_err(e)?;
+    tx.execute(
+        "DELETE FROM resource_identifiers r USING UNNEST($3::text[], $4::text[]) AS k(t, i)
+         WHERE r.organization = $1 AND r.connection = $2
+           AND r.resource_type = k.t AND r.logical_id = k.i",
+        &[&conn.organization, &conn.connection, &types, &ids],
+    )
+    .await
+    .map_err(e)?;
+    let idents: Vec<(&NormalizedSource, &(String, String))> = sources
+        .iter()
+        .flat_map(|src| src.identifiers.iter().map(move |i| (src, i)))
+        .collect();
+    if !idents.is_empty() {
+        let it: Vec<&str> = idents
+            .iter()
+            .map(|(s, _)| s.resource_type.as_str())
+            .collect();
+        let ii: Vec<&str> = idents.iter().map(|(s, _)| s.logical_id.as_str()).collect();
+        let is: Vec<&str> = idents.iter().map(|(_, i)| i.0.as_str()).collect();
+        let iv: Vec<&str> = idents.iter().map(|(_, i)| i.1.as_str()).collect();
+        tx.execute(
+            "INSERT INTO resource_identifiers
+                (organization, connection, resource_type, logical_id, system, value)
+             SELECT $1, $2, u.t, u.i, u.s, u.v
+             FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[]) AS u(t, i, s, v)
+             ON CONFLICT DO NOTHING",
+            &[&conn.organization, &conn.connection, &it, &ii, &is, &iv],
+        )
+        .await
+        .map_err(e)?;
+    }
     let rows: Vec<(&NormalizedSource, &NormalizedRecord)> = sources
         .iter()
         .flat_map(|src| src.records.iter().map(move |r| (src, r)))

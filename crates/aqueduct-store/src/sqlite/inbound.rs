@@ -254,17 +254,3 @@ pub(super) fn list_refresh(
     })
     .map_err(|e| map_err(loc, "list refresh requests", e))
 }
-
-pub(super) fn complete_refresh(
-    c: &mut Connection,
-    loc: &str,
-    org: &str,
-    id: i64,
-) -> StoreResult<()> {
-    c.execute(
-        "UPDATE refresh_requests SET handled_at = ?3 WHERE organization = ?1 AND id = ?2",
-        params![org, id, ts(Utc::now())],
-    )
-    .map(|_| ())
-    .map_err(|e| map_err(loc, "complete refresh", e))
-}

@@ -16,6 +16,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/sqlite/0007_run_heartbeat.sql")),
     (8, include_str!("../../migrations/sqlite/0008_leases.sql")),
     (9, include_str!("../../migrations/sqlite/0009_inbound_content_key.sql")),
+    (10, include_str!("../../migrations/sqlite/0010_work_queue.sql")),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection, location: &str) -> StoreResult<i64> {

@@ -10,6 +10,7 @@ mod inbound;
 mod migrate;
 mod monitor;
 mod normalized;
+mod queue;
 mod resources;
 mod tenant;
 
@@ -621,9 +622,116 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn complete_refresh(&self, organization: &str, id: i64) -> StoreResult<()> {
+    async fn claim_refresh(
+        &self,
+        organization: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<Option<ClaimedRefresh>> {
+        let (loc, org, h) = (
+            self.location.clone(),
+            organization.to_string(),
+            holder.to_string(),
+        );
+        self.write(move |c| queue::claim(c, &loc, &org, &h, ttl))
+            .await
+    }
+
+    async fn renew_refresh_claim(
+        &self,
+        organization: &str,
+        ids: &[i64],
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<bool> {
+        let (loc, org, ids, h) = (
+            self.location.clone(),
+            organization.to_string(),
+            ids.to_vec(),
+            holder.to_string(),
+        );
+        self.write(move |c| queue::renew(c, &loc, &org, &ids, &h, ttl))
+            .await
+    }
+
+    async fn release_refresh_claim(
+        &self,
+        organization: &str,
+        ids: &[i64],
+        holder: &str,
+        retry_in: std::time::Duration,
+        failed_attempt: bool,
+    ) -> StoreResult<()> {
+        let (loc, org, ids, h) = (
+            self.location.clone(),
+            organization.to_string(),
+            ids.to_vec(),
+            holder.to_string(),
+        );
+        self.write(move |c| queue::release(c, &loc, &org, &ids, &h, retry_in, failed_attempt))
+            .await
+    }
+
+    async fn finish_refresh(
+        &self,
+        organization: &str,
+        ids: &[i64],
+        holder: &str,
+        result: &RefreshResult,
+    ) -> StoreResult<bool> {
+        let (loc, org, ids, h, r) = (
+            self.location.clone(),
+            organization.to_string(),
+            ids.to_vec(),
+            holder.to_string(),
+            result.clone(),
+        );
+        self.write(move |c| queue::finish(c, &loc, &org, &ids, &h, &r))
+            .await
+    }
+
+    async fn recent_refreshes(
+        &self,
+        organization: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<RefreshRecord>> {
         let (loc, org) = (self.location.clone(), organization.to_string());
-        self.write(move |c| inbound::complete_refresh(c, &loc, &org, id))
+        self.read(move |c| queue::recent(c, &loc, &org, limit))
+            .await
+    }
+
+    async fn schedule_last_due(&self, conn: &ConnectionRef) -> StoreResult<Option<DateTime<Utc>>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        self.read(move |c| queue::schedule_last_due(c, &loc, &cr))
+            .await
+    }
+
+    async fn advance_schedule(
+        &self,
+        conn: &ConnectionRef,
+        previous: Option<DateTime<Utc>>,
+        due: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        self.write(move |c| queue::advance_schedule(c, &loc, &cr, previous, due))
+            .await
+    }
+
+    async fn find_by_identifier(
+        &self,
+        organization: &str,
+        resource_type: &str,
+        system: &str,
+        value: &str,
+    ) -> StoreResult<Vec<IdentifiedResource>> {
+        let (loc, org, rt, sys, val) = (
+            self.location.clone(),
+            organization.to_string(),
+            resource_type.to_string(),
+            system.to_string(),
+            value.to_string(),
+        );
+        self.read(move |c| queue::find_by_identifier(c, &loc, &org, &rt, &sys, &val))
             .await
     }
 

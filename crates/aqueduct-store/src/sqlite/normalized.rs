@@ -31,7 +31,40 @@ pub(super) fn write(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             )
             .map_err(e)?;
+        let mut forget = tx
+            .prepare_cached(
+                "DELETE FROM resource_identifiers WHERE organization = ?1 AND connection = ?2
+                   AND resource_type = ?3 AND logical_id = ?4",
+            )
+            .map_err(e)?;
+        let mut index = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO resource_identifiers
+                    (organization, connection, resource_type, logical_id, system, value)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(e)?;
         for s in sources {
+            forget
+                .execute(params![
+                    conn.organization,
+                    conn.connection,
+                    s.resource_type,
+                    s.logical_id
+                ])
+                .map_err(e)?;
+            for (system, value) in &s.identifiers {
+                index
+                    .execute(params![
+                        conn.organization,
+                        conn.connection,
+                        s.resource_type,
+                        s.logical_id,
+                        system,
+                        value
+                    ])
+                    .map_err(e)?;
+            }
             delete
                 .execute(params![
                     conn.organization,
