@@ -9,7 +9,7 @@ use aqueduct_smart::{LoopbackOptions, SmartClient, run_standalone_launch};
 use clap::Args;
 
 use crate::Context;
-use crate::wiring::{ResolvedConnection, vault_key};
+use aqueduct_engine::{ResolvedConnection, vault_key};
 
 #[derive(Args)]
 pub struct ConnectArgs {

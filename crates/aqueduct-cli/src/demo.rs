@@ -66,7 +66,7 @@ struct Outcome {
     name: &'static str,
     base: String,
     report: anyhow::Result<SyncReport>,
-    after: Option<crate::after_sync::AfterSync>,
+    after: Option<aqueduct_engine::AfterSync>,
     scopes: Option<String>,
 }
 
@@ -158,7 +158,7 @@ pub async fn run_demo(store_location: &str, patients: usize, json: bool) -> anyh
             }
             .await;
             let after = match &report {
-                Ok(r) => crate::after_sync::after_sync(store.as_ref(), &conn, r.run_id, None)
+                Ok(r) => aqueduct_engine::after_sync(store.as_ref(), &conn, r.run_id, None)
                     .await
                     .ok(),
                 Err(_) => None,

@@ -11,7 +11,7 @@ use aqueduct_smart::SmartClient;
 use clap::Args;
 
 use crate::Context;
-use crate::wiring::{ResolvedConnection, token_source, vault_key};
+use aqueduct_engine::{ResolvedConnection, vault_key};
 
 #[derive(Args)]
 pub struct DoctorArgs {
@@ -62,7 +62,7 @@ pub async fn run(ctx: &Context, args: DoctorArgs) -> anyhow::Result<ExitCode> {
                 Some(_) => Some(Arc::new(SmartClient::new(store, vault_key(&config)?)?)),
                 None => None,
             };
-            let auth = token_source(&resolved, smart.as_ref()).await?;
+            let auth = resolved.token_source(smart)?;
             (
                 url::Url::parse(&resolved.base_url())?,
                 resolved.profile.clone(),

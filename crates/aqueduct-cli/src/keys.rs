@@ -47,7 +47,7 @@ pub async fn run(ctx: &crate::Context, cmd: KeysCommand) -> anyhow::Result<ExitC
             let config = ctx
                 .config()?
                 .context("rotation needs the config file (its vault key is the old key)")?;
-            let old = crate::wiring::vault_key(&config)?;
+            let old = aqueduct_engine::vault_key(&config)?;
             let new = aqueduct_smart::VaultKey::from_base64(
                 &std::env::var(&new_key_env)
                     .with_context(|| format!("environment variable {new_key_env} is not set"))?,

@@ -1,9 +1,9 @@
-//! `aqueduct`: the one binary. It parses arguments and wires the library crates together; the
-//! work itself lives in the crates (store, config, smart, client, sync, normalize, monitor,
-//! doctor, hl7, sim), so this crate reads as a table of contents; `main.rs` only calls [`main`]. The glue between crates that
-//! do not know each other (config → profile → SMART settings → token source) is `wiring.rs`.
+//! `aqueduct`: the one binary. This crate parses arguments, prints, and calls the library
+//! crates; the use cases live in `aqueduct-engine` (sync a connection, refresh requests,
+//! schedules) and the work in the layers below it, so this crate reads as a table of contents
+//! and `main.rs` only calls [`main`]. Command-line code lives here and nowhere else: the
+//! `*_cli.rs` modules are the commands of the hl7, monitor, normalize and sim crates.
 
-pub mod after_sync;
 pub mod bench_chaos;
 pub mod bench_store;
 pub mod bench_sync;
@@ -19,10 +19,10 @@ pub mod monitor_cmd;
 pub mod normalize_cli;
 pub mod normalize_cmd;
 pub mod report;
+pub mod run_cmd;
 pub mod sim_cli;
 pub mod status;
 pub mod sync_cmd;
-pub mod wiring;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +53,9 @@ enum Command {
     /// Sync one configured connection (whole records, checkpointed, every request in the
     /// ledger); exits 0 when complete, 2 when partial, 1 when failed.
     Sync(sync_cmd::SyncArgs),
+    /// The engine in the foreground: connection schedules and refresh requests (HL7 events,
+    /// the API) until stopped; SIGTERM checkpoints the work in flight and exits 0.
+    Run(run_cmd::RunArgs),
     /// Validate and inspect the configuration file.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -162,6 +165,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync(args) => sync_cmd::run(&ctx, args).await,
+        Command::Run(args) => run_cmd::run(&ctx, args).await,
         Command::Doctor(args) => doctor_cmd::run(&ctx, args).await,
         Command::Monitor(cmd) => monitor_cmd::run(&ctx, cmd).await,
         Command::Hl7(cmd) => events_cmd::run(&ctx, cmd).await,

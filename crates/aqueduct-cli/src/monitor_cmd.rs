@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use aqueduct_monitor::{AlertRules, AlertSink, FindingsSink, LogSink, MonitorConfig, WebhookSink};
+use aqueduct_monitor::{AlertRules, AlertSink, FindingsSink, LogSink, WebhookSink};
 use aqueduct_store::Store;
 use clap::{Args, Subcommand};
 
@@ -90,13 +90,6 @@ pub async fn organization(
         [] => anyhow::bail!("no organization yet: run `aqueduct demo` or configure one"),
         many => anyhow::bail!("several organizations ({}): pass --org", many.join(", ")),
     }
-}
-
-pub fn monitor_config(config: Option<&aqueduct_config::Config>) -> anyhow::Result<MonitorConfig> {
-    let table = config.map(|c| c.monitor.clone()).unwrap_or_default();
-    toml::Value::Table(table)
-        .try_into()
-        .context("aqueduct.toml [monitor]")
 }
 
 pub fn alert_rules(config: Option<&aqueduct_config::Config>) -> anyhow::Result<AlertRules> {

@@ -32,7 +32,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
     // Token details live encrypted in the vault: shown when the vault key is at hand.
     let smart = config
         .as_ref()
-        .and_then(|c| crate::wiring::vault_key(c).ok())
+        .and_then(|c| aqueduct_engine::vault_key(c).ok())
         .or_else(|| aqueduct_smart::VaultKey::from_env().ok())
         .or_else(|| {
             aqueduct_smart::VaultKey::from_file(&crate::demo::demo_key_path(&location)).ok()
@@ -71,15 +71,17 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
             });
         }
         let inbound = store.inbound_counts(org).await?;
-        report.push((org.clone(), connections, auth, inbound));
+        let refreshes = store.recent_refreshes(org, 20).await?;
+        report.push((org.clone(), connections, auth, inbound, refreshes));
     }
     if args.json {
         let out: Vec<serde_json::Value> = report
             .iter()
-            .map(|(org, conns, auth, inbound)| {
+            .map(|(org, conns, auth, inbound, refreshes)| {
                 serde_json::json!({
                     "organization": org,
                     "hl7_messages": inbound,
+                    "refresh_requests": refreshes,
                     "connections": conns.iter().zip(auth).map(|(c, a)| serde_json::json!({
                         "status": c,
                         "last_auth_event": a.last_event,
@@ -100,7 +102,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
     if report.is_empty() {
         println!("(no organizations yet: run `aqueduct demo` or `aqueduct sync`)");
     }
-    for (org, conns, auth, inbound) in &report {
+    for (org, conns, auth, inbound, refreshes) in &report {
         println!("organization {org}");
         if inbound.total > 0 {
             // unconverted messages are stored and acknowledged; each says why in process_error
@@ -109,6 +111,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
                 inbound.total, inbound.converted, inbound.unconverted, inbound.pending
             );
         }
+        print_refreshes(refreshes);
         for (c, a) in conns.iter().zip(auth) {
             println!(
                 "  connection {}  {}  profile={}",
@@ -199,6 +202,47 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The refresh-request queue: how much waits, and the latest requests with their outcome.
+fn print_refreshes(refreshes: &[aqueduct_store::RefreshRecord]) {
+    if refreshes.is_empty() {
+        return;
+    }
+    let count = |state: &str| refreshes.iter().filter(|r| r.state == state).count();
+    println!(
+        "  refresh requests (latest {}): {} pending, {} being worked on, {} done",
+        refreshes.len(),
+        count("pending"),
+        count("claimed"),
+        count("done")
+    );
+    for r in refreshes.iter().take(10) {
+        let what = match (&r.request.patient_key, &r.request.connection) {
+            (None, Some(c)) => format!("connection {c}"),
+            (Some(_), Some(c)) => format!("a patient at {c}"),
+            (Some(_), None) => "a patient, every connection holding them".to_string(),
+            (None, None) => "nothing named".to_string(),
+        };
+        let state = match (&r.outcome, r.coalesced_into) {
+            (Some(o), Some(into)) => format!("{} (with #{into})", o.as_str()),
+            (Some(o), None) => o.as_str().to_string(),
+            (None, _) if r.attempts > 0 => {
+                format!("{} after {} failed attempt(s)", r.state, r.attempts)
+            }
+            (None, _) => r.state.clone(),
+        };
+        println!(
+            "    #{} {} {} for {what}: {state}{}",
+            r.id,
+            r.requested_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            r.request.reason,
+            r.detail
+                .as_ref()
+                .map(|d| format!(" — {d}"))
+                .unwrap_or_default()
+        );
+    }
 }
 
 #[derive(serde::Serialize, Default)]

@@ -26,6 +26,10 @@ pub struct Config {
     /// Alert rules (keys of the monitor's `AlertRules`).
     #[serde(default)]
     pub alerts: toml::Table,
+    /// How `aqueduct run` works through schedules and refresh requests (keys of the engine's
+    /// `EngineSettings`: poll interval, claim lease, retries).
+    #[serde(default)]
+    pub engine: toml::Table,
     /// Where alerts are posted, signed with HMAC-SHA256 when a secret is given.
     pub alert_webhook: Option<WebhookConfig>,
     /// Official terminology release files, used by every normalization (after each sync and
@@ -212,6 +216,28 @@ impl std::str::FromStr for Schedule {
             return Ok(Schedule::DailyAt { hour, minute });
         }
         Err(bad())
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    /// The form it is written in: `every 6h`, `daily 02:00`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Schedule::Every(d) => {
+                let s = d.as_secs();
+                let (n, unit) = if s % 86_400 == 0 {
+                    (s / 86_400, "d")
+                } else if s % 3600 == 0 {
+                    (s / 3600, "h")
+                } else if s % 60 == 0 {
+                    (s / 60, "m")
+                } else {
+                    (s, "s")
+                };
+                write!(f, "every {n}{unit}")
+            }
+            Schedule::DailyAt { hour, minute } => write!(f, "daily {hour:02}:{minute:02}"),
+        }
     }
 }
 

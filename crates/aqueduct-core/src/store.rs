@@ -279,14 +279,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// The slot the connection's schedule last fired for.
     async fn schedule_last_due(&self, conn: &ConnectionRef) -> StoreResult<Option<DateTime<Utc>>>;
-    /// Moves the schedule's last slot from `previous` to `due` if it still is `previous`
-    /// (compare-and-set): `true` for the one caller that fires the slot.
-    async fn advance_schedule(
+    /// Fires the schedule's slot `due`, once: if the last slot still is `previous`
+    /// (compare-and-set), moves it to `due` and queues `request` in the same transaction, and
+    /// returns the request's id; None for every other caller racing for the slot.
+    async fn fire_schedule(
         &self,
         conn: &ConnectionRef,
         previous: Option<DateTime<Utc>>,
         due: DateTime<Utc>,
-    ) -> StoreResult<bool>;
+        request: &RefreshRequest,
+    ) -> StoreResult<Option<i64>>;
 
     // --- normalized data (derived from raw, rebuildable) ------------------------------------
 

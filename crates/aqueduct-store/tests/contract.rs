@@ -1033,25 +1033,40 @@ async fn schedule_slots_fire_once(t: TestStore) {
         .unwrap()
         .with_timezone(&Utc);
     let slot2 = slot1 + chrono::Duration::hours(6);
-    assert!(t.store.advance_schedule(&c, None, slot1).await.unwrap());
-    assert!(
-        !t.store.advance_schedule(&c, None, slot1).await.unwrap(),
+    let req = RefreshRequest {
+        patient_key: None,
+        connection: Some("epic".into()),
+        reason: "schedule:every 6h".into(),
+        source: "schedule".into(),
+    };
+    let first = t.store.fire_schedule(&c, None, slot1, &req).await.unwrap();
+    assert!(first.is_some());
+    assert_eq!(
+        t.store.fire_schedule(&c, None, slot1, &req).await.unwrap(),
+        None,
         "a second process racing for the first slot loses"
     );
     assert_eq!(t.store.schedule_last_due(&c).await.unwrap(), Some(slot1));
     assert!(
         t.store
-            .advance_schedule(&c, Some(slot1), slot2)
+            .fire_schedule(&c, Some(slot1), slot2, &req)
             .await
             .unwrap()
+            .is_some()
     );
     assert!(
-        !t.store
-            .advance_schedule(&c, Some(slot1), slot2)
+        t.store
+            .fire_schedule(&c, Some(slot1), slot2, &req)
             .await
             .unwrap()
+            .is_none()
     );
     assert_eq!(t.store.schedule_last_due(&c).await.unwrap(), Some(slot2));
+    // each slot fired queued exactly one whole-connection request
+    let pending = t.store.list_refresh_requests("acme", 10).await.unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[0].0, first.unwrap());
+    assert!(pending.iter().all(|p| p.1 == req));
     assert_eq!(
         t.store
             .schedule_last_due(&conn("other", "epic"))

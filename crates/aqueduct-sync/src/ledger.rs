@@ -15,6 +15,8 @@ pub struct RunLedger {
     pub throttled: AtomicU64,
     pub failed: AtomicU64,
     pub bytes: AtomicU64,
+    /// Attempts the server answered with an HTTP status (any status).
+    pub answered: AtomicU64,
 }
 
 impl RequestObserver for RunLedger {
@@ -28,6 +30,9 @@ impl RequestObserver for RunLedger {
         }
         if entry.error_kind.is_some() {
             self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if entry.status.is_some() {
+            self.answered.fetch_add(1, Ordering::Relaxed);
         }
         self.bytes.fetch_add(entry.bytes, Ordering::Relaxed);
         self.lock().push(entry.clone());

@@ -151,4 +151,11 @@ pub enum SyncError {
          not starting a second one side by side"
     )]
     Busy { connection: String },
+    /// The run was asked to stop (the process is shutting down). Its outcome is failed with
+    /// an `interrupted` error, so the next run of the same kind resumes its checkpoints.
+    #[error(
+        "interrupted: stopped on request (the process is shutting down) before finishing; what \
+         it stored up to its last checkpoint is kept and the next run resumes from there"
+    )]
+    Stopped,
 }

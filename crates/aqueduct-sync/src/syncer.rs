@@ -244,6 +244,8 @@ pub struct Syncer {
     /// Requests made before a run opens (listing the population): the next run — or the
     /// failed run recorded when listing fails — takes them into its ledger.
     pre_run: Arc<RunLedger>,
+    /// Set to true to stop the running sync at its next await point (see [`Syncer::with_stop`]).
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 pub(crate) fn last_sync_key(patient: &str, rtype: &str) -> String {
@@ -267,6 +269,27 @@ impl Syncer {
             capability: OnceCell::new(),
             probes: Mutex::new(Probes::default()),
             pre_run: Arc::new(RunLedger::default()),
+            stop: None,
+        }
+    }
+
+    /// A sync that stops when `stop` turns true: the work in flight is dropped (every write
+    /// is a transaction, so nothing half-written remains), the ledger so far is flushed and the
+    /// run closes as failed with an `interrupted` error ([`SyncError::Stopped`]), so the next
+    /// run of the same kind resumes from its checkpoints. A graceful shutdown, not a crash.
+    pub fn with_stop(mut self, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Resolves when a stop is requested; never without a stop signal.
+    async fn stop_requested(&self) {
+        let Some(mut rx) = self.stop.clone() else {
+            return std::future::pending().await;
+        };
+        // a dropped sender means nobody can ask any more: keep running
+        if rx.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -512,7 +535,10 @@ impl Syncer {
                 "resuming the checkpoints of interrupted run {e}: patients and pages it finished are not fetched again"
             ));
         }
-        let result = self.run_patients(&run, patient_ids).await;
+        let result = tokio::select! {
+            r = self.run_patients(&run, patient_ids) => r,
+            () = self.stop_requested() => Err(SyncError::Stopped),
+        };
         let flushed = run
             .ledger
             .flush(self.store.as_ref(), &self.conn, run_id)
@@ -576,9 +602,12 @@ impl Syncer {
             };
             self.store.record_finding(&self.conn, &f).await?;
         }
-        result?;
         flushed?;
-        Ok(report)
+        match result {
+            // a stop is an outcome (failed, interrupted, resumable), not an error of the sync
+            Err(SyncError::Stopped) | Ok(()) => Ok(report),
+            Err(e) => Err(e),
+        }
     }
 
     /// Closes the connection's runs whose process died (no heartbeat for
@@ -627,7 +656,9 @@ impl Syncer {
                 lock(&run.reauth_detail).clone().unwrap_or_default()
             ))
         } else {
-            err.map(|e| e.to_string())
+            err.map(|e| e.to_string()).or_else(|| {
+                outcome::nothing_answered(run.ledger.answered.load(Ordering::Relaxed), &partial)
+            })
         };
         SyncReport {
             run_id: run.id,

@@ -424,13 +424,14 @@ impl Store for PgStore {
     async fn schedule_last_due(&self, conn: &ConnectionRef) -> StoreResult<Option<DateTime<Utc>>> {
         queue::schedule_last_due(self, conn).await
     }
-    async fn advance_schedule(
+    async fn fire_schedule(
         &self,
         conn: &ConnectionRef,
         previous: Option<DateTime<Utc>>,
         due: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        queue::advance_schedule(self, conn, previous, due).await
+        request: &RefreshRequest,
+    ) -> StoreResult<Option<i64>> {
+        queue::fire_schedule(self, conn, previous, due, request).await
     }
     async fn find_by_identifier(
         &self,

@@ -245,16 +245,19 @@ pub(super) async fn schedule_last_due(
     Ok(row.map(|r| r.get(0)))
 }
 
-pub(super) async fn advance_schedule(
+pub(super) async fn fire_schedule(
     s: &PgStore,
     conn: &ConnectionRef,
     previous: Option<DateTime<Utc>>,
     due: DateTime<Utc>,
-) -> StoreResult<bool> {
-    let c = s.client().await?;
+    request: &RefreshRequest,
+) -> StoreResult<Option<i64>> {
+    let e = |err| map_err(&s.location, "fire schedule", err);
+    let mut c = s.client().await?;
+    let tx = c.transaction().await.map_err(e)?;
     let n = match previous {
         None => {
-            c.execute(
+            tx.execute(
                 "INSERT INTO schedules (organization, connection, last_due) VALUES ($1, $2, $3)
                  ON CONFLICT (organization, connection) DO NOTHING",
                 &[&conn.organization, &conn.connection, &due],
@@ -262,7 +265,7 @@ pub(super) async fn advance_schedule(
             .await
         }
         Some(p) => {
-            c.execute(
+            tx.execute(
                 "UPDATE schedules SET last_due = $4
                  WHERE organization = $1 AND connection = $2 AND last_due = $3",
                 &[&conn.organization, &conn.connection, &p, &due],
@@ -270,8 +273,26 @@ pub(super) async fn advance_schedule(
             .await
         }
     }
-    .map_err(|e| map_err(&s.location, "advance schedule", e))?;
-    Ok(n == 1)
+    .map_err(e)?;
+    if n != 1 {
+        return Ok(None);
+    }
+    let row = tx
+        .query_one(
+            "INSERT INTO refresh_requests (organization, patient_key, connection, reason, source, requested_at)
+             VALUES ($1, $2, $3, $4, $5, now()) RETURNING id",
+            &[
+                &conn.organization,
+                &request.patient_key,
+                &request.connection,
+                &request.reason,
+                &request.source,
+            ],
+        )
+        .await
+        .map_err(e)?;
+    tx.commit().await.map_err(e)?;
+    Ok(Some(row.get(0)))
 }
 
 pub(super) async fn find_by_identifier(

@@ -706,14 +706,15 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn advance_schedule(
+    async fn fire_schedule(
         &self,
         conn: &ConnectionRef,
         previous: Option<DateTime<Utc>>,
         due: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let (loc, cr) = (self.location.clone(), conn.clone());
-        self.write(move |c| queue::advance_schedule(c, &loc, &cr, previous, due))
+        request: &RefreshRequest,
+    ) -> StoreResult<Option<i64>> {
+        let (loc, cr, req) = (self.location.clone(), conn.clone(), request.clone());
+        self.write(move |c| queue::fire_schedule(c, &loc, &cr, previous, due, &req))
             .await
     }
 

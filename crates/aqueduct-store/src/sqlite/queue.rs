@@ -293,28 +293,50 @@ pub(super) fn schedule_last_due(
     .map_err(|e| map_err(loc, "read schedule", e))
 }
 
-pub(super) fn advance_schedule(
+pub(super) fn fire_schedule(
     c: &mut Connection,
     loc: &str,
     conn: &ConnectionRef,
     previous: Option<DateTime<Utc>>,
     due: DateTime<Utc>,
-) -> StoreResult<bool> {
-    let e = |err| map_err(loc, "advance schedule", err);
+    request: &RefreshRequest,
+) -> StoreResult<Option<i64>> {
+    let e = |err| map_err(loc, "fire schedule", err);
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(e)?;
     let n = match previous {
-        None => c.execute(
+        None => tx.execute(
             "INSERT INTO schedules (organization, connection, last_due) VALUES (?1, ?2, ?3)
              ON CONFLICT (organization, connection) DO NOTHING",
             params![conn.organization, conn.connection, ts(due)],
         ),
-        Some(p) => c.execute(
+        Some(p) => tx.execute(
             "UPDATE schedules SET last_due = ?4
              WHERE organization = ?1 AND connection = ?2 AND last_due = ?3",
             params![conn.organization, conn.connection, ts(p), ts(due)],
         ),
     }
     .map_err(e)?;
-    Ok(n == 1)
+    if n != 1 {
+        return Ok(None);
+    }
+    tx.execute(
+        "INSERT INTO refresh_requests (organization, patient_key, connection, reason, source, requested_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            conn.organization,
+            request.patient_key,
+            request.connection,
+            request.reason,
+            request.source,
+            ts(Utc::now())
+        ],
+    )
+    .map_err(e)?;
+    let id = tx.last_insert_rowid();
+    tx.commit().map_err(e)?;
+    Ok(Some(id))
 }
 
 pub(super) fn find_by_identifier(

@@ -1,17 +1,20 @@
 //! From a configured connection to the running parts: its resolved vendor profile, its SMART
 //! settings and the token source the FHIR client will use. The glue between crates that do not
-//! know each other (config, client, smart) lives here, in the binary.
+//! know each other (config, client, smart) lives here.
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use aqueduct_client::{AccessTokenSource, NoAuth, StaticBearer, VendorProfile};
+use aqueduct_client::VendorProfile;
 use aqueduct_config::{AuthConfig, Config, ConnectionConfig};
+use aqueduct_core::{
+    AccessTokenSource, ConnectionRecord, ConnectionRef, NoAuth, StaticBearer, Store,
+};
 use aqueduct_smart::{
     AudRule, ClientCredentials, KeyAlgorithm, SecretString, SigningKey, SmartClient,
     SmartConnection, SmartTokenSource, TokenManager, VaultKey,
 };
-use aqueduct_store::{ConnectionRecord, ConnectionRef, Store};
+
+use crate::EngineError;
 
 /// A connection from the config file, with its profile resolved.
 pub struct ResolvedConnection {
@@ -21,16 +24,16 @@ pub struct ResolvedConnection {
 }
 
 impl ResolvedConnection {
-    pub fn from_config(config: &Config, spec: &str) -> anyhow::Result<Self> {
+    pub fn from_config(config: &Config, spec: &str) -> Result<Self, EngineError> {
         let found = config.find_connection(spec)?;
         let overrides = (!found.config.overrides.is_empty()).then_some(&found.config.overrides);
-        let profile =
-            VendorProfile::resolve(&found.config.profile, overrides).with_context(|| {
-                format!(
-                    "connection {}/{}: profile {:?}",
-                    found.organization, found.name, found.config.profile
-                )
-            })?;
+        let profile = VendorProfile::resolve(&found.config.profile, overrides).map_err(|e| {
+            EngineError::Profile {
+                connection: format!("{}/{}", found.organization, found.name),
+                profile: found.config.profile.clone(),
+                source: e,
+            }
+        })?;
         Ok(Self {
             conn: ConnectionRef::new(found.organization, found.name),
             config: found.config.clone(),
@@ -68,7 +71,7 @@ impl ResolvedConnection {
     }
 
     /// Registers the connection in the store so `status` and the ledger can name it.
-    pub async fn register(&self, store: &dyn Store) -> anyhow::Result<()> {
+    pub async fn register(&self, store: &dyn Store) -> Result<(), EngineError> {
         store
             .upsert_connection(&ConnectionRecord {
                 organization: self.conn.organization.clone(),
@@ -81,8 +84,12 @@ impl ResolvedConnection {
     }
 
     /// The SMART settings, or None for connections without SMART (none, static bearer).
-    pub fn smart_connection(&self) -> anyhow::Result<Option<SmartConnection>> {
+    pub fn smart_connection(&self) -> Result<Option<SmartConnection>, EngineError> {
         let what = |field: &str| format!("{} of connection {}", field, self.conn);
+        let setting = |what: String| EngineError::Setting {
+            connection: self.conn.to_string(),
+            what,
+        };
         let sc = |client_id: &str| {
             let mut sc = SmartConnection::new(self.conn.clone(), self.base_url(), client_id);
             sc.resource_types = self.scope_types();
@@ -96,7 +103,7 @@ impl ResolvedConnection {
             s.as_ref()
                 .map(|s| s.split_whitespace().map(str::to_string).collect())
         };
-        let secret = |s: &aqueduct_config::SecretRef| -> anyhow::Result<ClientCredentials> {
+        let secret = |s: &aqueduct_config::SecretRef| -> Result<ClientCredentials, EngineError> {
             Ok(ClientCredentials::Secret(SecretString::new(
                 s.resolve(&what("client_secret"))?,
             )))
@@ -128,12 +135,12 @@ impl ResolvedConnection {
                 key_id,
                 scopes: s,
             } => {
-                let alg: KeyAlgorithm = algorithm.parse().map_err(|_| {
-                    anyhow::anyhow!("{}: algorithm must be RS384 or ES384", what("auth"))
-                })?;
+                let alg: KeyAlgorithm = algorithm
+                    .parse()
+                    .map_err(|_| setting("auth: algorithm must be RS384 or ES384".into()))?;
                 let pem = private_key.resolve(&what("private_key"))?;
                 let key = SigningKey::from_pkcs8_pem(alg, key_id.clone(), &pem)
-                    .with_context(|| what("private_key"))?;
+                    .map_err(|e| setting(format!("private_key: {e}")))?;
                 let mut c = sc(client_id);
                 c.credentials = ClientCredentials::PrivateKey(key);
                 c.backend_services = true;
@@ -162,34 +169,36 @@ impl ResolvedConnection {
 }
 
 /// The vault key: the config's `vault.key`, else `AQUEDUCT_VAULT_KEY`.
-pub fn vault_key(config: &Config) -> anyhow::Result<VaultKey> {
+pub fn vault_key(config: &Config) -> Result<VaultKey, EngineError> {
     match &config.vault.key {
-        Some(r) => Ok(VaultKey::from_base64(&r.resolve("vault.key")?)?),
-        None => VaultKey::from_env().context(
-            "no vault key: set vault.key in aqueduct.toml or AQUEDUCT_VAULT_KEY (32 random bytes, base64)",
-        ),
+        Some(r) => VaultKey::from_base64(&r.resolve("vault.key")?).map_err(EngineError::Smart),
+        None => VaultKey::from_env().map_err(EngineError::NoVaultKey),
     }
 }
 
-/// The token source the FHIR client uses for this connection.
-pub async fn token_source(
-    resolved: &ResolvedConnection,
-    smart: Option<&Arc<SmartClient>>,
-) -> anyhow::Result<Arc<dyn AccessTokenSource>> {
-    match &resolved.config.auth {
-        AuthConfig::None => Ok(Arc::new(NoAuth)),
-        AuthConfig::Bearer { token } => Ok(Arc::new(StaticBearer::new(
-            token.resolve(&format!("bearer token of {}", resolved.conn))?,
-        ))),
-        _ => {
-            let smart = smart.context("SMART connections need the vault (vault key)")?;
-            let sc = resolved
-                .smart_connection()?
-                .context("SMART settings missing")?;
-            Ok(Arc::new(SmartTokenSource(Arc::new(TokenManager::new(
-                smart.clone(),
-                sc,
-            )))))
+impl ResolvedConnection {
+    /// The token source the FHIR client uses for this connection; `smart` is asked for the
+    /// SMART client only when the connection uses SMART.
+    pub fn token_source(
+        &self,
+        smart: Option<Arc<SmartClient>>,
+    ) -> Result<Arc<dyn AccessTokenSource>, EngineError> {
+        match &self.config.auth {
+            AuthConfig::None => Ok(Arc::new(NoAuth)),
+            AuthConfig::Bearer { token } => Ok(Arc::new(StaticBearer::new(
+                token.resolve(&format!("bearer token of {}", self.conn))?,
+            ))),
+            _ => {
+                let (Some(smart), Some(sc)) = (smart, self.smart_connection()?) else {
+                    return Err(EngineError::Setting {
+                        connection: self.conn.to_string(),
+                        what: "SMART settings missing".into(),
+                    });
+                };
+                Ok(Arc::new(SmartTokenSource(Arc::new(TokenManager::new(
+                    smart, sc,
+                )))))
+            }
         }
     }
 }
