@@ -52,7 +52,21 @@ pub(crate) fn migrate(conn: &mut Connection, location: &str) -> StoreResult<i64>
                 cause: other.to_string(),
             },
         };
-        let tx = conn.transaction().map_err(fail)?;
+        // IMMEDIATE: the write lock first, then the check — two processes opening a fresh
+        // store at once must not both apply a migration (the second waits, then skips it)
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        let applied: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM aqueduct_schema WHERE version = ?1)",
+                [version],
+                |r| r.get(0),
+            )
+            .map_err(fail)?;
+        if applied {
+            continue;
+        }
         tx.execute_batch(sql).map_err(fail)?;
         tx.execute(
             "INSERT INTO aqueduct_schema (version, applied_at) VALUES (?1, ?2)",

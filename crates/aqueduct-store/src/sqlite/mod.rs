@@ -118,11 +118,12 @@ fn open_connection(path: &Path, location: &str, create: bool) -> StoreResult<Con
             other => other,
         }
     })?;
-    let setup = "PRAGMA page_size = 16384;
+    // busy_timeout first: another process may be creating or migrating the same file
+    let setup = "PRAGMA busy_timeout = 10000;
+                 PRAGMA page_size = 16384;
                  PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = NORMAL;
                  PRAGMA foreign_keys = ON;
-                 PRAGMA busy_timeout = 10000;
                  PRAGMA cache_size = -16000;
                  PRAGMA wal_autocheckpoint = 4096;
                  PRAGMA journal_size_limit = 67108864;";
