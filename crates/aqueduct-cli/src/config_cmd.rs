@@ -127,6 +127,11 @@ fn problems(config: &Config) -> Vec<ConfigError> {
     if let Err(e) = config.typed_table::<AlertRules>(&["alerts"], &config.alerts) {
         out.push(e);
     }
+    match aqueduct_engine::EngineSettings::from_config(config) {
+        Ok(_) => {}
+        Err(aqueduct_engine::EngineError::Config(e)) => out.push(e),
+        Err(e) => out.push(config.problem(&["engine"], e.to_string())),
+    }
     out.extend(vault_problem(config));
     out
 }

@@ -133,8 +133,8 @@ fn keys_generate_then_jwks_publishes_only_the_public_part() {
 }
 
 /// `config check` finds, with key path and line, what a sync would only trip over later:
-/// unknown and wrongly typed overrides, unknown profiles, unset secret variables, [monitor]
-/// and [alerts] keys.
+/// unknown and wrongly typed overrides, unknown profiles, unset secret variables, [monitor],
+/// [alerts] and [engine] keys.
 #[test]
 fn config_check_tells_the_truth_about_profiles_secrets_and_tables() {
     let dir = tempfile::tempdir().unwrap();
@@ -167,6 +167,10 @@ count_drop_shar = 0.5
 
 [alerts]
 error_rate = "high"
+
+[engine]
+claim_ttl = "soon"
+poll_intervall = "1s"
 "#,
     )
     .unwrap();
@@ -197,6 +201,7 @@ error_rate = "high"
             "unknown field",
         ),
         ("aqueduct.toml:27", "alerts.error_rate", "invalid type"),
+        ("aqueduct.toml:30", "engine.claim_ttl", "not a duration"),
     ];
     for (line, key, word) in expect {
         assert!(
