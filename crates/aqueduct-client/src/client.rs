@@ -177,6 +177,9 @@ pub struct FhirResponse {
     /// Held while a large body is in memory (see [`crate::body`]); dropping the response
     /// lets the next large body be read.
     pub large_body_lane: Option<crate::body::LargeBodyLane>,
+    /// The response headers, for callers that study the server (rate-limit signals, the
+    /// software it names) rather than its data.
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl FhirResponse {
@@ -759,6 +762,7 @@ impl FhirClient {
             attempts: 1,
             duration: Duration::ZERO,
             large_body_lane: lane,
+            headers,
         })
     }
 

@@ -104,7 +104,7 @@ pub async fn probe(
             None
         }
     };
-    raw_headers(&http, &root, profile, token.as_deref(), &mut r).await;
+    response_headers(&client, &mut r).await;
 
     let patient = match opts.patient.clone() {
         Some(p) => Some(p),
@@ -214,6 +214,8 @@ async fn smart(http: &reqwest::Client, root: &str, r: &mut DoctorReport) {
     }
 }
 
+/// The batch probe POSTs, which the FHIR client does not do (it only reads): this request
+/// alone is built by hand, with the same headers and token the client would send.
 fn with_headers(
     mut req: reqwest::RequestBuilder,
     profile: &VendorProfile,
@@ -228,28 +230,38 @@ fn with_headers(
     req.header("accept", profile.http.accept.as_str())
 }
 
-/// Headers the FHIR client does not surface: the server's clock and rate-limit signals.
-async fn raw_headers(
-    http: &reqwest::Client,
-    root: &str,
-    profile: &VendorProfile,
-    token: Option<&str>,
-    r: &mut DoctorReport,
-) {
+/// What the headers of an ordinary search say: the server's clock, its rate-limit signals
+/// and the software it names. Sent through the FHIR client like every probe, so it is paced
+/// by the host limiter, retried, and sent with the profile's headers and the token.
+async fn response_headers(client: &FhirClient, r: &mut DoctorReport) {
+    let url = match client.url("Patient", &[("_count", "1")]) {
+        Ok(u) => u,
+        Err(e) => {
+            r.problems.push(format!("GET Patient?_count=1: {e}"));
+            return;
+        }
+    };
     let sent = Utc::now();
-    match with_headers(http.get(format!("{root}/Patient?_count=1")), profile, token)
-        .send()
+    match client
+        .get(FhirRequest::new(url).resource_type("Patient"))
         .await
     {
         Ok(resp) => {
             let received = Utc::now();
-            let h = resp.headers();
+            let h = &resp.headers;
             if let Some(d) = h
                 .get("date")
                 .and_then(|v| v.to_str().ok())
                 .and_then(httpdate_parse)
             {
-                let ours = sent + (received - sent) / 2;
+                // the last attempt's midpoint: retries before it do not count as skew
+                let last = chrono::Duration::from_std(resp.duration).unwrap_or_default();
+                let start = if received - last > sent {
+                    received - last
+                } else {
+                    sent
+                };
+                let ours = start + (received - start) / 2;
                 r.clock_skew_secs = Some((d - ours).num_milliseconds() as f64 / 1000.0);
             }
             for name in RATE_HEADERS {

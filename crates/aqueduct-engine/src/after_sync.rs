@@ -61,7 +61,11 @@ pub fn terminology(
     }
     let terms = Arc::new(match dir.as_deref() {
         Some(d) => {
-            let (terms, loaded) = Terminology::embedded_with_dir(d)?;
+            let (terms, loaded) =
+                Terminology::embedded_with_dir(d).map_err(|e| EngineError::Terminology {
+                    dir: d.display().to_string(),
+                    source: e,
+                })?;
             for (file, n) in loaded {
                 tracing::info!("terminology: loaded {n} entries from {file}");
             }

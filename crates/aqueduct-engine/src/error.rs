@@ -44,6 +44,12 @@ pub enum EngineError {
     Store(#[from] aqueduct_core::StoreError),
     #[error("normalization")]
     Normalize(#[from] aqueduct_normalize::NormalizeError),
+    #[error("terminology directory {dir}")]
+    Terminology {
+        dir: String,
+        #[source]
+        source: aqueduct_normalize::NormalizeError,
+    },
     #[error("silent-failure checks")]
     Monitor(#[from] aqueduct_monitor::MonitorError),
     #[error("aqueduct.toml [{table}]: {message}")]
