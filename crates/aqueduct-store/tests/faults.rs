@@ -196,7 +196,7 @@ async fn a_version_1_store_is_migrated_with_its_data() {
         .await
         .unwrap();
     // Roll the file back to what version 1 wrote.
-    t.raw_sql("DROP INDEX resources_by_patient; CREATE INDEX resources_by_patient ON resources (organization, connection, patient_id, resource_type); DROP TABLE alerts; DROP TABLE normalized; DROP TABLE code_mappings; DROP TABLE inbound_messages; DROP TABLE refresh_requests; DROP TABLE leases; ALTER TABLE sync_runs DROP COLUMN heartbeat_at; DELETE FROM aqueduct_schema WHERE version >= 2;").await;
+    t.raw_sql("DROP INDEX resources_by_patient; CREATE INDEX resources_by_patient ON resources (organization, connection, patient_id, resource_type); DROP TABLE alerts; DROP TABLE normalized; DROP TABLE code_mappings; DROP TABLE inbound_messages; DROP TABLE refresh_requests; DROP TABLE leases; DROP TABLE schedules; DROP TABLE resource_identifiers; ALTER TABLE sync_runs DROP COLUMN heartbeat_at; DELETE FROM aqueduct_schema WHERE version >= 2;").await;
     let reopened = t.reopen().await.unwrap();
     assert_eq!(reopened.schema_version().await.unwrap(), SCHEMA_VERSION);
     assert_eq!(
@@ -246,6 +246,13 @@ async fn a_version_8_store_keeps_its_messages_and_tells_resends_by_their_bytes()
              UNIQUE (organization, sender, control_id));
          INSERT INTO inbound_messages (organization, sender, control_id, message_type, received_at, raw, processed_at)
          VALUES ('acme', 'LAB^HOSP', 'MSG00001', 'ADT^A08', '2026-01-01T00:00:00.000000Z', X'4D53487C6F6C64', '2026-01-01T00:00:01.000000Z');
+         DROP TABLE schedules; DROP TABLE resource_identifiers; DROP TABLE refresh_requests;
+         CREATE TABLE refresh_requests (
+             id INTEGER PRIMARY KEY, organization TEXT NOT NULL, patient_key TEXT NOT NULL,
+             connection TEXT, reason TEXT NOT NULL, source TEXT NOT NULL,
+             requested_at TEXT NOT NULL, handled_at TEXT);
+         INSERT INTO refresh_requests (organization, patient_key, reason, source, requested_at)
+         VALUES ('acme', 'urn:mrn|7', 'hl7:ADT^A08', 'mllp://LAB^HOSP/1', '2026-01-01T00:00:01.000000Z');
          DELETE FROM aqueduct_schema WHERE version >= 9;",
     )
     .await;
@@ -253,6 +260,16 @@ async fn a_version_8_store_keeps_its_messages_and_tells_resends_by_their_bytes()
     assert_eq!(reopened.schema_version().await.unwrap(), SCHEMA_VERSION);
     let kept = reopened.list_inbound_messages("acme", 0, 10).await.unwrap();
     assert_eq!(kept.len(), 1);
+    // a refresh request queued before the work queue existed is still pending, claimable
+    let pending = reopened.list_refresh_requests("acme", 10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].1.patient_key.as_deref(), Some("urn:mrn|7"));
+    let claim = reopened
+        .claim_refresh("acme", "w", std::time::Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claim.ids, vec![pending[0].0]);
     assert_eq!(kept[0].bytes, b"MSH|old");
     assert_eq!(kept[0].content_hash, None);
     assert!(kept[0].processed_at.is_some());
