@@ -258,7 +258,15 @@ pub fn run_labelled(
     let ent = |n: u32| data.entity.get(n as usize).copied();
     let true_pairs = count_true_pairs(data, scope);
     let result = evaluate(
-        name, &m, &pairs, true_pairs, &ent, data, blocking, training, pairs_out,
+        name,
+        &m,
+        &pairs,
+        true_pairs,
+        &ent,
+        &data.entity,
+        blocking,
+        training,
+        pairs_out,
     )?;
     Ok(BenchResult {
         seconds_load,
@@ -303,7 +311,7 @@ fn evaluate(
     pairs: &[ScoredPair],
     true_pairs: u64,
     ent: &dyn Fn(u32) -> Option<u64>,
-    data: &Labelled,
+    entity: &[u64],
     blocking: BlockStats,
     training: TrainReport,
     pairs_out: Option<&mut dyn Write>,
@@ -380,16 +388,16 @@ fn evaluate(
             .filter(|p| p.decision == Decision::Link)
             .map(|p| (p.a, p.b))
             .collect();
-        let n = data.records.len();
+        let n = entity.len();
         let found = components(n, &linked);
-        let mut truth: Vec<u64> = data.entity.clone();
+        let mut truth: Vec<u64> = entity.to_vec();
         truth.sort_unstable();
         truth.dedup();
         Some((found, truth.len()))
     };
     Ok(BenchResult {
         name: name.to_string(),
-        records: data.records.len(),
+        records: entity.len(),
         true_pairs,
         blocking,
         training,
@@ -496,4 +504,66 @@ pub fn run_febrl_with(
         started,
         load,
     )
+}
+
+/// Deduplicates `records` synthetic records (see [`crate::synth`]) streamed into the matcher,
+/// training on a sample of records when there are many; only pairs at or above the review
+/// threshold are kept (and evaluated) when `keep_all` is false.
+pub fn run_synthetic(
+    records: usize,
+    seed: u64,
+    settings: Option<Settings>,
+    keep_all: bool,
+    pairs_out: Option<&mut dyn Write>,
+) -> Result<BenchResult, MatchError> {
+    let started = Instant::now();
+    let mut settings = settings.unwrap_or_default();
+    settings.scope = PairScope::All;
+    if records > 50_000 {
+        settings.train_every_nth = records / 25_000;
+    }
+    let mut m = Matcher::new(settings);
+    let mut entity = Vec::with_capacity(records);
+    let mut failed = None;
+    crate::synth::generate_each(records, seed, |r, p| {
+        if failed.is_none() {
+            if let Err(e) = m.insert(&r) {
+                failed = Some(e);
+            }
+        }
+        entity.push(p);
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let seconds_load = started.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let training = m.train();
+    let seconds_train = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let floor = if keep_all {
+        f64::NEG_INFINITY
+    } else {
+        m.model().thresholds.review
+    };
+    let (pairs, blocking) = m.score_all(floor);
+    let seconds_score = t.elapsed().as_secs_f64();
+    let mut sizes: HashMap<u64, u64> = HashMap::new();
+    for e in &entity {
+        *sizes.entry(*e).or_insert(0) += 1;
+    }
+    let true_pairs = sizes.values().map(|k| k * k.saturating_sub(1) / 2).sum();
+    let ent = |n: u32| entity.get(n as usize).copied();
+    let name = format!("synthetic population ({records} records, seed {seed})");
+    let result = evaluate(
+        &name, &m, &pairs, true_pairs, &ent, &entity, blocking, training, pairs_out,
+    )?;
+    Ok(BenchResult {
+        seconds_load,
+        seconds_train,
+        seconds_score,
+        seconds_total: started.elapsed().as_secs_f64(),
+        peak_rss_mb: peak_rss_mb(),
+        ..result
+    })
 }

@@ -22,16 +22,16 @@ pub enum Field {
     Sex,
     Street,
     Line2,
-    City,
-    Zip,
-    State,
+    /// Postal code, city and state together: a move changes them all at once, so counting
+    /// them separately would count one fact three times.
+    Place,
     Phone,
     Email,
     Identifier,
 }
 
 /// Number of compared fields.
-pub const NF: usize = 12;
+pub const NF: usize = 10;
 /// Most levels any field has (level 0, "missing", not counted).
 pub const MAX_LEVELS: usize = 8;
 
@@ -42,9 +42,7 @@ pub const FIELDS: [Field; NF] = [
     Field::Sex,
     Field::Street,
     Field::Line2,
-    Field::City,
-    Field::Zip,
-    Field::State,
+    Field::Place,
     Field::Phone,
     Field::Email,
     Field::Identifier,
@@ -85,9 +83,7 @@ impl Field {
             Field::Sex => "sex",
             Field::Street => "street",
             Field::Line2 => "address line 2",
-            Field::City => "city",
-            Field::Zip => "postal code",
-            Field::State => "state",
+            Field::Place => "postal code, city",
             Field::Phone => "phone",
             Field::Email => "email",
             Field::Identifier => "identifier",
@@ -139,9 +135,14 @@ impl Field {
                 "swapped with street",
                 "different",
             ],
-            Field::City => &["exact", "Jaro-Winkler >= 0.88", "different"],
-            Field::Zip => &["exact", "one digit off", "different"],
-            Field::State => &["same", "different"],
+            Field::Place => &[
+                "same postal code and city",
+                "same postal code",
+                "same city and state",
+                "postal code one digit off or city Jaro-Winkler >= 0.88",
+                "same state only",
+                "different",
+            ],
             Field::Phone => &["exact (E.164)", "one digit off", "different"],
             Field::Email => &[
                 "exact (case-insensitive)",
@@ -406,9 +407,16 @@ impl Prepared {
                 s
             }
             Field::Line2 => self.get(Slot::Line2).to_string(),
-            Field::City => self.get(Slot::City).to_string(),
-            Field::Zip => self.get(Slot::Zip).to_string(),
-            Field::State => self.get(Slot::State).to_string(),
+            Field::Place => [
+                self.get(Slot::Zip),
+                self.get(Slot::City),
+                self.get(Slot::State),
+            ]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" "),
             Field::Phone => self.get(Slot::Phone).to_string(),
             Field::Email => self.get(Slot::Email).to_string(),
             Field::Identifier => self
@@ -646,15 +654,32 @@ fn line2_level(a: &Prepared, b: &Prepared) -> u8 {
     l
 }
 
-fn zip_level(a: &str, b: &str) -> u8 {
-    if a.is_empty() || b.is_empty() {
-        0
-    } else if a == b {
+fn place_level(a: &Prepared, b: &Prepared) -> u8 {
+    let (za, zb) = (a.get(Slot::Zip), b.get(Slot::Zip));
+    let (ca, cb) = (a.get(Slot::City), b.get(Slot::City));
+    let (sa, sb) = (a.get(Slot::State), b.get(Slot::State));
+    let zip = !za.is_empty() && !zb.is_empty();
+    let city = !ca.is_empty() && !cb.is_empty();
+    if !zip && !city {
+        return 0;
+    }
+    let same_zip = zip && za == zb;
+    let same_city = city && ca == cb;
+    let same_state = !sa.is_empty() && sa == sb;
+    if same_zip && same_city {
         1
-    } else if a.len() == b.len() && one_typo(a, b) {
+    } else if same_zip {
         2
-    } else {
+    } else if same_city && (same_state || sa.is_empty() || sb.is_empty()) {
         3
+    } else if (zip && za.len() == zb.len() && one_typo(za, zb))
+        || (city && jaro_winkler(ca, cb) >= 0.88)
+    {
+        4
+    } else if same_state {
+        5
+    } else {
+        6
     }
 }
 
@@ -714,11 +739,6 @@ pub fn compare(a: &Prepared, b: &Prepared) -> [u8; NF] {
         (x, y) if x == y => 1,
         _ => 2,
     };
-    let state = match (a.get(Slot::State), b.get(Slot::State)) {
-        ("", _) | (_, "") => 0,
-        (x, y) if x == y => 1,
-        _ => 2,
-    };
     [
         given_level(a, b),
         family_level(a, b),
@@ -726,9 +746,7 @@ pub fn compare(a: &Prepared, b: &Prepared) -> [u8; NF] {
         sex,
         street_level(a, b),
         line2_level(a, b),
-        simple_level(a.get(Slot::City), b.get(Slot::City), 0.88),
-        zip_level(a.get(Slot::Zip), b.get(Slot::Zip)),
-        state,
+        place_level(a, b),
         phone_level(a.get(Slot::Phone), b.get(Slot::Phone)),
         email_level(a.get(Slot::Email), b.get(Slot::Email)),
         identifier_level(a, b),

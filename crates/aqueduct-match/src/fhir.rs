@@ -157,3 +157,30 @@ pub fn patient_from_slice(source: &str, bytes: &[u8]) -> Result<PatientFacts, Ma
     let v: Value = serde_json::from_slice(bytes)?;
     patient(source, &v)
 }
+
+/// The record id a `Patient.link` reference points to, in the same source (`Patient/123` →
+/// `source/Patient/123`); absolute URLs and other resource types are not resolved.
+pub fn link_target(source: &str, reference: &str) -> Option<String> {
+    let r = reference.trim();
+    let id = r.strip_prefix("Patient/")?;
+    (!id.is_empty() && !id.contains('/')).then(|| format!("{source}/Patient/{id}"))
+}
+
+/// Adds a Patient to an identity: matched like any record, and each same-person
+/// `Patient.link` is a forced link.
+pub fn upsert_patient<S: crate::identity::IdentityStore>(
+    identity: &mut crate::identity::Identity<S>,
+    source: &str,
+    resource: &Value,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<crate::identity::IdentityEvent>, MatchError> {
+    let facts = patient(source, resource)?;
+    let mut events = identity.upsert(&facts.record)?;
+    for link in facts.links.iter().filter(|l| l.is_same_person()) {
+        if let Some(other) = link_target(source, &link.other) {
+            let why = format!("FHIR Patient.link {} from {}", link.kind, facts.record.id);
+            events.extend(identity.force_link(&facts.record.id, &other, &why, at)?);
+        }
+    }
+    Ok(events)
+}

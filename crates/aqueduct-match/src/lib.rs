@@ -20,16 +20,22 @@ pub mod error;
 pub mod explain;
 pub mod fhir;
 pub mod fuzzing;
+pub mod identity;
 pub mod matcher;
 pub mod model;
 pub mod normalize;
 pub mod record;
+pub mod synth;
 
 pub use block::{BlockRule, BlockStats};
 pub use compare::{Field, nickname_equivalent};
 pub use error::MatchError;
 pub use explain::{Evidence, Term};
 
+pub use identity::{
+    Identity, IdentityEvent, IdentityStore, MemoryIdentityStore, PersonId, ReviewerDecision,
+    Verdict,
+};
 pub use matcher::{Matcher, PairScope, ScoredPair, Settings};
 pub use model::{Decision, Model, Thresholds};
 pub use record::{Address, Identifier, Record, Sex};

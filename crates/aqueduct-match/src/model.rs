@@ -39,7 +39,7 @@ pub struct Thresholds {
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
-            link: 6.0,
+            link: 4.0,
             review: 0.0,
         }
     }
@@ -56,8 +56,8 @@ pub struct Cap {
     pub at_most: Decision,
 }
 
-/// The shipped caps: a clearly different given name, or a clearly different birth date, is at
-/// most a pair to review.
+/// The shipped caps: a clearly different given name, a clearly different birth date, or a
+/// different sex makes a pair at most one to review (twins of either sex, parent and child).
 pub fn default_caps() -> Vec<Cap> {
     vec![
         Cap {
@@ -68,6 +68,11 @@ pub fn default_caps() -> Vec<Cap> {
         Cap {
             field: Field::BirthDate,
             level: level::DOB_DIFFERENT,
+            at_most: Decision::Review,
+        },
+        Cap {
+            field: Field::Sex,
+            level: 2,
             at_most: Decision::Review,
         },
     ]
@@ -94,6 +99,9 @@ pub struct Model {
 }
 
 const P_MIN: f64 = 1e-5;
+/// No level is rarer than this among matches: sources make mistakes in every field, and EM
+/// on correlated fields would otherwise make a single disagreement nearly a veto.
+pub const M_FLOOR: f64 = 0.002;
 
 fn clamp(p: f64) -> f64 {
     p.clamp(P_MIN, 1.0 - P_MIN)
@@ -257,7 +265,10 @@ impl Model {
             let new_lambda = clamp(matches / all);
             let mut delta = (new_lambda - lambda).abs();
             for c in 0..NF {
-                let nm = normalized(&m_acc[c], 0.01);
+                let nm: Vec<f64> = normalized(&m_acc[c], 0.01)
+                    .into_iter()
+                    .map(|x| x.max(M_FLOOR))
+                    .collect();
                 for (old, new) in self.m[c].iter_mut().zip(nm) {
                     delta = delta.max((*old - new).abs());
                     *old = new;
