@@ -15,6 +15,16 @@ use crate::compare::{Prepared, Slot};
 pub enum BlockRule {
     /// Double Metaphone of the family name and the birth year.
     FamilySoundYear,
+    /// Double Metaphone of the family name and the full birth date.
+    FamilySoundBirthDate,
+    /// Double Metaphone of the given name and the full birth date.
+    GivenSoundBirthDate,
+    /// Both names' sounds (either order) and the birth year.
+    NamesSoundYear,
+    /// The full birth date and the postal code.
+    BirthDateZip,
+    /// Postal code and the family name's sound.
+    ZipFamilySound,
     /// Double Metaphone of the given and of the family name, in either order (a swap of first
     /// and family name keeps the key).
     GivenFamilySound,
@@ -22,7 +32,7 @@ pub enum BlockRule {
     HouseNumberStreet,
     /// Street and the given name's first letter.
     StreetGivenInitial,
-    /// An identifier with one character masked, or two neighbours swapped (one typo).
+    /// An identifier with one of its thirds left out (one typo leaves two thirds intact).
     IdentifierOneTypo,
     /// The full birth date.
     BirthDate,
@@ -40,6 +50,11 @@ impl BlockRule {
     pub fn name(self) -> &'static str {
         match self {
             BlockRule::FamilySoundYear => "family-name sound + birth year",
+            BlockRule::FamilySoundBirthDate => "family-name sound + birth date",
+            BlockRule::GivenSoundBirthDate => "given-name sound + birth date",
+            BlockRule::NamesSoundYear => "both names' sounds + birth year",
+            BlockRule::BirthDateZip => "birth date + postal code",
+            BlockRule::ZipFamilySound => "postal code + family-name sound",
             BlockRule::GivenFamilySound => "given-name sound + family-name sound",
             BlockRule::HouseNumberStreet => "house number + street",
             BlockRule::StreetGivenInitial => "street + given initial",
@@ -56,18 +71,35 @@ impl BlockRule {
     /// The shipped rules.
     pub fn defaults() -> Vec<BlockRule> {
         vec![
-            BlockRule::FamilySoundYear,
-            BlockRule::GivenFamilySound,
-            BlockRule::BirthDate,
-            BlockRule::ZipGivenInitial,
+            BlockRule::NamesSoundYear,
+            BlockRule::FamilySoundBirthDate,
+            BlockRule::GivenSoundBirthDate,
+            BlockRule::ZipFamilySound,
             BlockRule::HouseNumberZip,
             BlockRule::Identifier,
-            BlockRule::IdentifierOneTypo,
             BlockRule::HouseNumberStreet,
             BlockRule::StreetGivenInitial,
             BlockRule::Phone,
             BlockRule::Email,
+            BlockRule::IdentifierOneTypo,
+            BlockRule::FamilySoundYear,
+            BlockRule::GivenFamilySound,
+            BlockRule::BirthDate,
+            BlockRule::ZipGivenInitial,
         ]
+    }
+
+    /// A broad rule finds pairs the specific ones miss in small data sets; in a large one its
+    /// blocks of common names grow quadratically, so they are searched only while small
+    /// (`Settings::max_broad_block`).
+    pub fn is_broad(self) -> bool {
+        matches!(
+            self,
+            BlockRule::FamilySoundYear
+                | BlockRule::GivenFamilySound
+                | BlockRule::BirthDate
+                | BlockRule::ZipGivenInitial
+        )
     }
 
     /// The keys of one record under this rule (none when the fields it needs are missing).
@@ -91,6 +123,38 @@ impl BlockRule {
                     push(&[&primary(p.get(Slot::FamilyCodes)), &y.to_string()]);
                 }
             }
+            BlockRule::FamilySoundBirthDate
+            | BlockRule::GivenSoundBirthDate
+            | BlockRule::BirthDateZip => {
+                if p.dob % 100 != 0 && p.dob / 100 % 100 != 0 {
+                    let d = p.dob.to_string();
+                    match self {
+                        BlockRule::FamilySoundBirthDate => {
+                            push(&[&primary(p.get(Slot::FamilyCodes)), &d])
+                        }
+                        BlockRule::GivenSoundBirthDate => {
+                            push(&[&primary(p.get(Slot::GivenCodes)), &d])
+                        }
+                        _ => push(&[p.get(Slot::Zip), &d]),
+                    }
+                }
+            }
+            BlockRule::NamesSoundYear => {
+                let y = p.birth_year();
+                let g = primary(p.get(Slot::GivenCodes));
+                let f = primary(p.get(Slot::FamilyCodes));
+                if y > 0 {
+                    let y = y.to_string();
+                    if g <= f {
+                        push(&[&g, &f, &y])
+                    } else {
+                        push(&[&f, &g, &y])
+                    }
+                }
+            }
+            BlockRule::ZipFamilySound => {
+                push(&[p.get(Slot::Zip), &primary(p.get(Slot::FamilyCodes))])
+            }
             BlockRule::GivenFamilySound => {
                 let g = primary(p.get(Slot::GivenCodes));
                 let f = primary(p.get(Slot::FamilyCodes));
@@ -106,23 +170,16 @@ impl BlockRule {
                 push(&[p.get(Slot::Street), g.get(..1).unwrap_or("")]);
             }
             BlockRule::IdentifierOneTypo => {
+                // one typo (or a swap of neighbours inside a third) leaves two thirds intact
                 for (s, v) in p.identifiers() {
-                    let b = v.as_bytes();
-                    if b.len() < 4 || b.len() > 24 || !v.is_ascii() {
+                    let n = v.len();
+                    if !(6..=40).contains(&n) || !v.is_ascii() {
                         continue;
                     }
-                    for i in 0..b.len() {
-                        let mut m = b.to_vec();
-                        m[i] = b'*';
-                        push(&[s, "mask", &String::from_utf8_lossy(&m)]);
-                    }
-                    for i in 0..b.len() - 1 {
-                        let mut m = b.to_vec();
-                        if m[i] > m[i + 1] {
-                            m.swap(i, i + 1);
-                        }
-                        push(&[s, "swap", &String::from_utf8_lossy(&m)]);
-                    }
+                    let (a, b) = (n / 3, 2 * n / 3);
+                    push(&[s, "1", &v[a..]]);
+                    push(&[s, "2", &v[..a], &v[b..]]);
+                    push(&[s, "3", &v[..b]]);
                 }
             }
             BlockRule::BirthDate => {

@@ -46,7 +46,7 @@ impl fmt::Display for Evidence {
         writeln!(f, "{}  vs  {}", self.a, self.b)?;
         writeln!(
             f,
-            "  {:<14} {:<24} {:<24} {:<34} {:>8}",
+            "  {:<17} {:<24} {:<24} {:<34} {:>8}",
             "field", "a", "b", "level", "bits"
         )?;
         for t in &self.terms {
@@ -57,7 +57,7 @@ impl fmt::Display for Evidence {
             };
             writeln!(
                 f,
-                "  {:<14} {:<24} {:<24} {:<34} {:>+8.2}{}",
+                "  {:<17} {:<24} {:<24} {:<34} {:>+8.2}{}",
                 t.field.name(),
                 clip(&t.a_value),
                 clip(&t.b_value),
@@ -66,7 +66,7 @@ impl fmt::Display for Evidence {
                 tf
             )?;
         }
-        writeln!(f, "  {:<14} {:>93.2}", "prior", self.prior)?;
+        writeln!(f, "  {:<17} {:>93.2}", "prior", self.prior)?;
         writeln!(
             f,
             "  total {:+.2} bits (match probability {:.4}); link at >= {:.1}, review at >= {:.1}",

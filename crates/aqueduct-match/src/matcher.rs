@@ -31,6 +31,11 @@ pub struct Settings {
     /// A block with more records than this is not searched (it would compare everyone with
     /// everyone); such blocks are counted in the statistics.
     pub max_block: u32,
+    /// The same for broad rules ([`BlockRule::is_broad`]).
+    pub max_broad_block: u32,
+    /// The same for the typo-tolerant identifier keys: half an identifier singles out a
+    /// person only while few records share it.
+    pub max_typo_block: u32,
     pub scope: PairScope,
     /// Random pairs drawn to estimate u; 0 keeps the u that EM estimates on candidate pairs.
     pub random_pairs: usize,
@@ -48,6 +53,8 @@ impl Default for Settings {
         Settings {
             rules: BlockRule::defaults(),
             max_block: 2_000,
+            max_broad_block: 20,
+            max_typo_block: 6,
             scope: PairScope::All,
             random_pairs: 50_000,
             em_max_iterations: 100,
@@ -280,8 +287,15 @@ impl Matcher {
             rule.keys(i, p, &mut keys);
             keys.sort_unstable();
             keys.dedup();
+            let cap = if *rule == BlockRule::IdentifierOneTypo {
+                self.settings.max_typo_block
+            } else if rule.is_broad() {
+                self.settings.max_broad_block
+            } else {
+                self.settings.max_block
+            };
             for k in &keys {
-                if self.index.count(*k) > self.settings.max_block {
+                if self.index.count(*k) > cap {
                     oversized[i] += 1;
                     continue;
                 }

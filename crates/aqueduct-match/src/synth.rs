@@ -408,7 +408,7 @@ fn pick<'a>(rng: &mut ChaCha8Rng, list: &[&'a str]) -> &'a str {
     // Zipf-like: early entries are common
     let n = list.len();
     let r: f64 = rng.random::<f64>();
-    let i = ((n as f64).powf(r) - 1.0) as usize;
+    let i = (n as f64 * r.powf(1.6)) as usize;
     list[i.min(n - 1)]
 }
 

@@ -382,7 +382,7 @@ fn a_merge_keeps_the_earliest_id_and_carries_its_evidence() {
     let mut x = person(
         "ehr-a/1",
         "ehr-a",
-        "Katarina",
+        "K",
         "Voss",
         "",
         Sex::Female,
@@ -404,7 +404,14 @@ fn a_merge_keeps_the_earliest_id_and_carries_its_evidence() {
     id.upsert(&x).expect("upsert");
     id.upsert(&y).expect("upsert");
     let (px, py) = (id.person(&x.id).expect("x"), id.person(&y.id).expect("y"));
-    assert_ne!(px, py, "the partial records alone are not enough");
+    assert_ne!(
+        px,
+        py,
+        "the partial records alone are not enough:\n{}",
+        id.explain(&x.id, &y.id)
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    );
     // a full record links to both
     let z = person(
         "payer/4",
