@@ -5,6 +5,7 @@
 
 mod after_sync;
 mod bench_chaos;
+mod bench_match;
 mod bench_store;
 mod bench_sync;
 mod config_cmd;
@@ -92,6 +93,9 @@ enum BenchCommand {
     /// A full sync killed with SIGKILL at random points and resumed each time, compared
     /// with an uninterrupted one: same resources, same bytes, every outcome true.
     Chaos(bench_chaos::ChaosArgs),
+    /// Patient matching: precision, recall and F1 on the FEBRL data sets or a synthetic noisy
+    /// population, time and peak memory.
+    Match(bench_match::BenchMatchArgs),
     /// One sync of `bench chaos` (the process it kills).
     #[command(hide = true)]
     ChaosChild(bench_chaos::ChaosChildArgs),
@@ -135,6 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(BenchCommand::Store(args)) => bench_store::run(args).await,
         Command::Bench(BenchCommand::Chaos(args)) => bench_chaos::run(args).await,
+        Command::Bench(BenchCommand::Match(args)) => bench_match::run(args),
         Command::Bench(BenchCommand::ChaosChild(args)) => bench_chaos::run_child(args).await,
         Command::Bench(BenchCommand::Sync(args)) => {
             bench_sync::run_bench_sync(
