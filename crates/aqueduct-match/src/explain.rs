@@ -66,7 +66,7 @@ impl fmt::Display for Evidence {
                 tf
             )?;
         }
-        writeln!(f, "  {:<17} {:>93.2}", "prior", self.prior)?;
+        writeln!(f, "  {:<17} {:>96.2}", "prior", self.prior)?;
         writeln!(
             f,
             "  total {:+.2} bits (match probability {:.4}); link at >= {:.1}, review at >= {:.1}",

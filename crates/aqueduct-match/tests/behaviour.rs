@@ -591,3 +591,66 @@ fn hard_evidence_from_a_source_links_what_the_score_would_not() {
     id.rematch_all().expect("rematch");
     assert_eq!(id.person("hl7-x/77"), id.person("ehr-a/Patient/2"));
 }
+
+#[test]
+fn a_changed_record_that_no_longer_links_splits_off_with_an_event() {
+    let mut id = identity();
+    let a = person(
+        "ehr-a/1",
+        "ehr-a",
+        "Robert",
+        "Smith",
+        "1970-05-05",
+        Sex::Male,
+        "12 Main Street",
+        "2175550101",
+    );
+    let b = person(
+        "ehr-b/1",
+        "ehr-b",
+        "Bob",
+        "Smith",
+        "1970-05-05",
+        Sex::Male,
+        "12 Main St",
+        "2175550101",
+    );
+    id.upsert(&a).expect("upsert");
+    id.upsert(&b).expect("upsert");
+    let p = id.person(&a.id).expect("a");
+    assert_eq!(id.person(&b.id), Some(p));
+    // the source corrects its record: it was another person all along
+    let corrected = person(
+        "ehr-b/1",
+        "ehr-b",
+        "Maria",
+        "Okafor",
+        "1993-08-17",
+        Sex::Female,
+        "5 Lake Road",
+        "2175550999",
+    );
+    let events = id.upsert(&corrected).expect("changed record");
+    let split = events
+        .iter()
+        .find_map(|e| match e {
+            IdentityEvent::Split {
+                from,
+                into,
+                reason,
+                moved,
+            } => Some((*from, into.clone(), reason.clone(), moved.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no split in {events:?}"));
+    assert_eq!(split.0, p);
+    assert_eq!(split.3, vec!["ehr-b/1".to_string()]);
+    assert!(split.2.contains("ehr-b/1 changed"), "{}", split.2);
+    assert_eq!(
+        id.person(&a.id),
+        Some(p),
+        "the remaining record keeps the person id"
+    );
+    assert_eq!(id.person(&b.id), split.1.first().copied());
+    assert_eq!(id.persons(), 2);
+}
