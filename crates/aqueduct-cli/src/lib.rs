@@ -5,6 +5,7 @@
 //! `*_cli.rs` modules are the commands of the hl7, monitor, normalize and sim crates.
 
 pub mod bench_chaos;
+pub mod bench_match;
 pub mod bench_store;
 pub mod bench_sync;
 pub mod config_cmd;
@@ -99,6 +100,9 @@ enum BenchCommand {
     /// A full sync killed with SIGKILL at random points and resumed each time, compared
     /// with an uninterrupted one: same resources, same bytes, every outcome true.
     Chaos(bench_chaos::ChaosArgs),
+    /// Patient matching: precision, recall and F1 on the FEBRL data sets or a synthetic noisy
+    /// population, time and peak memory.
+    Match(bench_match::BenchMatchArgs),
     /// One sync of `bench chaos` (the process it kills).
     #[command(hide = true)]
     ChaosChild(bench_chaos::ChaosChildArgs),
@@ -144,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Store(args)) => bench_store::run(args).await,
         Command::Bench(BenchCommand::Chaos(args)) => bench_chaos::run(args).await,
         Command::Bench(BenchCommand::ChaosChild(args)) => bench_chaos::run_child(args).await,
+        Command::Bench(BenchCommand::Match(args)) => bench_match::run(args),
         Command::Bench(BenchCommand::Sync(args)) => {
             bench_sync::run_bench_sync(
                 args.patients,
