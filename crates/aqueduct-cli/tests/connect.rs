@@ -2,11 +2,15 @@
 //! "browser" (an HTTP GET of the printed URL), then see the grant in `aqueduct status`.
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod common;
-use common::start_sim;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+
+/// The simulator with three patients, as `aqueduct sim` runs.
+fn sim(args: &[&str]) -> (aqueduct_testkit::process::Killed, String) {
+    let mut all = vec!["--patients", "3"];
+    all.extend_from_slice(args);
+    aqueduct_testkit::process::start_sim(env!("CARGO_BIN_EXE_aqueduct"), &all)
+}
 
 #[tokio::test]
 async fn connect_runs_a_standalone_launch_and_status_shows_the_grant() {
@@ -29,7 +33,7 @@ async fn connect_a_payer_with_a_confidential_client() {
 }
 
 async fn standalone_launch(personality: &str, profile: &str, auth: &str) {
-    let (_sim, base) = start_sim(&["--personality", personality]);
+    let (_sim, base) = sim(&["--personality", personality]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("aqueduct.toml"),
@@ -115,7 +119,7 @@ auth = {auth}
 
 #[tokio::test]
 async fn connect_gets_a_backend_services_token_with_a_generated_key() {
-    let (_sim, base) = start_sim(&["--personality", "reference"]);
+    let (_sim, base) = sim(&["--personality", "reference"]);
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_aqueduct"))

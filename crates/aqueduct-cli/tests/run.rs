@@ -4,48 +4,26 @@
 //! second process resumes the interrupted run instead of starting over.
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aqueduct_store::{ConnectionRef, RefreshOutcome, RunOutcome, Store};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use aqueduct_testkit::process::{Killed, start_sim};
 
 /// A simulator slow enough (20 requests/s, then 429) that a sync of its population takes
 /// seconds.
 fn slow_sim() -> (Killed, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aqueduct"))
-        .args([
-            "sim",
-            "--listen",
-            "127.0.0.1:0",
+    start_sim(
+        env!("CARGO_BIN_EXE_aqueduct"),
+        &[
             "--patients",
             "12",
             "--resources-per-patient",
             "120",
             "--rate-limit",
             "20",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(i) = line.find("http://") {
-            break line[i..].split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (Killed(child), base)
+        ],
+    )
 }
 
 fn write_config(dir: &std::path::Path, base: &str) {

@@ -2,10 +2,14 @@
 //! an honest exit code and report.
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod common;
-use common::start_sim;
-
 use std::process::{Command, Stdio};
+
+/// The simulator with three patients, as `aqueduct sim` runs.
+fn sim(args: &[&str]) -> (aqueduct_testkit::process::Killed, String) {
+    let mut all = vec!["--patients", "3"];
+    all.extend_from_slice(args);
+    aqueduct_testkit::process::start_sim(env!("CARGO_BIN_EXE_aqueduct"), &all)
+}
 
 /// Registers a backend-services client (system/*.read) the way an EHR's portal would.
 fn backend_auth(dir: &std::path::Path, base: &str) -> String {
@@ -71,7 +75,7 @@ fn aqueduct(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn a_complete_sync_exits_zero_and_status_shows_the_data() {
-    let (_sim, base) = start_sim(&[
+    let (_sim, base) = sim(&[
         "--personality",
         "reference",
         "--resources-per-patient",
@@ -173,7 +177,7 @@ fn a_complete_sync_exits_zero_and_status_shows_the_data() {
 #[test]
 fn a_partial_sync_is_reported_as_partial_with_exit_code_two() {
     // The cerner-like server claims CarePlan in its CapabilityStatement but rejects searches.
-    let (_sim, base) = start_sim(&["--personality", "cerner", "--resources-per-patient", "60"]);
+    let (_sim, base) = sim(&["--personality", "cerner", "--resources-per-patient", "60"]);
     let dir = tempfile::tempdir().unwrap();
     config(
         dir.path(),

@@ -3,14 +3,13 @@
 //! whole record, with the SHA-256 of the bytes served). Either everything was retrieved, byte
 //! for byte, or the run is partial and names what is missing (its type, for that patient).
 #![allow(clippy::unwrap_used)]
-mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aqueduct_store::RunOutcome;
 use aqueduct_sync::{SyncMode, SyncOptions, SyncReport};
-use common::*;
+use aqueduct_testkit::sim_env::*;
 use sha2::{Digest, Sha256};
 
 /// What the store lacks, per patient: (type, id, how the truth says it is reached).
@@ -64,7 +63,7 @@ async fn differential_with(
     types: Vec<String>,
 ) -> SyncReport {
     let env = start(personality, 3, 60, &[]).await;
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let options = SyncOptions {
         resource_types: types,
         ..Default::default()
@@ -256,7 +255,7 @@ async fn personalities_times_faults() {
     ] {
         for &fault in faults {
             let env = start(personality, 2, 40, &[fault]).await;
-            let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+            let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
             let platform = if personality == "reference" {
                 "generic"
             } else {

@@ -2,17 +2,16 @@
 //! Asserted every time: the outcome tells the truth, nothing stored is lost or tombstoned
 //! wrongly, and time and traffic stay bounded.
 #![allow(clippy::unwrap_used)]
-mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aqueduct_store::RunOutcome;
 use aqueduct_sync::{MissingReason, SyncMode, SyncReport};
-use common::*;
+use aqueduct_testkit::sim_env::*;
 
 async fn run(env: &Env, p: &aqueduct_client::VendorProfile) -> SyncReport {
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let s = syncer(env, p, auth, options(clinical_types()));
     s.sync_patients(&env.sim.patient_ids(), SyncMode::Full)
         .await
@@ -187,7 +186,7 @@ async fn a_stalled_server_costs_bounded_time_not_a_timeout_per_retry() {
         let env = start("reference", 1, 30, &[]).await;
         env.sim.set_faults(faults(&[fault]));
         let started = Instant::now();
-        let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+        let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
         let mut o = options(vec![
             "Patient".into(),
             "Observation".into(),
@@ -237,7 +236,7 @@ async fn a_stalled_server_costs_bounded_time_not_a_timeout_per_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_past_its_deadline_names_what_it_did_not_fetch() {
     let env = start("reference", 4, 40, &[]).await;
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let mut o = options(clinical_types());
     o.max_run_duration = Some(Duration::ZERO);
     o.patient_concurrency = 1;
@@ -259,7 +258,7 @@ async fn a_run_past_its_deadline_names_what_it_did_not_fetch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_population_that_cannot_be_listed_still_leaves_a_failed_run_with_its_ledger() {
     let env = start("reference", 2, 20, &["server-error-500"]).await;
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let s = syncer(&env, &small_pages(), auth, options(clinical_types()));
     let err = s.discover_patients().await.unwrap_err();
     let run = s

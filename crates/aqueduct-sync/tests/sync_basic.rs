@@ -1,18 +1,17 @@
 #![allow(clippy::unwrap_used)]
-mod common;
 
 use std::sync::Arc;
 
 use aqueduct_store::RunOutcome;
 use aqueduct_sync::SyncMode;
-use common::*;
+use aqueduct_testkit::sim_env::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_sync_per_type_stores_every_resource_once() {
     let env = start("reference", 3, 120, &[]).await;
     let types = clinical_types();
     let p = profile("generic", "[paging]\nmax_page_size = 20\n");
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let s = syncer(&env, &p, auth, options(types.clone()));
     let pids = env.sim.patient_ids();
     let report = s.sync_patients(&pids, SyncMode::Full).await.unwrap();
@@ -50,7 +49,7 @@ async fn everything_is_used_when_the_profile_says_so() {
     let env = start("reference", 2, 150, &[]).await;
     let types = clinical_types();
     let p = profile("hapi", "[paging]\nmax_page_size = 40\n");
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let s = syncer(&env, &p, auth, options(types.clone()));
     let report = s
         .sync_patients(&env.sim.patient_ids(), SyncMode::Full)
@@ -92,7 +91,7 @@ async fn incremental_sync_fetches_changes_and_full_sync_tombstones_deletions() {
     let env = start("reference", 2, 100, &[]).await;
     let types = clinical_types();
     let p = profile("generic", "");
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let s = syncer(&env, &p, auth, options(types.clone()));
     let pids = env.sim.patient_ids();
     let first = s.sync_patients(&pids, SyncMode::Full).await.unwrap();
@@ -119,7 +118,7 @@ async fn incremental_sync_fetches_changes_and_full_sync_tombstones_deletions() {
 async fn epic_like_server_needs_the_institution_header_and_categories() {
     let env = start("epic", 2, 100, &[]).await;
     let types = clinical_types();
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     // Without the header the institution requires, nothing works: reported, not silent.
     let bare = syncer(
         &env,
@@ -148,7 +147,7 @@ async fn epic_like_server_needs_the_institution_header_and_categories() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discover_patients_lists_the_population() {
     let env = start("reference", 7, 20, &[]).await;
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let s = syncer(
         &env,
         &profile("generic", "[paging]\nmax_page_size = 3\n"),
@@ -235,7 +234,7 @@ async fn athena_like_server_narrowed_scope_is_reported_not_silent() {
 async fn cerner_like_server_rejections_are_partial_not_supported() {
     let env = start("cerner", 2, 80, &[]).await;
     let types = clinical_types();
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let s = syncer(&env, &profile("cerner", ""), auth, options(types.clone()));
     let r = s
         .sync_patients(&env.sim.patient_ids(), SyncMode::Full)
@@ -261,7 +260,7 @@ async fn cerner_like_server_rejections_are_partial_not_supported() {
 async fn attachments_are_read_in_batches_where_the_server_takes_them() {
     let env = start("reference", 3, 120, &[]).await;
     let types = clinical_types();
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let pids = env.sim.patient_ids();
     // One read per Binary where batch is off...
     let one_by_one = syncer(
@@ -321,7 +320,7 @@ async fn a_server_that_refuses_batch_gets_its_reads_one_by_one() {
         .into_iter()
         .filter(|t| !["CarePlan", "Goal", "CareTeam"].contains(&t.as_str()))
         .collect();
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let pids = env.sim.patient_ids();
     let promised = syncer(
         &env,
@@ -365,7 +364,7 @@ async fn a_server_that_refuses_batch_gets_its_reads_one_by_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn types_the_server_lists_join_the_record_even_when_not_configured() {
     let env = start("reference", 2, 60, &[]).await;
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let mut o = options(vec!["Patient".into(), "Condition".into()]);
     o.use_everything = false;
     let s = syncer(&env, &profile("generic", ""), auth, o);
@@ -404,7 +403,7 @@ async fn types_the_server_lists_join_the_record_even_when_not_configured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patient_the_server_will_not_search_is_read_and_its_alias_reported() {
     let env = start("payer-everything", 1, 20, &[]).await;
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let mut o = options(vec!["Patient".into()]);
     o.use_everything = false;
     o.reference_depth = 0;

@@ -1,14 +1,13 @@
 //! Each simulator fault the sync can see: nothing lost, nothing duplicated, partial reported
 //! as partial, and a rerun completes.
 #![allow(clippy::unwrap_used)]
-mod common;
 
 use std::sync::Arc;
 
 use aqueduct_client::StaticBearer;
 use aqueduct_store::RunOutcome;
 use aqueduct_sync::{MissingReason, SyncMode, SyncReport};
-use common::*;
+use aqueduct_testkit::sim_env::*;
 
 fn generic_small_pages() -> aqueduct_client::VendorProfile {
     profile("generic", "[paging]\nmax_page_size = 25\n")
@@ -16,7 +15,7 @@ fn generic_small_pages() -> aqueduct_client::VendorProfile {
 
 async fn sync_with_faults(fault_list: &[&str]) -> (Env, SyncReport) {
     let env = start("reference", 2, 80, fault_list).await;
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let s = syncer(
         &env,
         &generic_small_pages(),
@@ -96,7 +95,7 @@ async fn error_mid_paging_is_partial_and_the_next_full_run_asks_again() {
     // The server recovers: the next full run starts fresh — it asks for every type again
     // (a stale "done" would hide new data) — and completes.
     env.sim.set_faults(vec![]);
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let s = syncer(
         &env,
         &generic_small_pages(),
@@ -144,7 +143,7 @@ async fn resources_without_ids_get_stable_synthetic_ids() {
     // store those resources a second time under their real ids: this test is about the
     // synthetic ids alone, so no references are followed.
     let env = start("reference", 2, 80, &["missing-ids"]).await;
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let mut no_refs = options(clinical_types());
     no_refs.reference_depth = 0;
     let s = syncer(&env, &generic_small_pages(), auth, no_refs.clone());
@@ -165,7 +164,7 @@ async fn resources_without_ids_get_stable_synthetic_ids() {
     );
     assert_all_patients_match(&env, &clinical_types()).await;
     // Same bytes, same ids: a second sync inserts nothing new.
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let s = syncer(&env, &generic_small_pages(), auth, no_refs);
     let again = s
         .sync_patients(&env.sim.patient_ids(), SyncMode::Full)
@@ -189,7 +188,7 @@ async fn a_lying_capability_statement_is_checked_by_probing() {
     let env = start("reference", 1, 60, &["lying-capability"]).await;
     let mut types = clinical_types();
     types.push("Specimen".into());
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let s = syncer(&env, &generic_small_pages(), auth, options(types.clone()));
     let r = s
         .sync_patients(&env.sim.patient_ids(), SyncMode::Full)
@@ -208,7 +207,7 @@ async fn a_lying_capability_statement_is_checked_by_probing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_200_after_data_was_seen_tombstones_nothing() {
     let env = start("reference", 1, 60, &[]).await;
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let s = syncer(
         &env,
         &generic_small_pages(),
@@ -239,7 +238,7 @@ async fn an_empty_200_after_data_was_seen_tombstones_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expiring_token_is_refreshed_on_401() {
     let env = start("reference", 1, 80, &["token-expires-mid-sync:5"]).await;
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let s = syncer(
         &env,
         &generic_small_pages(),
@@ -308,7 +307,7 @@ async fn a_killed_run_resumes_without_loss_or_duplicates() {
         "generic",
         "[paging]\nmax_page_size = 10\n[rate_limit]\nrequests_per_sec = 100.0\n",
     );
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     // A short life without heartbeat: the killed run (and its lease) count as dead soon.
     let mut o = options(clinical_types());
     o.stale_run_after = std::time::Duration::from_millis(600);
@@ -413,7 +412,7 @@ async fn a_run_closed_as_dead_that_finishes_records_its_real_outcome() {
         "generic",
         "[paging]\nmax_page_size = 10\n[rate_limit]\nrequests_per_sec = 100.0\n",
     );
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let s = Arc::new(syncer(&env, &p, auth, options(clinical_types())));
     let pids = env.sim.patient_ids();
     let task = {
@@ -463,7 +462,7 @@ async fn a_run_killed_while_resolving_references_resumes_them() {
         "generic",
         "[paging]\nmax_page_size = 10\n[http]\nmax_binary_mb = 8192\n",
     );
-    let auth = Arc::new(ClientSecretGrant::new(&env.sim.base_url()));
+    let auth = Arc::new(CountingGrant::new(&env.sim.base_url()));
     let mut o = options(clinical_types());
     o.use_everything = false;
     o.stale_run_after = std::time::Duration::from_millis(300);

@@ -1,10 +1,11 @@
-//! A simulator started as a child process, as a user would run it, killed when dropped.
-#![allow(dead_code)]
+//! The simulator as a child process of the `aqueduct` binary, as a user runs it, killed when
+//! dropped.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-pub struct Killed(Child);
+/// A child process killed (and reaped) when dropped.
+pub struct Killed(pub Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -13,10 +14,11 @@ impl Drop for Killed {
     }
 }
 
-/// `aqueduct sim --listen 127.0.0.1:0 --patients 3 <args>`; returns it and its FHIR base URL.
-pub fn start_sim(args: &[&str]) -> (Killed, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aqueduct"))
-        .args(["sim", "--listen", "127.0.0.1:0", "--patients", "3"])
+/// `BIN sim --listen 127.0.0.1:0 <args>` (`BIN`: the `aqueduct` binary, which only the CLI
+/// crate's tests can name); returns it and its FHIR base URL.
+pub fn start_sim(bin: &str, args: &[&str]) -> (Killed, String) {
+    let mut child = Command::new(bin)
+        .args(["sim", "--listen", "127.0.0.1:0"])
         .args(args)
         .stdout(Stdio::piped())
         .spawn()

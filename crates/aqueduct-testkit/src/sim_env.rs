@@ -1,6 +1,5 @@
 //! Test harness: a real simulator on loopback, a real SQLite store in a temp dir, a token from
 //! the simulator's token endpoint (client_credentials with its confidential client).
-#![allow(dead_code, clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
 
@@ -108,12 +107,12 @@ pub async fn fetch_token(base: &str) -> Result<String, String> {
 }
 
 /// A token source that gets a fresh client_credentials token on 401, counting refreshes.
-pub struct ClientSecretGrant {
+pub struct CountingGrant {
     inner: aqueduct_client::ClientSecretGrant,
     pub refreshes: Mutex<u32>,
 }
 
-impl ClientSecretGrant {
+impl CountingGrant {
     pub fn new(base: &str) -> Self {
         let token_url = base.replace("/fhir/r4", "") + "/oauth2/token";
         Self {
@@ -129,7 +128,7 @@ impl ClientSecretGrant {
 }
 
 #[async_trait]
-impl AccessTokenSource for ClientSecretGrant {
+impl AccessTokenSource for CountingGrant {
     async fn token(&self) -> Result<Option<String>, AuthError> {
         self.inner.token().await
     }
