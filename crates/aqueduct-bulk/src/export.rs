@@ -31,6 +31,9 @@ pub const POPULATION: &str = "*";
 const LEASE: &str = "bulk";
 const JOB_KEY: &str = "bulk/job";
 const FILE_PREFIX: &str = "bulk/file/";
+/// A batch is committed at this many bytes of lines even when it has fewer lines than
+/// `batch_lines`: memory stays bounded by concurrency x this, whatever the resources' size.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// Which `$export` to ask for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -812,6 +815,15 @@ impl BulkExporter {
                     let wait = retry_after.unwrap_or_else(|| self.options.retry.backoff(errors));
                     tokio::time::sleep(wait.min(self.options.max_poll_wait)).await;
                 }
+                401 => {
+                    // an authorization problem, not the job's end: the job stays stored
+                    return Err(BulkError::Auth(
+                        aqueduct_client::AuthError::ReauthorizationNeeded(format!(
+                            "the status URL answered 401: {}",
+                            outcome_text(&r.body)
+                        )),
+                    ));
+                }
                 status => {
                     return Err(BulkError::JobFailed {
                         status,
@@ -1150,7 +1162,7 @@ impl BulkExporter {
                 }
                 Ok(())
             });
-            if batch.len() >= self.options.batch_lines || batch.bytes >= 8 * 1024 * 1024 {
+            if batch.len() >= self.options.batch_lines || batch.bytes >= BATCH_BYTES {
                 self.commit(ctx, key, file, &mut batch, prog).await?;
             }
         }

@@ -4,9 +4,11 @@
 //! do not know each other (config → profile → SMART settings → token source) is `wiring.rs`.
 
 mod after_sync;
+mod bench_bulk;
 mod bench_chaos;
 mod bench_store;
 mod bench_sync;
+mod bulk_cmd;
 mod config_cmd;
 mod connect;
 mod demo;
@@ -49,6 +51,10 @@ enum Command {
     /// Sync one configured connection (whole records, checkpointed, every request in the
     /// ledger); exits 0 when complete, 2 when partial, 1 when failed.
     Sync(sync_cmd::SyncArgs),
+    /// FHIR Bulk Data: `bulk export CONNECTION` imports a `$export` into the store
+    /// (resumable; exits 0 complete, 2 partial, 1 failed).
+    #[command(subcommand)]
+    Bulk(bulk_cmd::BulkCommand),
     /// Validate and inspect the configuration file.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -92,6 +98,9 @@ enum BenchCommand {
     /// A full sync killed with SIGKILL at random points and resumed each time, compared
     /// with an uninterrupted one: same resources, same bytes, every outcome true.
     Chaos(bench_chaos::ChaosArgs),
+    /// A Bulk Data export of ~385,000 resources in gzip NDJSON into SQLite (and PostgreSQL
+    /// with --postgres): wall time, CPU, peak RSS, MB/s.
+    Bulk(bench_bulk::BenchBulkArgs),
     /// One sync of `bench chaos` (the process it kills).
     #[command(hide = true)]
     ChaosChild(bench_chaos::ChaosChildArgs),
@@ -134,6 +143,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Store(args)) => bench_store::run(args).await,
+        Command::Bench(BenchCommand::Bulk(args)) => bench_bulk::run(args).await,
+        Command::Bulk(cmd) => bulk_cmd::run(&ctx, cmd).await,
         Command::Bench(BenchCommand::Chaos(args)) => bench_chaos::run(args).await,
         Command::Bench(BenchCommand::ChaosChild(args)) => bench_chaos::run_child(args).await,
         Command::Bench(BenchCommand::Sync(args)) => {
