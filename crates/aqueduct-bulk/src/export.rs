@@ -1286,7 +1286,10 @@ impl BulkExporter {
             let summary = self.store.write_resources(&self.conn, &resources).await?;
             let mut t = ctx.totals();
             for r in &resources {
-                let e = t.by_type.entry(r.resource_type.clone()).or_default();
+                let e = match t.by_type.get_mut(&r.resource_type) {
+                    Some(e) => e,
+                    None => t.by_type.entry(r.resource_type.clone()).or_default(),
+                };
                 e.lines += 1;
                 if r.parse_status != aqueduct_store::ParseStatus::Ok {
                     e.invalid += 1;

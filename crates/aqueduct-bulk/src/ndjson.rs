@@ -9,6 +9,7 @@ use aqueduct_store::{ParseStatus, RawResource};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Longest line accepted (one resource); a longer one is cut off and reported, so a server
 /// that never sends a newline cannot make the buffer grow without bound.
@@ -141,16 +142,38 @@ pub fn is_blank(line: &[u8]) -> bool {
     line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))
 }
 
+/// The head of a line: the fields routing and storage need, borrowed as raw JSON (nothing is
+/// built for the rest of the resource, which is only validated while skipped).
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct Head {
-    #[serde(rename = "resourceType")]
-    resource_type: Option<Value>,
-    id: Option<Value>,
-    meta: Option<Value>,
-    subject: Option<Value>,
-    patient: Option<Value>,
-    beneficiary: Option<Value>,
+struct Head<'a> {
+    #[serde(rename = "resourceType", borrow)]
+    resource_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    meta: Option<&'a RawValue>,
+    #[serde(borrow)]
+    subject: Option<&'a RawValue>,
+    #[serde(borrow)]
+    patient: Option<&'a RawValue>,
+    #[serde(borrow)]
+    beneficiary: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct MetaHead {
+    #[serde(rename = "versionId")]
+    version_id: Option<Value>,
+    #[serde(rename = "lastUpdated")]
+    last_updated: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RefHead {
+    reference: Option<Value>,
 }
 
 /// What a line turned into.
@@ -171,12 +194,26 @@ pub struct LineSource<'a> {
     pub fetched_at: DateTime<Utc>,
 }
 
-fn str_of(v: &Option<Value>) -> Option<&str> {
-    v.as_ref().and_then(Value::as_str)
+/// A JSON string's value (escapes decoded); None for anything else.
+fn str_of(v: Option<&RawValue>) -> Option<String> {
+    let raw = v?.get();
+    if !raw.starts_with('"') {
+        return None;
+    }
+    if !raw.contains('\\') {
+        return Some(raw[1..raw.len() - 1].to_string());
+    }
+    serde_json::from_str::<String>(raw).ok()
 }
 
-fn patient_of(r: &Option<Value>) -> Option<String> {
-    let reference = r.as_ref()?.get("reference")?.as_str()?;
+fn meta_of(v: Option<&RawValue>) -> MetaHead {
+    v.and_then(|m| serde_json::from_str::<MetaHead>(m.get()).ok())
+        .unwrap_or_default()
+}
+
+fn patient_of(r: Option<&RawValue>) -> Option<String> {
+    let head = serde_json::from_str::<RefHead>(r?.get()).ok()?;
+    let reference = head.reference.as_ref()?.as_str()?;
     let id = reference.rsplit_once("Patient/").map(|(_, id)| id)?;
     let id = id.split('/').next().unwrap_or(id);
     (!id.is_empty()).then(|| id.to_string())
@@ -197,46 +234,39 @@ pub fn parse_line(bytes: &[u8], src: &LineSource<'_>) -> ParsedLine {
         ),
         Ok(h) => {
             let mut problems = Vec::new();
-            let rtype = str_of(&h.resource_type)
-                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric()))
-                .map(str::to_string);
+            let rtype = str_of(h.resource_type)
+                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric()));
             if rtype.is_none() {
                 problems.push("missing resourceType");
             }
-            let id = str_of(&h.id)
-                .filter(|i| !i.trim().is_empty() && i.len() <= 256)
-                .map(str::to_string);
+            let id = str_of(h.id).filter(|i| !i.trim().is_empty() && i.len() <= 256);
             if id.is_none() {
                 problems.push("missing id: synthetic id assigned");
             }
             let patient = if rtype.as_deref() == Some("Patient") {
                 id.clone()
             } else {
-                patient_of(&h.subject)
-                    .or_else(|| patient_of(&h.patient))
-                    .or_else(|| patient_of(&h.beneficiary))
+                patient_of(h.subject)
+                    .or_else(|| patient_of(h.patient))
+                    .or_else(|| patient_of(h.beneficiary))
             };
             let status = if problems.is_empty() {
                 ParseStatus::Ok
             } else {
                 ParseStatus::InvalidFhir(problems.join("; "))
             };
-            (rtype, id, h.meta, patient, status)
+            (rtype, id, Some(meta_of(h.meta)), patient, status)
         }
     };
     let problem = status.detail().map(str::to_string);
-    let meta_str = |k: &str| {
-        meta.as_ref()
-            .and_then(|m| m.get(k))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
+    let meta = meta.unwrap_or_default();
+    let meta_str = |v: &Option<Value>| v.as_ref().and_then(Value::as_str).map(str::to_string);
     ParsedLine {
         resource: RawResource {
             resource_type: rtype.unwrap_or_else(|| src.file_type.to_string()),
             logical_id: id.unwrap_or_else(|| aqueduct_sync::page::synthetic_id(bytes)),
-            version_id: meta_str("versionId"),
-            last_updated: meta_str("lastUpdated"),
+            version_id: meta_str(&meta.version_id),
+            last_updated: meta_str(&meta.last_updated),
             source_url: src.url.to_string(),
             patient_id: patient,
             parse_status: status,
@@ -364,6 +394,15 @@ mod tests {
         assert!(no_type.problem.is_some());
         let array = parse_line(b"[1,2]", &src);
         assert!(array.problem.is_some());
+        let escaped = parse_line(
+            br#"{"resourceType":"Observation","id":"a\u0062","meta":null,"subject":"x"}"#,
+            &src,
+        );
+        assert_eq!(escaped.problem, None);
+        assert_eq!(escaped.resource.logical_id, "ab");
+        assert_eq!(escaped.resource.patient_id, None);
+        let numeric = parse_line(br#"{"resourceType":"Observation","id":5}"#, &src);
+        assert!(numeric.problem.is_some());
     }
 
     #[test]
