@@ -655,11 +655,13 @@ impl BulkExporter {
             i += 1;
         }
         *jobs = state.parts.len();
-        // done with the job: delete it at the server, then forget it here
+        // done with the job: forget it here, then delete it at the server (a crash in
+        // between leaves a job the server expires on its own, never a stored job whose
+        // status URL is gone)
+        self.clear_state().await?;
         for p in &state.parts {
             self.delete_job(ctx, &p.status_url).await;
         }
-        self.clear_state().await?;
         Ok(())
     }
 
