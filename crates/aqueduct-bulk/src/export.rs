@@ -904,14 +904,21 @@ impl BulkExporter {
     ) -> Result<BTreeSet<String>, BulkError> {
         let files: Vec<(usize, &ManifestFile)> = manifest.files.iter().enumerate().collect();
         ctx.totals().files += files.len();
-        let results: Vec<Result<FileProgress, BulkError>> =
+        // results arrive in completion order: each carries its file
+        let results: Vec<(&ManifestFile, Result<FileProgress, BulkError>)> =
             futures_util::stream::iter(files.iter())
-                .map(|(n, f)| self.download(ctx, part, *n, f, manifest.requires_access_token))
+                .map(|(n, f)| async move {
+                    (
+                        *f,
+                        self.download(ctx, part, *n, f, manifest.requires_access_token)
+                            .await,
+                    )
+                })
                 .buffer_unordered(self.options.concurrency.max(1))
                 .collect()
                 .await;
         let mut expired = BTreeSet::new();
-        for ((_, f), r) in files.iter().zip(results) {
+        for (f, r) in results {
             let p = r?;
             if p.expired {
                 expired.insert(f.resource_type.clone());

@@ -22,14 +22,23 @@ pub fn personality(extra: &str) -> String {
     let mut out = String::new();
     for line in REFERENCE.lines() {
         let key = line.split(" =").next().unwrap_or("");
-        if !key.is_empty() && extra.lines().any(|l| l.starts_with(&format!("{key} ="))) {
+        let overridden =
+            !key.is_empty() && extra.lines().any(|l| l.starts_with(&format!("{key} =")));
+        if key == "bulk_file_max_resources" {
+            if !overridden {
+                out.push_str("bulk_file_max_resources = 40\n");
+            }
+            out.push_str(extra);
+            out.push('\n');
+            continue;
+        }
+        if overridden {
             continue;
         }
         let line = match key {
             "name" => "name = \"bulk-test\"".to_string(),
             "bulk_polls_before_ready" => "bulk_polls_before_ready = 2".into(),
             "bulk_retry_after_secs" => "bulk_retry_after_secs = 0".into(),
-            "bulk_file_max_resources" => format!("bulk_file_max_resources = 40\n{extra}"),
             _ => line.to_string(),
         };
         out.push_str(&line);
