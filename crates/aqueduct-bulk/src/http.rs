@@ -115,7 +115,10 @@ impl Http {
 
     /// Sends with retries; answers the first response that is not to be retried (any status:
     /// callers judge it), its body unread, the permit held.
-    async fn send(&self, req: &Req<'_>) -> Result<Streaming, BulkError> {
+    /// `whole`: the timeout covers the body too (small answers); else only the wait for the
+    /// response head, and the caller watches the body for stalls (a large file may take
+    /// longer than any fixed timeout).
+    async fn send(&self, req: &Req<'_>, whole: bool) -> Result<Streaming, BulkError> {
         let mut token = if req.token { self.token().await? } else { None };
         let mut refreshed = false;
         let mut attempt = 0u32;
@@ -125,10 +128,10 @@ impl Http {
             let permit = limiter.acquire().await;
             let started = Instant::now();
             let mut entry = self.entry(req, attempt);
-            let mut rb = self
-                .http
-                .request(req.method.clone(), req.url.clone())
-                .timeout(self.timeout);
+            let mut rb = self.http.request(req.method.clone(), req.url.clone());
+            if whole {
+                rb = rb.timeout(self.timeout);
+            }
             for (k, v) in &req.headers {
                 rb = rb.header(*k, v);
             }
@@ -139,7 +142,24 @@ impl Http {
                 }
                 _ => false,
             };
-            let result = rb.send().await;
+            let result = match tokio::time::timeout(self.timeout, rb.send()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+                    entry.error_kind = Some("timeout".into());
+                    self.ledger.on_attempt(&entry);
+                    limiter.observe(Signal::Neutral);
+                    if attempt >= self.retry.max_attempts {
+                        return Err(BulkError::Body {
+                            url: req.url.to_string(),
+                            message: format!("no response within {:?}", self.timeout),
+                        });
+                    }
+                    drop(permit);
+                    tokio::time::sleep(self.retry.backoff(attempt)).await;
+                    continue;
+                }
+            };
             let retry_in = match result {
                 Err(e) => {
                     entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -243,7 +263,7 @@ impl Http {
 
     /// A request whose answer is read whole (capped) and written to the ledger.
     pub async fn small(&self, req: &Req<'_>) -> Result<Small, BulkError> {
-        let s = self.send(req).await?;
+        let s = self.send(req, true).await?;
         let status = s.status;
         let headers = s.headers.clone();
         let started = s.started;
@@ -278,7 +298,7 @@ impl Http {
 
     /// A request whose body the caller streams (see [`Streaming::finish`]).
     pub async fn stream(&self, req: &Req<'_>) -> Result<Streaming, BulkError> {
-        self.send(req).await
+        self.send(req, false).await
     }
 }
 
