@@ -4,10 +4,12 @@
 //! and `main.rs` only calls [`main`]. Command-line code lives here and nowhere else: the
 //! `*_cli.rs` modules are the commands of the hl7, monitor, normalize and sim crates.
 
+pub mod bench_bulk;
 pub mod bench_chaos;
 pub mod bench_match;
 pub mod bench_store;
 pub mod bench_sync;
+pub mod bulk_cmd;
 pub mod config_cmd;
 pub mod connect;
 pub mod demo;
@@ -54,6 +56,10 @@ enum Command {
     /// Sync one configured connection (whole records, checkpointed, every request in the
     /// ledger); exits 0 when complete, 2 when partial, 1 when failed.
     Sync(sync_cmd::SyncArgs),
+    /// FHIR Bulk Data: `bulk export CONNECTION` imports a `$export` into the store
+    /// (resumable; exits 0 complete, 2 partial, 1 failed).
+    #[command(subcommand)]
+    Bulk(bulk_cmd::BulkCommand),
     /// The engine in the foreground: connection schedules and refresh requests (HL7 events,
     /// the API) until stopped; SIGTERM checkpoints the work in flight and exits 0.
     Run(run_cmd::RunArgs),
@@ -100,6 +106,9 @@ enum BenchCommand {
     /// A full sync killed with SIGKILL at random points and resumed each time, compared
     /// with an uninterrupted one: same resources, same bytes, every outcome true.
     Chaos(bench_chaos::ChaosArgs),
+    /// A Bulk Data export of ~385,000 resources in gzip NDJSON into SQLite (and PostgreSQL
+    /// with --postgres): wall time, CPU, peak RSS, MB/s.
+    Bulk(bench_bulk::BenchBulkArgs),
     /// Patient matching: precision, recall and F1 on the FEBRL data sets or a synthetic noisy
     /// population, time and peak memory.
     Match(bench_match::BenchMatchArgs),
@@ -149,6 +158,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Chaos(args)) => bench_chaos::run(args).await,
         Command::Bench(BenchCommand::ChaosChild(args)) => bench_chaos::run_child(args).await,
         Command::Bench(BenchCommand::Match(args)) => bench_match::run(args),
+        Command::Bench(BenchCommand::Bulk(args)) => bench_bulk::run(args).await,
+        Command::Bulk(cmd) => bulk_cmd::run(&ctx, cmd).await,
         Command::Bench(BenchCommand::Sync(args)) => {
             bench_sync::run_bench_sync(
                 args.patients,

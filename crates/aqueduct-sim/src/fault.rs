@@ -134,6 +134,21 @@ faults! {
     Metadata500 => "metadata-500",
     /// `/metadata` answers 404.
     Metadata404 => "metadata-404",
+    /// Bulk status polls answer 500 with an OperationOutcome of code `transient` (the job
+    /// goes on; a client retries).
+    BulkStatus5xx => "bulk-status-5xx",
+    /// Bulk status polls and file downloads answer 429 with `Retry-After: 1`.
+    Bulk429 => "bulk-429",
+    /// The first export job's files of its first type answer 410 Gone (expired); a new
+    /// kick-off is served normally.
+    BulkExpiredFiles => "bulk-expired-files",
+    /// The first output file of every job ends in the middle of its last line.
+    BulkTruncatedFile => "bulk-truncated-file",
+    /// The first output file of every job carries two lines that are not resources (one not
+    /// JSON, one without `resourceType`) and a blank line, besides its resources.
+    BulkInvalidLines => "bulk-invalid-lines",
+    /// Export jobs fail: status polls answer 500 with an error OperationOutcome.
+    BulkJobFails => "bulk-job-fails",
 }
 
 impl FromStr for Fault {

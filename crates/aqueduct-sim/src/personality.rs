@@ -180,6 +180,20 @@ pub struct Personality {
     pub bulk_polls_before_ready: u32,
     pub bulk_retry_after_secs: u64,
     pub bulk_file_max_resources: usize,
+    /// The manifest's `requiresAccessToken`: when false the files are served at
+    /// `{origin}/bulk-open/...` without a token (and a request that sends one is refused, so a
+    /// client that leaks it is caught).
+    #[serde(default = "yes")]
+    pub bulk_requires_token: bool,
+    /// NDJSON files are sent gzip-encoded (`Content-Encoding: gzip`) to clients that accept it.
+    #[serde(default = "yes")]
+    pub bulk_gzip: bool,
+    /// Files answer `Range: bytes=N-` with 206 (identity encoding only).
+    #[serde(default = "yes")]
+    pub bulk_ranges: bool,
+    /// Polls answer `Retry-After` as an HTTP date instead of seconds.
+    #[serde(default)]
+    pub bulk_retry_after_http_date: bool,
     /// Types generated and returned only by `Patient/$everything`: not searchable, not
     /// readable, not in the CapabilityStatement (a network's Provenance).
     #[serde(default)]
@@ -244,6 +258,10 @@ pub struct Personality {
     pub careplan_categories: Vec<String>,
     /// Resource types served, with their search rules.
     pub types: BTreeMap<String, TypeRule>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Personality {

@@ -446,6 +446,11 @@ async fn route(
         };
         return Outcome::Reply(r);
     }
+    if method == Method::GET
+        && let Some(r) = crate::bulk::open_file(st, path, headers)
+    {
+        return Outcome::Reply(r);
+    }
     // The registered base, or the other spelling the personality's links use.
     let rest = path.strip_prefix(FHIR_PATH).or_else(|| {
         st.personality

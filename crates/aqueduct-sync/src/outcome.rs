@@ -22,6 +22,10 @@
 //! 4. Informational outcomes ("this response includes information available to the
 //!    authorized user...") are noted, never gaps.
 //! 5. Only a type read completely may tombstone; a type with any gap never does.
+//! 6. A Bulk Data file is whole only when it was read to its end, its last line was not cut
+//!    off, none of its lines failed to be a resource (those are stored flagged, and are a
+//!    gap), and it held at least the resources its manifest entry counted. Files the server
+//!    let expire and that a new kick-off did not bring again are a gap too.
 
 use aqueduct_core::RunOutcome;
 
@@ -109,6 +113,35 @@ pub fn empty_record(first_sync: bool, got_patient: bool) -> Option<MissingReason
 /// completely, fresh (not resumed), and nothing about it is a gap.
 pub fn may_tombstone(read_completely: bool, resumed: bool, has_gap: bool) -> bool {
     read_completely && !resumed && !has_gap
+}
+
+/// What one Bulk Data file read tells (clause 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BulkFileRead {
+    /// The body was received to its end (no transport error, no 4xx/5xx).
+    pub read_to_end: bool,
+    /// The last line had no newline and was not a whole resource.
+    pub ended_mid_line: bool,
+    /// Lines that were not resources (not JSON, no type or id), stored flagged.
+    pub malformed_lines: u64,
+    /// Resources the manifest said the file holds, when it said.
+    pub declared: Option<u64>,
+    /// Resources read whole.
+    pub resources: u64,
+}
+
+/// Clause 6: the gap a Bulk Data file leaves, if any.
+pub fn bulk_file_gap(read: &BulkFileRead) -> Option<MissingReason> {
+    if !read.read_to_end {
+        Some(MissingReason::FailedAfterRetries)
+    } else if read.ended_mid_line
+        || read.malformed_lines > 0
+        || read.declared.is_some_and(|d| read.resources < d)
+    {
+        Some(MissingReason::Incomplete)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -226,6 +259,65 @@ mod tests {
         assert_eq!(empty_record(true, true), None);
         // a later sync may legitimately bring nothing new (incremental)
         assert_eq!(empty_record(false, false), None);
+    }
+
+    #[test]
+    fn clause_6_bulk_files() {
+        let whole = BulkFileRead {
+            read_to_end: true,
+            declared: Some(3),
+            resources: 3,
+            ..Default::default()
+        };
+        let table = [
+            (whole, None),
+            (
+                BulkFileRead {
+                    declared: None,
+                    ..whole
+                },
+                None,
+            ),
+            // more than announced is not a gap (counts are advisory upward)
+            (
+                BulkFileRead {
+                    resources: 4,
+                    ..whole
+                },
+                None,
+            ),
+            (
+                BulkFileRead {
+                    read_to_end: false,
+                    ..whole
+                },
+                Some(MissingReason::FailedAfterRetries),
+            ),
+            (
+                BulkFileRead {
+                    ended_mid_line: true,
+                    ..whole
+                },
+                Some(MissingReason::Incomplete),
+            ),
+            (
+                BulkFileRead {
+                    malformed_lines: 1,
+                    ..whole
+                },
+                Some(MissingReason::Incomplete),
+            ),
+            (
+                BulkFileRead {
+                    resources: 2,
+                    ..whole
+                },
+                Some(MissingReason::Incomplete),
+            ),
+        ];
+        for (read, want) in table {
+            assert_eq!(bulk_file_gap(&read), want, "{read:?}");
+        }
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub fn dispatch(
         }
         ["bulkstatus", job] if get => crate::bulk::status(st, job),
         ["bulkstatus", job] if method == Method::DELETE => crate::bulk::cancel(st, job),
-        ["bulkfiles", job, file] if get => crate::bulk::file(st, job, file),
+        ["bulkfiles", job, file] if get => crate::bulk::file(st, job, file, headers),
         ["_paging", ..] => Reply::outcome(404, "not-found", "paging link not found"),
         ["Binary", id] if get => binary(st, id, headers, token),
         // Document URLs that are not Binary paths (`document_paths`): raw content.
