@@ -31,7 +31,7 @@ use crate::vault::{Vault, VaultKey};
 
 /// How the `aud` parameter of the authorization request is built (a vendor quirk).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum AudRule {
+pub enum AudienceParam {
     /// The FHIR base URL without a trailing slash (the default).
     #[default]
     BaseUrl,
@@ -43,13 +43,13 @@ pub enum AudRule {
     Custom(String),
 }
 
-impl AudRule {
+impl AudienceParam {
     pub fn value(&self, base_url: &str) -> Option<String> {
         match self {
-            AudRule::BaseUrl => Some(trim_base(base_url).to_string()),
-            AudRule::BaseUrlTrailingSlash => Some(format!("{}/", trim_base(base_url))),
-            AudRule::Omit => None,
-            AudRule::Custom(s) => Some(s.clone()),
+            AudienceParam::BaseUrl => Some(trim_base(base_url).to_string()),
+            AudienceParam::BaseUrlTrailingSlash => Some(format!("{}/", trim_base(base_url))),
+            AudienceParam::Omit => None,
+            AudienceParam::Custom(s) => Some(s.clone()),
         }
     }
 }
@@ -64,7 +64,7 @@ pub struct SmartConnection {
     pub credentials: ClientCredentials,
     /// Force a token endpoint auth method; by default chosen from the server's list.
     pub auth_method: Option<TokenAuthMethod>,
-    pub aud: AudRule,
+    pub aud: AudienceParam,
     /// The resource types the connection needs to read (drives the scopes).
     pub resource_types: Vec<String>,
     /// Force v1 or v2 scope syntax; by default v2 when the server advertises `permission-v2`.
@@ -99,7 +99,7 @@ impl SmartConnection {
             client_id: client_id.into(),
             credentials: ClientCredentials::Public,
             auth_method: None,
-            aud: AudRule::BaseUrl,
+            aud: AudienceParam::BaseUrl,
             resource_types: Vec::new(),
             scope_version: None,
             user_scopes: false,
