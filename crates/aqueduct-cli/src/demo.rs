@@ -17,7 +17,7 @@ use anyhow::Context;
 use aqueduct_client::{FhirClient, VendorProfile};
 use aqueduct_sim::{Fault, SimConfig, SimServer, Simulator};
 use aqueduct_smart::{
-    AudRule, ClientCredentials, KeyAlgorithm, SmartClient, SmartConnection, SmartTokenSource,
+    AudienceParam, ClientCredentials, KeyAlgorithm, SmartClient, SmartConnection, SmartTokenSource,
     TokenManager, VaultKey, generate_key, jwks,
 };
 use aqueduct_store::{ConnectionRecord, ConnectionRef, Organization};
@@ -127,8 +127,8 @@ pub async fn run_demo(store_location: &str, patients: usize, json: bool) -> anyh
         sc.require_patient = false;
         sc.aud = profile
             .aud_for(&base)
-            .map(AudRule::Custom)
-            .unwrap_or(AudRule::Omit);
+            .map(AudienceParam::Custom)
+            .unwrap_or(AudienceParam::Omit);
         sc.resource_types = profile.default_types.clone();
         sc.resource_types.extend(
             aqueduct_sync::refs::REFERENCE_TARGET_TYPES

@@ -42,7 +42,7 @@ pub enum ProfileError {
 /// How the `aud` parameter is sent in authorization requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
-pub enum AudRule {
+pub enum AudienceStyle {
     /// The FHIR base URL exactly as configured.
     #[default]
     Exact,
@@ -109,7 +109,7 @@ impl Default for HttpSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AuthSettings {
-    pub aud: AudRule,
+    pub aud: AudienceStyle,
     pub scope_style: ScopeStyle,
     /// What the server usually grants, to plan refreshes before expiry.
     pub token_lifetime_secs: u64,
@@ -118,7 +118,7 @@ pub struct AuthSettings {
 impl Default for AuthSettings {
     fn default() -> Self {
         Self {
-            aud: AudRule::Exact,
+            aud: AudienceStyle::Exact,
             scope_style: ScopeStyle::V2,
             token_lifetime_secs: 3600,
         }
@@ -490,9 +490,9 @@ impl VendorProfile {
     /// The `aud` value to send for a base URL, or None when it must be omitted.
     pub fn aud_for(&self, base_url: &str) -> Option<String> {
         match self.auth.aud {
-            AudRule::Exact => Some(base_url.to_string()),
-            AudRule::NoTrailingSlash => Some(base_url.trim_end_matches('/').to_string()),
-            AudRule::Omit => None,
+            AudienceStyle::Exact => Some(base_url.to_string()),
+            AudienceStyle::NoTrailingSlash => Some(base_url.trim_end_matches('/').to_string()),
+            AudienceStyle::Omit => None,
         }
     }
 }
@@ -620,12 +620,12 @@ mod tests {
             p.aud_for("https://x/fhir/").as_deref(),
             Some("https://x/fhir/")
         );
-        p.auth.aud = AudRule::NoTrailingSlash;
+        p.auth.aud = AudienceStyle::NoTrailingSlash;
         assert_eq!(
             p.aud_for("https://x/fhir/").as_deref(),
             Some("https://x/fhir")
         );
-        p.auth.aud = AudRule::Omit;
+        p.auth.aud = AudienceStyle::Omit;
         assert_eq!(p.aud_for("https://x/fhir/"), None);
     }
 }

@@ -10,7 +10,7 @@ use aqueduct_core::{
     AccessTokenSource, ConnectionRecord, ConnectionRef, NoAuth, StaticBearer, Store,
 };
 use aqueduct_smart::{
-    AudRule, ClientCredentials, KeyAlgorithm, SecretString, SigningKey, SmartClient,
+    AudienceParam, ClientCredentials, KeyAlgorithm, SecretString, SigningKey, SmartClient,
     SmartConnection, SmartTokenSource, TokenManager, VaultKey,
 };
 
@@ -94,8 +94,8 @@ impl ResolvedConnection {
             let mut sc = SmartConnection::new(self.conn.clone(), self.base_url(), client_id);
             sc.resource_types = self.scope_types();
             sc.aud = match self.profile.aud_for(&self.base_url()) {
-                Some(v) => AudRule::Custom(v),
-                None => AudRule::Omit,
+                Some(v) => AudienceParam::Custom(v),
+                None => AudienceParam::Omit,
             };
             sc
         };

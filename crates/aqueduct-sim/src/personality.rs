@@ -79,7 +79,7 @@ pub enum PagingStyle {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum AudRule {
+pub enum AudienceCheck {
     Exact,
     TrailingSlash,
     Ignore,
@@ -159,7 +159,7 @@ pub struct Personality {
     pub default_page_size: usize,
     pub max_page_size: usize,
     pub include_total: bool,
-    pub aud: AudRule,
+    pub aud: AudienceCheck,
     pub token_lifetime_secs: u64,
     #[serde(default)]
     pub rate_limit_per_sec: Option<f64>,

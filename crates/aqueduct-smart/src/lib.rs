@@ -29,7 +29,7 @@ pub mod vault;
 
 pub use adapter::{SmartTokenSource, to_auth_error};
 pub use client::{
-    AudRule, AuthorizationRequest, Authorized, PENDING_PREFIX, SmartClient, SmartConnection,
+    AudienceParam, AuthorizationRequest, Authorized, PENDING_PREFIX, SmartClient, SmartConnection,
     TokenSet, pkce_challenge, same_base,
 };
 pub use discovery::{Discovery, DiscoveryNotice, OTHER_ORIGIN_NOTICE, SmartConfiguration};

@@ -16,7 +16,7 @@ use jsonwebtoken::jwk::JwkSet;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::personality::{AudRule, Personality, ScopeStyle};
+use crate::personality::{AudienceCheck, Personality, ScopeStyle};
 use crate::reply::Reply;
 use crate::{ClientKind, ClientRegistration, SimError};
 pub use scope::Access;
@@ -317,10 +317,10 @@ impl AuthServer {
 
     fn aud_ok(&self, aud: Option<&str>) -> bool {
         match (self.personality.aud, aud) {
-            (AudRule::Ignore, _) => true,
+            (AudienceCheck::Ignore, _) => true,
             (_, None) => false,
-            (AudRule::Exact, Some(a)) => a == self.base_url,
-            (AudRule::TrailingSlash, Some(a)) => a.trim_end_matches('/') == self.base_url,
+            (AudienceCheck::Exact, Some(a)) => a == self.base_url,
+            (AudienceCheck::TrailingSlash, Some(a)) => a.trim_end_matches('/') == self.base_url,
         }
     }
 

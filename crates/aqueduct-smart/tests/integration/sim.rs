@@ -205,19 +205,19 @@ async fn state_and_code_checks() {
     // the server denies (epic wants aud exactly, we send a trailing slash)
     let epic = sim_epic().await;
     let mut e = connection(&epic, "org-a", "epic", ClientKind::Public);
-    e.aud = AudRule::BaseUrlTrailingSlash;
+    e.aud = AudienceParam::BaseUrlTrailingSlash;
     assert!(matches!(
         standalone(&env, &e).await,
         Err(SmartError::AuthorizationDenied { .. })
     ));
-    e.aud = AudRule::Omit;
+    e.aud = AudienceParam::Omit;
     assert!(matches!(
         standalone(&env, &e).await,
         Err(SmartError::AuthorizationDenied { .. })
     ));
-    e.aud = AudRule::BaseUrl;
+    e.aud = AudienceParam::BaseUrl;
     standalone(&env, &e).await.unwrap();
-    e.aud = AudRule::Custom(epic.base_url());
+    e.aud = AudienceParam::Custom(epic.base_url());
     standalone(&env, &e).await.unwrap();
     epic.shutdown().await;
     sim.shutdown().await;
@@ -296,7 +296,7 @@ async fn confidential_symmetric_basic_and_post() {
     let env = env().await;
     let sim = sim("payer", None).await;
     let mut sc = connection(&sim, "org-a", "payer", ClientKind::ConfidentialSymmetric);
-    sc.aud = AudRule::Omit; // this payer ignores aud
+    sc.aud = AudienceParam::Omit; // this payer ignores aud
     let out = standalone(&env, &sc).await.unwrap();
     assert!(out.has_refresh_token);
     sc.auth_method = Some(TokenAuthMethod::ClientSecretPost);
@@ -519,7 +519,7 @@ async fn cerner_ten_minute_tokens() {
     let env = env().await;
     let sim = sim("cerner", None).await;
     let mut sc = connection(&sim, "org-a", "cerner", ClientKind::Public);
-    sc.aud = AudRule::BaseUrlTrailingSlash;
+    sc.aud = AudienceParam::BaseUrlTrailingSlash;
     let out = standalone(&env, &sc).await.unwrap();
     let life = (out.expires_at - chrono::Utc::now()).num_seconds();
     assert!((590..=600).contains(&life), "{life}");
