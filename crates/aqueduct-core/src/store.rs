@@ -1,5 +1,13 @@
-//! The one trait both backends implement. Every method that touches tenant data names the
-//! organization (most name the connection too): isolation lives here, not in callers' filters.
+//! The store's contract, by role: tenants, raw resources, the sync ledger (runs, requests,
+//! leases, checkpoints), the credential vault, the audit log and findings, the inbox (inbound
+//! messages, the refresh-request queue, schedules), normalized data and monitoring. Both
+//! backends implement every role; [`Store`] is all of them. A layer that needs one role can
+//! say so in its signature (`&dyn Inbox`); one that holds an `Arc<dyn Store>` calls any method
+//! without importing anything (a trait object's supertrait methods are always in scope); a
+//! concrete backend's methods need `use aqueduct_core::store::prelude::*`.
+//!
+//! Every method that touches tenant data names the organization (most name the connection
+//! too): isolation lives here, not in callers' filters.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -7,23 +15,42 @@ use chrono::{DateTime, Utc};
 use crate::error::StoreResult;
 use crate::model::*;
 
+/// The whole contract: every role, plus where the store lives and its schema version.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    Tenants
+    + Resources
+    + Ledger
+    + Vault
+    + Audit
+    + Inbox
+    + Normalized
+    + Monitoring
+    + Send
+    + Sync
+    + 'static
+{
     /// Where the store lives, for messages ("/var/lib/aqueduct/store.db", "postgres://host/db").
     fn location(&self) -> &str;
 
     /// The schema version this store is at.
     async fn schema_version(&self) -> StoreResult<i64>;
+}
 
-    // --- organizations and connections -------------------------------------------------
-
+/// Organizations and connections, and the per-connection overview `status` shows.
+#[async_trait]
+pub trait Tenants: Send + Sync {
     async fn upsert_organization(&self, org: &Organization) -> StoreResult<()>;
     async fn list_organizations(&self) -> StoreResult<Vec<Organization>>;
     async fn upsert_connection(&self, conn: &ConnectionRecord) -> StoreResult<()>;
     async fn list_connections(&self, organization: &str) -> StoreResult<Vec<ConnectionRecord>>;
+    /// One entry per connection of the organization.
+    async fn status(&self, organization: &str) -> StoreResult<Vec<ConnectionStatus>>;
+}
 
-    // --- raw resources ---------------------------------------------------------------------
-
+/// Raw resources exactly as received: writes, reads, history, tombstones.
+#[async_trait]
+pub trait Resources: Send + Sync {
     /// Writes a batch in one transaction. A resource whose bytes hash the same as the stored
     /// copy is not rewritten (`unchanged`); one whose bytes differ moves the stored copy to
     /// history first (`updated`). A tombstoned resource that comes back is revived.
@@ -32,14 +59,12 @@ pub trait Store: Send + Sync + 'static {
         conn: &ConnectionRef,
         batch: &[RawResource],
     ) -> StoreResult<WriteSummary>;
-
     async fn get_resource(
         &self,
         conn: &ConnectionRef,
         resource_type: &str,
         logical_id: &str,
     ) -> StoreResult<Option<StoredResource>>;
-
     /// Earlier versions of a resource, oldest first (the current one is not included).
     async fn resource_history(
         &self,
@@ -47,7 +72,6 @@ pub trait Store: Send + Sync + 'static {
         resource_type: &str,
         logical_id: &str,
     ) -> StoreResult<Vec<StoredResource>>;
-
     /// A page of resources of one type ordered by logical id, starting after `after_id`.
     /// Tombstoned resources are included only when `include_deleted`.
     async fn list_resources(
@@ -58,7 +82,6 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         include_deleted: bool,
     ) -> StoreResult<Vec<StoredResource>>;
-
     /// Logical ids of the live resources of a type held for a patient (for reconciliation).
     async fn patient_resource_ids(
         &self,
@@ -66,7 +89,6 @@ pub trait Store: Send + Sync + 'static {
         patient_id: &str,
         resource_type: &str,
     ) -> StoreResult<Vec<String>>;
-
     /// Marks resources as deleted upstream. Returns how many were live and are now tombstones.
     async fn tombstone(
         &self,
@@ -75,11 +97,12 @@ pub trait Store: Send + Sync + 'static {
         logical_ids: &[String],
         at: DateTime<Utc>,
     ) -> StoreResult<u64>;
-
     async fn count_by_type(&self, conn: &ConnectionRef) -> StoreResult<Vec<TypeCount>>;
+}
 
-    // --- sync ledger -------------------------------------------------------------------------
-
+/// Sync runs and every request of them, the leases that coordinate processes, and the checkpoints runs resume from.
+#[async_trait]
+pub trait Ledger: Send + Sync {
     async fn begin_run(&self, conn: &ConnectionRef, kind: &str) -> StoreResult<RunId>;
     async fn record_requests(
         &self,
@@ -134,9 +157,6 @@ pub trait Store: Send + Sync + 'static {
         conn: &ConnectionRef,
         run: RunId,
     ) -> StoreResult<RunRequestStats>;
-
-    // --- checkpoints -------------------------------------------------------------------------
-
     /// Saves a resume point under a key the caller chooses ("patient/123/Observation").
     async fn save_checkpoint(
         &self,
@@ -153,9 +173,11 @@ pub trait Store: Send + Sync + 'static {
         prefix: &str,
     ) -> StoreResult<Vec<(String, String)>>;
     async fn clear_checkpoints(&self, conn: &ConnectionRef, prefix: &str) -> StoreResult<u64>;
+}
 
-    // --- credentials (ciphertext only: the vault encrypts before it gets here) -------------
-
+/// Credentials as ciphertext (the vault encrypts before it gets here).
+#[async_trait]
+pub trait Vault: Send + Sync {
     async fn put_secret(
         &self,
         conn: &ConnectionRef,
@@ -167,9 +189,11 @@ pub trait Store: Send + Sync + 'static {
     /// Every stored secret of an organization, for key rotation: (connection, name, ciphertext).
     async fn list_secrets(&self, organization: &str)
     -> StoreResult<Vec<(String, String, Vec<u8>)>>;
+}
 
-    // --- auth audit and findings -----------------------------------------------------------
-
+/// The auth audit log and findings.
+#[async_trait]
+pub trait Audit: Send + Sync {
     async fn record_auth_event(&self, conn: &ConnectionRef, event: &AuthEvent) -> StoreResult<()>;
     /// Most recent first.
     async fn list_auth_events(
@@ -180,9 +204,11 @@ pub trait Store: Send + Sync + 'static {
     async fn record_finding(&self, conn: &ConnectionRef, finding: &Finding) -> StoreResult<()>;
     /// Most recent first.
     async fn list_findings(&self, conn: &ConnectionRef, limit: u32) -> StoreResult<Vec<Finding>>;
+}
 
-    // --- inbound event messages and refresh requests -------------------------------------
-
+/// Inbound event messages, the refresh-request work queue and schedule slots.
+#[async_trait]
+pub trait Inbox: Send + Sync {
     /// Stores messages in ONE transaction, committed before this returns, so a caller may
     /// acknowledge them afterwards. A (sender, control id, content hash) already stored is
     /// reported as a duplicate and not stored again (a message stored before schema 9, without
@@ -274,9 +300,6 @@ pub trait Store: Send + Sync + 'static {
         organization: &str,
         limit: u32,
     ) -> StoreResult<Vec<RefreshRecord>>;
-
-    // --- schedules ---------------------------------------------------------------------------
-
     /// The slot the connection's schedule last fired for.
     async fn schedule_last_due(&self, conn: &ConnectionRef) -> StoreResult<Option<DateTime<Utc>>>;
     /// Fires the schedule's slot `due`, once: if the last slot still is `previous`
@@ -289,9 +312,11 @@ pub trait Store: Send + Sync + 'static {
         due: DateTime<Utc>,
         request: &RefreshRequest,
     ) -> StoreResult<Option<i64>>;
+}
 
-    // --- normalized data (derived from raw, rebuildable) ------------------------------------
-
+/// Normalized rows derived from raw (rebuildable), code mappings, the identifier index.
+#[async_trait]
+pub trait Normalized: Send + Sync {
     /// Replaces, in one transaction, all normalized rows of each given source resource.
     async fn write_normalized(
         &self,
@@ -337,9 +362,11 @@ pub trait Store: Send + Sync + 'static {
         system: &str,
         value: &str,
     ) -> StoreResult<Vec<IdentifiedResource>>;
+}
 
-    // --- monitoring ------------------------------------------------------------------------
-
+/// What silent-failure detection reads and writes: run totals, request windows, freshness, alerts.
+#[async_trait]
+pub trait Monitoring: Send + Sync {
     /// Per resource type totals of a run, from its ledger.
     async fn run_type_totals(
         &self,
@@ -365,9 +392,12 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or updates an alert, keyed by (connection, rule, subject).
     async fn upsert_alert(&self, organization: &str, alert: &Alert) -> StoreResult<()>;
     async fn list_alerts(&self, organization: &str, only_firing: bool) -> StoreResult<Vec<Alert>>;
+}
 
-    // --- overview ----------------------------------------------------------------------------
-
-    /// One entry per connection of the organization.
-    async fn status(&self, organization: &str) -> StoreResult<Vec<ConnectionStatus>>;
+/// The role traits, for `use aqueduct_core::store::prelude::*` where a store's methods are
+/// called.
+pub mod prelude {
+    pub use super::{
+        Audit, Inbox, Ledger, Monitoring, Normalized, Resources, Store, Tenants, Vault,
+    };
 }

@@ -22,7 +22,8 @@ use std::sync::Arc;
 // The contract and its values live in `aqueduct-core` (so layers that only speak them do not
 // compile the drivers); they are re-exported so a caller that opens a store needs one crate.
 pub use aqueduct_core::model::*;
-pub use aqueduct_core::{Store, StoreError, StoreResult, content_hash};
+pub use aqueduct_core::store::prelude::*;
+pub use aqueduct_core::{StoreError, StoreResult, content_hash};
 
 /// The newest schema version this build knows; migrations bring older stores up to it.
 pub const SCHEMA_VERSION: i64 = 10;

@@ -7,9 +7,10 @@
 //! request), or `failed` when the run could not go on at all. Clauses:
 //!
 //! 1. The run stopped as a whole (re-authorization needed, store failure, the population or
-//!    the endpoints could not be listed, stopped by a shutdown) → failed. So is a run with gaps
-//!    that sent requests and got an answer to none (unreachable, refusing connections,
-//!    stalled from the first byte): nothing was read, so nothing is partial.
+//!    the endpoints could not be listed, stopped by a shutdown) → failed. So is a run the
+//!    server answered not once while it has gaps other than its deadline (unreachable,
+//!    refusing connections, no token to be had, stalled from the first byte): nothing was
+//!    read, so nothing is partial.
 //! 2. Any gap → partial: a search not read to its last page (errors after retries, loops,
 //!    broken or foreign next links, runaway paging, responses refused for size or redirect),
 //!    a 200 page carrying an error outcome, data suppressed for lack of authorization, a
@@ -42,12 +43,15 @@ pub fn run_outcome(failure: Option<&str>, gaps: &[PartialType]) -> RunOutcome {
     }
 }
 
-/// Clause 1's second half: the failure of a run with gaps that sent requests and got an answer
-/// to none of them. (A run that sent nothing — its deadline passed first — is partial: its
-/// gaps say why.)
-pub fn nothing_answered(sent: u64, answered: u64, gaps: &[PartialType]) -> Option<String> {
-    let first = gaps.first()?;
-    (sent > 0 && answered == 0).then(|| {
+/// Clause 1's second half: the failure of a run the server answered not once, while it has
+/// gaps for other reasons than its deadline (unreachable, refusing connections, every token
+/// request failing, stalled from the first byte). A run whose deadline passed before it got
+/// an answer stays partial: its gaps say why.
+pub fn nothing_answered(answered: u64, gaps: &[PartialType]) -> Option<String> {
+    let first = gaps
+        .iter()
+        .find(|g| g.reason != MissingReason::DeadlineReached)?;
+    (answered == 0).then(|| {
         format!(
             "the server answered none of the run's requests: nothing was read ({} gap(s), the \
              first: {} of patient {}: {})",
@@ -160,18 +164,15 @@ mod tests {
     #[test]
     fn clause_1_a_run_the_server_never_answered_fails() {
         let gaps = [gap(MissingReason::FailedAfterRetries)];
-        let failure = nothing_answered(3, 0, &gaps).unwrap();
+        let failure = nothing_answered(0, &gaps).unwrap();
         assert!(failure.contains("answered none"), "{failure}");
         assert!(failure.contains("GET Observation?patient=p"), "{failure}");
         assert_eq!(run_outcome(Some(&failure), &gaps), RunOutcome::Failed);
         // one answer is enough for the gaps to be a partial record, and no gap no failure
-        assert_eq!(nothing_answered(3, 1, &gaps), None);
-        assert_eq!(nothing_answered(3, 0, &[]), None);
-        assert_eq!(
-            nothing_answered(0, 0, &gaps),
-            None,
-            "nothing sent: the gaps say why"
-        );
+        assert_eq!(nothing_answered(1, &gaps), None);
+        assert_eq!(nothing_answered(0, &[]), None);
+        let late = [gap(MissingReason::DeadlineReached)];
+        assert_eq!(nothing_answered(0, &late), None, "the deadline says why");
     }
 
     #[test]

@@ -657,11 +657,7 @@ impl Syncer {
             ))
         } else {
             err.map(|e| e.to_string()).or_else(|| {
-                outcome::nothing_answered(
-                    run.ledger.requests.load(Ordering::Relaxed),
-                    run.ledger.answered.load(Ordering::Relaxed),
-                    &partial,
-                )
+                outcome::nothing_answered(run.ledger.answered.load(Ordering::Relaxed), &partial)
             })
         };
         SyncReport {

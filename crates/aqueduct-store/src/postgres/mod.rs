@@ -18,9 +18,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-use aqueduct_core::Store;
 use aqueduct_core::error::{StoreError, StoreResult};
 use aqueduct_core::model::*;
+use aqueduct_core::store::prelude::*;
 
 pub struct PgStore {
     location: String,
@@ -146,19 +146,33 @@ impl Store for PgStore {
             .map_err(|e| map_err(&self.location, "schema version", e))?;
         Ok(row.get(0))
     }
+}
 
+#[async_trait]
+impl Tenants for PgStore {
     async fn upsert_organization(&self, org: &Organization) -> StoreResult<()> {
         tenant::upsert_organization(self, org).await
     }
+
     async fn list_organizations(&self) -> StoreResult<Vec<Organization>> {
         tenant::list_organizations(self).await
     }
+
     async fn upsert_connection(&self, conn: &ConnectionRecord) -> StoreResult<()> {
         tenant::upsert_connection(self, conn).await
     }
+
     async fn list_connections(&self, organization: &str) -> StoreResult<Vec<ConnectionRecord>> {
         tenant::list_connections(self, organization).await
     }
+
+    async fn status(&self, organization: &str) -> StoreResult<Vec<ConnectionStatus>> {
+        tenant::status(self, organization).await
+    }
+}
+
+#[async_trait]
+impl Resources for PgStore {
     async fn write_resources(
         &self,
         conn: &ConnectionRef,
@@ -166,6 +180,7 @@ impl Store for PgStore {
     ) -> StoreResult<WriteSummary> {
         resources::write(self, conn, batch).await
     }
+
     async fn get_resource(
         &self,
         conn: &ConnectionRef,
@@ -174,6 +189,7 @@ impl Store for PgStore {
     ) -> StoreResult<Option<StoredResource>> {
         resources::get(self, conn, t, id).await
     }
+
     async fn resource_history(
         &self,
         conn: &ConnectionRef,
@@ -182,6 +198,7 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<StoredResource>> {
         resources::history(self, conn, t, id).await
     }
+
     async fn list_resources(
         &self,
         conn: &ConnectionRef,
@@ -192,6 +209,7 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<StoredResource>> {
         resources::list(self, conn, t, after_id, limit, include_deleted).await
     }
+
     async fn patient_resource_ids(
         &self,
         conn: &ConnectionRef,
@@ -200,6 +218,7 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<String>> {
         resources::patient_ids(self, conn, p, t).await
     }
+
     async fn tombstone(
         &self,
         conn: &ConnectionRef,
@@ -209,12 +228,18 @@ impl Store for PgStore {
     ) -> StoreResult<u64> {
         resources::tombstone(self, conn, t, ids, at).await
     }
+
     async fn count_by_type(&self, conn: &ConnectionRef) -> StoreResult<Vec<TypeCount>> {
         resources::count_by_type(self, conn).await
     }
+}
+
+#[async_trait]
+impl Ledger for PgStore {
     async fn begin_run(&self, conn: &ConnectionRef, kind: &str) -> StoreResult<RunId> {
         tenant::begin_run(self, conn, kind).await
     }
+
     async fn record_requests(
         &self,
         conn: &ConnectionRef,
@@ -223,6 +248,7 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         tenant::record_requests(self, conn, run, entries).await
     }
+
     async fn finish_run(
         &self,
         conn: &ConnectionRef,
@@ -233,6 +259,7 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         tenant::finish_run(self, conn, run, outcome, summary, error).await
     }
+
     async fn acquire_lease(
         &self,
         conn: &ConnectionRef,
@@ -242,6 +269,7 @@ impl Store for PgStore {
     ) -> StoreResult<bool> {
         tenant::acquire_lease(self, conn, name, holder, ttl).await
     }
+
     async fn release_lease(
         &self,
         conn: &ConnectionRef,
@@ -250,9 +278,11 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         tenant::release_lease(self, conn, name, holder).await
     }
+
     async fn heartbeat_run(&self, conn: &ConnectionRef, run: RunId) -> StoreResult<()> {
         tenant::heartbeat_run(self, conn, run).await
     }
+
     async fn close_stale_runs(
         &self,
         conn: &ConnectionRef,
@@ -261,12 +291,15 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<RunId>> {
         tenant::close_stale_runs(self, conn, stale_before, error).await
     }
+
     async fn get_run(&self, conn: &ConnectionRef, run: RunId) -> StoreResult<Option<SyncRun>> {
         tenant::get_run(self, conn, run).await
     }
+
     async fn list_runs(&self, conn: &ConnectionRef, limit: u32) -> StoreResult<Vec<SyncRun>> {
         tenant::list_runs(self, conn, limit).await
     }
+
     async fn run_requests(
         &self,
         conn: &ConnectionRef,
@@ -274,6 +307,7 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<LedgerEntry>> {
         tenant::run_requests(self, conn, run).await
     }
+
     async fn run_request_stats(
         &self,
         conn: &ConnectionRef,
@@ -281,6 +315,7 @@ impl Store for PgStore {
     ) -> StoreResult<RunRequestStats> {
         tenant::run_request_stats(self, conn, run).await
     }
+
     async fn save_checkpoint(
         &self,
         conn: &ConnectionRef,
@@ -289,6 +324,7 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         tenant::save_checkpoint(self, conn, key, value).await
     }
+
     async fn load_checkpoint(
         &self,
         conn: &ConnectionRef,
@@ -296,6 +332,7 @@ impl Store for PgStore {
     ) -> StoreResult<Option<String>> {
         tenant::load_checkpoint(self, conn, key).await
     }
+
     async fn list_checkpoints(
         &self,
         conn: &ConnectionRef,
@@ -303,27 +340,40 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<(String, String)>> {
         tenant::list_checkpoints(self, conn, prefix).await
     }
+
     async fn clear_checkpoints(&self, conn: &ConnectionRef, prefix: &str) -> StoreResult<u64> {
         tenant::clear_checkpoints(self, conn, prefix).await
     }
+}
+
+#[async_trait]
+impl Vault for PgStore {
     async fn put_secret(&self, conn: &ConnectionRef, name: &str, ct: &[u8]) -> StoreResult<()> {
         tenant::put_secret(self, conn, name, ct).await
     }
+
     async fn get_secret(&self, conn: &ConnectionRef, name: &str) -> StoreResult<Option<Vec<u8>>> {
         tenant::get_secret(self, conn, name).await
     }
+
     async fn delete_secret(&self, conn: &ConnectionRef, name: &str) -> StoreResult<bool> {
         tenant::delete_secret(self, conn, name).await
     }
+
     async fn list_secrets(
         &self,
         organization: &str,
     ) -> StoreResult<Vec<(String, String, Vec<u8>)>> {
         tenant::list_secrets(self, organization).await
     }
+}
+
+#[async_trait]
+impl Audit for PgStore {
     async fn record_auth_event(&self, conn: &ConnectionRef, ev: &AuthEvent) -> StoreResult<()> {
         tenant::record_auth_event(self, conn, ev).await
     }
+
     async fn list_auth_events(
         &self,
         conn: &ConnectionRef,
@@ -331,15 +381,18 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<AuthEvent>> {
         tenant::list_auth_events(self, conn, limit).await
     }
+
     async fn record_finding(&self, conn: &ConnectionRef, f: &Finding) -> StoreResult<()> {
         tenant::record_finding(self, conn, f).await
     }
+
     async fn list_findings(&self, conn: &ConnectionRef, limit: u32) -> StoreResult<Vec<Finding>> {
         tenant::list_findings(self, conn, limit).await
     }
-    async fn status(&self, organization: &str) -> StoreResult<Vec<ConnectionStatus>> {
-        tenant::status(self, organization).await
-    }
+}
+
+#[async_trait]
+impl Inbox for PgStore {
     async fn store_inbound_messages(
         &self,
         org: &str,
@@ -347,12 +400,14 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<InboundReceipt>> {
         inbound::store_messages(self, org, messages).await
     }
+
     async fn complete_inbound(&self, org: &str, outcomes: &[InboundOutcome]) -> StoreResult<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
         inbound::complete(self, org, outcomes).await
     }
+
     async fn mark_inbound_processed(
         &self,
         org: &str,
@@ -361,9 +416,11 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         inbound::mark_processed(self, org, id, error).await
     }
+
     async fn inbound_counts(&self, org: &str) -> StoreResult<InboundCounts> {
         inbound::counts(self, org).await
     }
+
     async fn list_inbound_messages(
         &self,
         org: &str,
@@ -372,9 +429,11 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<StoredInboundMessage>> {
         inbound::list_messages(self, org, after_id, limit).await
     }
+
     async fn enqueue_refresh(&self, org: &str, request: &RefreshRequest) -> StoreResult<i64> {
         inbound::enqueue_refresh(self, org, request).await
     }
+
     async fn list_refresh_requests(
         &self,
         org: &str,
@@ -382,6 +441,7 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<(i64, RefreshRequest, DateTime<Utc>)>> {
         inbound::list_refresh(self, org, limit).await
     }
+
     async fn claim_refresh(
         &self,
         org: &str,
@@ -390,6 +450,7 @@ impl Store for PgStore {
     ) -> StoreResult<Option<ClaimedRefresh>> {
         queue::claim(self, org, holder, ttl).await
     }
+
     async fn renew_refresh_claim(
         &self,
         org: &str,
@@ -399,6 +460,7 @@ impl Store for PgStore {
     ) -> StoreResult<bool> {
         queue::renew(self, org, ids, holder, ttl).await
     }
+
     async fn release_refresh_claim(
         &self,
         org: &str,
@@ -409,6 +471,7 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         queue::release(self, org, ids, holder, retry_in, failed_attempt).await
     }
+
     async fn finish_refresh(
         &self,
         org: &str,
@@ -418,12 +481,15 @@ impl Store for PgStore {
     ) -> StoreResult<bool> {
         queue::finish(self, org, ids, holder, result).await
     }
+
     async fn recent_refreshes(&self, org: &str, limit: u32) -> StoreResult<Vec<RefreshRecord>> {
         queue::recent(self, org, limit).await
     }
+
     async fn schedule_last_due(&self, conn: &ConnectionRef) -> StoreResult<Option<DateTime<Utc>>> {
         queue::schedule_last_due(self, conn).await
     }
+
     async fn fire_schedule(
         &self,
         conn: &ConnectionRef,
@@ -433,15 +499,10 @@ impl Store for PgStore {
     ) -> StoreResult<Option<i64>> {
         queue::fire_schedule(self, conn, previous, due, request).await
     }
-    async fn find_by_identifier(
-        &self,
-        org: &str,
-        resource_type: &str,
-        system: &str,
-        value: &str,
-    ) -> StoreResult<Vec<IdentifiedResource>> {
-        queue::find_by_identifier(self, org, resource_type, system, value).await
-    }
+}
+
+#[async_trait]
+impl Normalized for PgStore {
     async fn write_normalized(
         &self,
         conn: &ConnectionRef,
@@ -450,6 +511,7 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         normalized::write(self, conn, sources, rules_version).await
     }
+
     async fn normalized_stamps(
         &self,
         conn: &ConnectionRef,
@@ -458,6 +520,7 @@ impl Store for PgStore {
     ) -> StoreResult<std::collections::HashMap<String, NormalizedStamp>> {
         normalized::stamps(self, conn, resource_type, logical_ids).await
     }
+
     async fn list_normalized(
         &self,
         conn: &ConnectionRef,
@@ -467,6 +530,7 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<StoredNormalized>> {
         normalized::list(self, conn, kind, patient_id, limit).await
     }
+
     async fn unmapped_codes(
         &self,
         org: &str,
@@ -475,6 +539,7 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<UnmappedCode>> {
         normalized::unmapped(self, org, connection, limit).await
     }
+
     async fn put_code_mapping(
         &self,
         conn: &ConnectionRef,
@@ -482,9 +547,24 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         normalized::put_mapping(self, conn, mapping).await
     }
+
     async fn list_code_mappings(&self, conn: &ConnectionRef) -> StoreResult<Vec<CodeMapping>> {
         normalized::list_mappings(self, conn).await
     }
+
+    async fn find_by_identifier(
+        &self,
+        org: &str,
+        resource_type: &str,
+        system: &str,
+        value: &str,
+    ) -> StoreResult<Vec<IdentifiedResource>> {
+        queue::find_by_identifier(self, org, resource_type, system, value).await
+    }
+}
+
+#[async_trait]
+impl Monitoring for PgStore {
     async fn run_type_totals(
         &self,
         conn: &ConnectionRef,
@@ -492,6 +572,7 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<RunTypeTotals>> {
         monitor::run_type_totals(self, conn, run).await
     }
+
     async fn run_patient_totals(
         &self,
         conn: &ConnectionRef,
@@ -499,6 +580,7 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<(String, u64)>> {
         monitor::run_patient_totals(self, conn, run).await
     }
+
     async fn requests_since(
         &self,
         org: &str,
@@ -507,12 +589,15 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<(String, LedgerEntry)>> {
         monitor::requests_since(self, org, since, limit).await
     }
+
     async fn freshness(&self, conn: &ConnectionRef) -> StoreResult<Vec<TypeFreshness>> {
         monitor::freshness(self, conn).await
     }
+
     async fn upsert_alert(&self, org: &str, alert: &Alert) -> StoreResult<()> {
         monitor::upsert_alert(self, org, alert).await
     }
+
     async fn list_alerts(&self, org: &str, only_firing: bool) -> StoreResult<Vec<Alert>> {
         monitor::list_alerts(self, org, only_firing).await
     }

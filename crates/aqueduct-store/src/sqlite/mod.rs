@@ -21,9 +21,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use aqueduct_core::Store;
 use aqueduct_core::error::{StoreError, StoreResult};
 use aqueduct_core::model::*;
+use aqueduct_core::store::prelude::*;
 
 pub struct SqliteStore {
     location: String,
@@ -199,7 +199,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Tenants for SqliteStore {
     async fn upsert_organization(&self, org: &Organization) -> StoreResult<()> {
         let (loc, org) = (self.location.clone(), org.clone());
         self.write(move |c| tenant::upsert_organization(c, &loc, &org))
@@ -224,6 +227,14 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn status(&self, organization: &str) -> StoreResult<Vec<ConnectionStatus>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| tenant::status(c, &loc, &org)).await
+    }
+}
+
+#[async_trait]
+impl Resources for SqliteStore {
     async fn write_resources(
         &self,
         conn: &ConnectionRef,
@@ -307,11 +318,52 @@ impl Store for SqliteStore {
         self.read(move |c| resources::count_by_type(c, &loc, &cr))
             .await
     }
+}
 
+#[async_trait]
+impl Ledger for SqliteStore {
     async fn begin_run(&self, conn: &ConnectionRef, kind: &str) -> StoreResult<RunId> {
         let (loc, cr, kind) = (self.location.clone(), conn.clone(), kind.to_string());
         self.write(move |c| tenant::begin_run(c, &loc, &cr, &kind))
             .await
+    }
+
+    async fn record_requests(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+        entries: &[LedgerEntry],
+    ) -> StoreResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (loc, cr, entries) = (self.location.clone(), conn.clone(), entries.to_vec());
+        self.write(move |c| tenant::record_requests(c, &loc, &cr, run, &entries))
+            .await
+    }
+
+    async fn finish_run(
+        &self,
+        conn: &ConnectionRef,
+        run: RunId,
+        outcome: RunOutcome,
+        summary: Option<&str>,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        let (summary, error) = (summary.map(str::to_string), error.map(str::to_string));
+        self.write(move |c| {
+            tenant::finish_run(
+                c,
+                &loc,
+                &cr,
+                run,
+                outcome,
+                summary.as_deref(),
+                error.as_deref(),
+            )
+        })
+        .await
     }
 
     async fn acquire_lease(
@@ -362,44 +414,6 @@ impl Store for SqliteStore {
         let (loc, cr, err) = (self.location.clone(), conn.clone(), error.to_string());
         self.write(move |c| tenant::close_stale_runs(c, &loc, &cr, stale_before, &err))
             .await
-    }
-
-    async fn record_requests(
-        &self,
-        conn: &ConnectionRef,
-        run: RunId,
-        entries: &[LedgerEntry],
-    ) -> StoreResult<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let (loc, cr, entries) = (self.location.clone(), conn.clone(), entries.to_vec());
-        self.write(move |c| tenant::record_requests(c, &loc, &cr, run, &entries))
-            .await
-    }
-
-    async fn finish_run(
-        &self,
-        conn: &ConnectionRef,
-        run: RunId,
-        outcome: RunOutcome,
-        summary: Option<&str>,
-        error: Option<&str>,
-    ) -> StoreResult<()> {
-        let (loc, cr) = (self.location.clone(), conn.clone());
-        let (summary, error) = (summary.map(str::to_string), error.map(str::to_string));
-        self.write(move |c| {
-            tenant::finish_run(
-                c,
-                &loc,
-                &cr,
-                run,
-                outcome,
-                summary.as_deref(),
-                error.as_deref(),
-            )
-        })
-        .await
     }
 
     async fn get_run(&self, conn: &ConnectionRef, run: RunId) -> StoreResult<Option<SyncRun>> {
@@ -470,7 +484,10 @@ impl Store for SqliteStore {
         self.write(move |c| tenant::clear_checkpoints(c, &loc, &cr, &p))
             .await
     }
+}
 
+#[async_trait]
+impl Vault for SqliteStore {
     async fn put_secret(
         &self,
         conn: &ConnectionRef,
@@ -503,7 +520,10 @@ impl Store for SqliteStore {
         self.read(move |c| tenant::list_secrets(c, &loc, &org))
             .await
     }
+}
 
+#[async_trait]
+impl Audit for SqliteStore {
     async fn record_auth_event(&self, conn: &ConnectionRef, event: &AuthEvent) -> StoreResult<()> {
         let (loc, cr, ev) = (self.location.clone(), conn.clone(), event.clone());
         self.write(move |c| tenant::record_auth_event(c, &loc, &cr, &ev))
@@ -531,12 +551,10 @@ impl Store for SqliteStore {
         self.read(move |c| tenant::list_findings(c, &loc, &cr, limit))
             .await
     }
+}
 
-    async fn status(&self, organization: &str) -> StoreResult<Vec<ConnectionStatus>> {
-        let (loc, org) = (self.location.clone(), organization.to_string());
-        self.read(move |c| tenant::status(c, &loc, &org)).await
-    }
-
+#[async_trait]
+impl Inbox for SqliteStore {
     async fn store_inbound_messages(
         &self,
         organization: &str,
@@ -718,25 +736,10 @@ impl Store for SqliteStore {
         self.write(move |c| queue::fire_schedule(c, &loc, &cr, previous, due, &req))
             .await
     }
+}
 
-    async fn find_by_identifier(
-        &self,
-        organization: &str,
-        resource_type: &str,
-        system: &str,
-        value: &str,
-    ) -> StoreResult<Vec<IdentifiedResource>> {
-        let (loc, org, rt, sys, val) = (
-            self.location.clone(),
-            organization.to_string(),
-            resource_type.to_string(),
-            system.to_string(),
-            value.to_string(),
-        );
-        self.read(move |c| queue::find_by_identifier(c, &loc, &org, &rt, &sys, &val))
-            .await
-    }
-
+#[async_trait]
+impl Normalized for SqliteStore {
     async fn write_normalized(
         &self,
         conn: &ConnectionRef,
@@ -817,6 +820,27 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn find_by_identifier(
+        &self,
+        organization: &str,
+        resource_type: &str,
+        system: &str,
+        value: &str,
+    ) -> StoreResult<Vec<IdentifiedResource>> {
+        let (loc, org, rt, sys, val) = (
+            self.location.clone(),
+            organization.to_string(),
+            resource_type.to_string(),
+            system.to_string(),
+            value.to_string(),
+        );
+        self.read(move |c| queue::find_by_identifier(c, &loc, &org, &rt, &sys, &val))
+            .await
+    }
+}
+
+#[async_trait]
+impl Monitoring for SqliteStore {
     async fn run_type_totals(
         &self,
         conn: &ConnectionRef,
