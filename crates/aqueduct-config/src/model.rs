@@ -120,6 +120,12 @@ pub struct ConnectionConfig {
     pub overrides: toml::Table,
     /// Refresh schedule, e.g. "every 6h", "daily 02:00"; none = on demand only.
     pub schedule: Option<Schedule>,
+    /// HL7 v2 assigning authorities (the namespace in PID-3's CX.4, e.g. "HOSP") whose MRNs
+    /// are this connection's patient identifiers, with the identifier system they have here
+    /// (e.g. `HOSP = "urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.14"`): how an HL7 event that
+    /// names a patient by a local MRN finds the patient at this connection.
+    #[serde(default)]
+    pub hl7_assigning_authorities: BTreeMap<String, String>,
 }
 
 fn default_profile() -> String {

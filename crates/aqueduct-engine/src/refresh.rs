@@ -18,6 +18,10 @@ use serde::Serialize;
 use crate::sync_job::{SyncRequest, error_chain};
 use crate::{Engine, EngineError};
 
+/// The system the HL7 layer gives an MRN whose assigning authority has no OID:
+/// `urn:aqueduct:hl7v2:<namespace>`.
+const HL7_LOCAL_SYSTEM: &str = "urn:aqueduct:hl7v2:";
+
 /// What a refresh request asks to sync.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum RefreshTarget {
@@ -202,24 +206,42 @@ impl Engine {
                 "patient key {key:?} is neither system|value nor Patient/<id>"
             )));
         };
-        let found = self
+        let named = |c: &String| request.connection.as_ref().is_none_or(|n| n == c);
+        let mut targets: Vec<RefreshTarget> = self
             .store
             .find_by_identifier(org, "Patient", system, value)
-            .await?;
-        let targets: Vec<RefreshTarget> = found
+            .await?
             .into_iter()
-            .filter(|f| configured.contains(&&f.connection))
-            .filter(|f| {
-                request
-                    .connection
-                    .as_ref()
-                    .is_none_or(|c| *c == f.connection)
-            })
+            .filter(|f| configured.contains(&&f.connection) && named(&f.connection))
             .map(|f| RefreshTarget::Patient {
                 connection: f.connection,
                 patient_id: f.logical_id,
             })
             .collect();
+        // A local MRN (an assigning authority without an OID): the connections that say which
+        // identifier system that authority's MRNs have there.
+        if let Some(authority) = system.strip_prefix(HL7_LOCAL_SYSTEM) {
+            for c in configured.iter().filter(|c| named(c)) {
+                let Some(local) = self.hl7_system_at(org, c, authority) else {
+                    continue;
+                };
+                for f in self
+                    .store
+                    .find_by_identifier(org, "Patient", &local, value)
+                    .await?
+                    .into_iter()
+                    .filter(|f| f.connection == **c)
+                {
+                    let t = RefreshTarget::Patient {
+                        connection: f.connection,
+                        patient_id: f.logical_id,
+                    };
+                    if !targets.contains(&t) {
+                        targets.push(t);
+                    }
+                }
+            }
+        }
         if targets.is_empty() {
             return Ok(Err(RefreshResult {
                 outcome: RefreshOutcome::Unmatched,
@@ -236,6 +258,21 @@ impl Engine {
             }));
         }
         Ok(Ok(targets))
+    }
+
+    /// The identifier system the connection's config gives HL7 MRNs of `authority` (as the
+    /// HL7 layer names it: the CX.4 namespace).
+    fn hl7_system_at(&self, org: &str, connection: &str, authority: &str) -> Option<String> {
+        let c = self
+            .config
+            .organizations
+            .get(org)?
+            .connections
+            .get(connection)?;
+        c.hl7_assigning_authorities
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(authority))
+            .map(|(_, v)| v.clone())
     }
 
     async fn execute(

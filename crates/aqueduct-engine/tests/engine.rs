@@ -20,6 +20,10 @@ struct Env {
 const ORG: &str = "acme";
 
 async fn env(schedule: Option<&str>) -> Env {
+    env_with(schedule, "").await
+}
+
+async fn env_with(schedule: Option<&str>, connection_extra: &str) -> Env {
     let sim = Simulator::start(SimConfig {
         personality: "reference".into(),
         patients: 3,
@@ -30,11 +34,15 @@ async fn env(schedule: Option<&str>) -> Env {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = Arc::new(config_for(&sim.base_url(), schedule));
+    let config = Arc::new(config_with(&sim.base_url(), schedule, connection_extra));
     Env { sim, dir, config }
 }
 
 fn config_for(base: &str, schedule: Option<&str>) -> aqueduct_config::Config {
+    config_with(base, schedule, "")
+}
+
+fn config_with(base: &str, schedule: Option<&str>, extra: &str) -> aqueduct_config::Config {
     let text = format!(
         r#"allow_inline_secrets = true
 [vault]
@@ -50,6 +58,7 @@ base_url = "{}"
 profile = "generic"
 auth = {{ method = "client-credentials", client_id = "sim-confidential-app", client_secret = {{ value = "sim-confidential-secret" }} }}
 {}
+{extra}
 "#,
         base,
         schedule
@@ -286,4 +295,55 @@ async fn a_request_that_keeps_failing_is_retried_then_closed_as_failed_with_its_
         runs.iter()
             .all(|r| r.outcome.as_str() == "failed" && r.error.is_some())
     );
+}
+
+#[tokio::test]
+async fn a_local_mrn_finds_its_patient_through_the_connections_assigning_authority() {
+    // the simulator's MRN system, as the connection's config maps the feed's "HOSP" MRNs
+    let env = env_with(
+        None,
+        "hl7_assigning_authorities = { HOSP = \"urn:oid:2.16.840.1.113883.3.9999.1\" }",
+    )
+    .await;
+    let engine = env.engine().await;
+    let store = engine.store().clone();
+    engine
+        .sync_connection(&SyncRequest {
+            connection: "ehr".into(),
+            patients: Vec::new(),
+            mode: SyncMode::Full,
+            patient_concurrency: None,
+        })
+        .await
+        .unwrap();
+    let (patient_id, system, mrn) = an_mrn(store.as_ref()).await;
+    assert_eq!(system, "urn:oid:2.16.840.1.113883.3.9999.1");
+    // PID-3 names the authority only ("HOSP", no OID), as most feeds do
+    let listener = aqueduct_hl7::listen(
+        "127.0.0.1:0",
+        env.open().await,
+        ORG.into(),
+        aqueduct_hl7::ListenerOptions::default(),
+    )
+    .await
+    .unwrap();
+    let msg = adt("L1", "", &mrn).replace(
+        &format!("{mrn}^^^HOSP&&ISO^MR"),
+        &format!("{mrn}^^^HOSP^MR"),
+    );
+    assert!(msg.contains(&format!("{mrn}^^^HOSP^MR")), "{msg}");
+    let acks = aqueduct_hl7::send(listener.local_addr(), [msg]).await;
+    assert!(acks[0].accepted(), "{acks:?}");
+    wait_for_requests(store.as_ref(), 1).await;
+    listener.shutdown().await;
+    let pending = store.list_refresh_requests(ORG, 10).await.unwrap();
+    assert_eq!(
+        pending[0].1.patient_key.as_deref(),
+        Some(format!("urn:aqueduct:hl7v2:HOSP|{mrn}").as_str())
+    );
+    engine.run_until(|_| true).await;
+    let done = store.recent_refreshes(ORG, 10).await.unwrap();
+    assert_eq!(done[0].outcome, Some(RefreshOutcome::Complete), "{done:?}");
+    let runs = store.list_runs(&conn(), 10).await.unwrap();
+    assert_eq!(runs[0].kind, format!("full:patient:{patient_id}"));
 }
