@@ -7,13 +7,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use aqueduct_store::RefreshOutcome;
 use clap::Args;
 
 use crate::Context;
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// Stop once nothing is due and the queue is empty (for cron jobs and scripts).
+    /// Stop once nothing is due and the queue is empty (for cron jobs and scripts); then exit
+    /// 1 if a request failed or the engine hit an error, 2 if one was partial, else 0.
     #[arg(long)]
     until_idle: bool,
     /// Print what was done as JSON when stopping.
@@ -67,7 +69,26 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
             println!("  error: {e}");
         }
     }
-    Ok(ExitCode::SUCCESS)
+    if !args.until_idle {
+        // a service stopped on request: what it did is in the store and `status`
+        return Ok(ExitCode::SUCCESS);
+    }
+    // a cron job or script must be able to tell that the work it ran did not all succeed
+    let outcome = |o: RefreshOutcome| {
+        summary
+            .handled
+            .iter()
+            .any(|w| w.result.as_ref().is_some_and(|r| r.outcome == o))
+    };
+    Ok(
+        if !summary.errors.is_empty() || outcome(RefreshOutcome::Failed) {
+            ExitCode::FAILURE
+        } else if outcome(RefreshOutcome::Partial) {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 /// SIGTERM or SIGINT (Ctrl-C).

@@ -199,3 +199,23 @@ fn sigterm_checkpoints_exits_zero_and_the_next_run_finishes_the_work() {
     );
     assert_done_once(dir.path(), "interrupted: stopped on request");
 }
+
+#[test]
+fn run_until_idle_exits_non_zero_when_a_request_failed() {
+    // a server that is not there, one attempt: the scheduled request closes as failed
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/fhir", dead.local_addr().unwrap());
+    drop(dead);
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &base);
+    let text = std::fs::read_to_string(dir.path().join("aqueduct.toml"))
+        .unwrap()
+        .replace("[engine]\n", "[engine]\nmax_attempts = 1\n");
+    std::fs::write(dir.path().join("aqueduct.toml"), text).unwrap();
+    let out = start_run(dir.path(), &["--until-idle"])
+        .wait_with_output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("failed"), "{stdout}");
+}
