@@ -598,3 +598,80 @@ pub struct Alert {
 pub fn finite(ms: f64) -> f64 {
     if ms.is_finite() && ms >= 0.0 { ms } else { 0.0 }
 }
+
+/// What an API key may do. Ordered: `Admin` may do what `Write` may, `Write` what `Read` may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiScope {
+    /// Read records, runs, findings and the audit log of the key's organization.
+    Read,
+    /// Also start syncs, raise refresh requests, map codes, acknowledge findings.
+    Write,
+    /// Also manage the organization's API keys.
+    Admin,
+}
+
+impl ApiScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiScope::Read => "read",
+            ApiScope::Write => "write",
+            ApiScope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "read" => Some(ApiScope::Read),
+            "write" => Some(ApiScope::Write),
+            "admin" => Some(ApiScope::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// An API key as stored: never the secret itself, only its SHA-256 (the secret is 256 random
+/// bits, so a fast hash is as strong as a slow one and keeps every request cheap).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// The public half of the key (`aqk_{id}_{secret}`), shown in lists and the audit log.
+    pub id: String,
+    /// The one organization the key is bound to.
+    pub organization: String,
+    pub scope: ApiScope,
+    pub label: Option<String>,
+    /// Hex SHA-256 of the secret half.
+    #[serde(skip_serializing)]
+    pub secret_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// One read of patient data through the API or the FHIR facade: who read what, of whom, when
+/// and from where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessEvent {
+    pub at: DateTime<Utc>,
+    pub organization: String,
+    /// Who: `api-key:{id}` or `jwt:{issuer}#{subject}`.
+    pub principal: String,
+    /// "read", "search", "everything", "api"...
+    pub action: String,
+    /// The route as matched (`/fhir/{org}/{type}/{id}`), not the URL with its values.
+    pub route: String,
+    /// The patient whose data was read (a facade id), when the read names one.
+    pub patient: Option<String>,
+    /// The resource types returned.
+    pub resource_types: Vec<String>,
+    /// How many resources were returned.
+    pub count: u64,
+    pub client_addr: Option<String>,
+}
+
+/// An access event as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAccessEvent {
+    pub id: i64,
+    #[serde(flatten)]
+    pub event: AccessEvent,
+}

@@ -26,6 +26,7 @@ pub trait Store:
     + Inbox
     + Normalized
     + Monitoring
+    + Access
     + Send
     + Sync
     + 'static
@@ -98,6 +99,14 @@ pub trait Resources: Send + Sync {
         at: DateTime<Utc>,
     ) -> StoreResult<u64>;
     async fn count_by_type(&self, conn: &ConnectionRef) -> StoreResult<Vec<TypeCount>>;
+    /// The live resources held for a patient, of one type or of all, ordered by type then
+    /// logical id: a patient's record in one query (the FHIR facade's `$everything`).
+    async fn list_patient_resources(
+        &self,
+        conn: &ConnectionRef,
+        patient_id: &str,
+        resource_type: Option<&str>,
+    ) -> StoreResult<Vec<StoredResource>>;
 }
 
 /// Sync runs and every request of them, the leases that coordinate processes, and the checkpoints runs resume from.
@@ -394,10 +403,40 @@ pub trait Monitoring: Send + Sync {
     async fn list_alerts(&self, organization: &str, only_firing: bool) -> StoreResult<Vec<Alert>>;
 }
 
+/// Who may read: API keys (hashed, bound to one organization), and the log of every read of
+/// patient data through the API or the FHIR facade.
+#[async_trait]
+pub trait Access: Send + Sync {
+    /// Stores a new key. An existing id is an error, never an overwrite (ids are random).
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()>;
+    /// The key with this id, revoked or not (the caller decides what a revoked key means).
+    async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKey>>;
+    /// The organization's keys, newest first.
+    async fn list_api_keys(&self, organization: &str) -> StoreResult<Vec<ApiKey>>;
+    /// Revokes a key of the organization; false when it has no such live key.
+    async fn revoke_api_key(
+        &self,
+        organization: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Appends access events in one transaction (the server batches them: group commit).
+    async fn record_access(&self, events: &[AccessEvent]) -> StoreResult<()>;
+    /// The organization's access events, newest first, optionally for one patient and
+    /// before an id (paging).
+    async fn list_access(
+        &self,
+        organization: &str,
+        patient: Option<&str>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredAccessEvent>>;
+}
+
 /// The role traits, for `use aqueduct_core::store::prelude::*` where a store's methods are
 /// called.
 pub mod prelude {
     pub use super::{
-        Audit, Inbox, Ledger, Monitoring, Normalized, Resources, Store, Tenants, Vault,
+        Access, Audit, Inbox, Ledger, Monitoring, Normalized, Resources, Store, Tenants, Vault,
     };
 }

@@ -48,6 +48,9 @@ both_backends!(
     converted_messages_and_their_refreshes_complete_together,
     a_reused_control_id_with_other_content_is_a_new_message_and_a_finding,
     messages_stored_before_the_content_key_match_resends_by_bytes,
+    a_patients_record_is_read_in_one_query,
+    api_keys_are_bound_to_one_organization_and_can_be_revoked,
+    access_events_are_listed_per_organization_newest_first,
 );
 
 async fn stored_bytes_come_back_identical(t: TestStore) {
@@ -1706,5 +1709,182 @@ async fn converted_messages_and_their_refreshes_complete_together(t: TestStore) 
         t.store.list_inbound_messages("other", 0, 10).await.unwrap()[0]
             .processed_at
             .is_none()
+    );
+}
+
+async fn a_patients_record_is_read_in_one_query(t: TestStore) {
+    let c = conn("acme", "epic");
+    let mut other = observation("o9", 9.0);
+    other.patient_id = Some("p2".into());
+    let mut patient = resource("Patient", "p1", r#"{"resourceType":"Patient","id":"p1"}"#);
+    patient.patient_id = Some("p1".into());
+    t.store
+        .write_resources(
+            &c,
+            &[
+                observation("o2", 2.0),
+                observation("o1", 1.0),
+                other,
+                patient,
+            ],
+        )
+        .await
+        .unwrap();
+    t.store
+        .tombstone(&c, "Observation", &["o2".into()], Utc::now())
+        .await
+        .unwrap();
+    let all = t
+        .store
+        .list_patient_resources(&c, "p1", None)
+        .await
+        .unwrap();
+    let keys: Vec<_> = all
+        .iter()
+        .map(|r| format!("{}/{}", r.resource_type, r.logical_id))
+        .collect();
+    assert_eq!(keys, vec!["Observation/o1", "Patient/p1"]);
+    assert_eq!(
+        all[1].bytes,
+        br#"{"resourceType":"Patient","id":"p1"}"#.to_vec()
+    );
+    let obs = t
+        .store
+        .list_patient_resources(&c, "p1", Some("Observation"))
+        .await
+        .unwrap();
+    assert_eq!(obs.len(), 1);
+    // another organization's connection of the same name sees nothing
+    assert!(
+        t.store
+            .list_patient_resources(&conn("other", "epic"), "p1", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn api_key(id: &str, org: &str, scope: ApiScope, at: chrono::DateTime<Utc>) -> ApiKey {
+    ApiKey {
+        id: id.into(),
+        organization: org.into(),
+        scope,
+        label: Some(format!("{id} label")),
+        secret_hash: content_hash(id.as_bytes()),
+        created_at: at,
+        revoked_at: None,
+    }
+}
+
+async fn api_keys_are_bound_to_one_organization_and_can_be_revoked(t: TestStore) {
+    let t0 = Utc::now() - chrono::Duration::seconds(10);
+    let a = api_key("k1", "acme", ApiScope::Read, t0);
+    let b = api_key(
+        "k2",
+        "acme",
+        ApiScope::Admin,
+        t0 + chrono::Duration::seconds(1),
+    );
+    let other = api_key("k3", "globex", ApiScope::Write, t0);
+    for k in [&a, &b, &other] {
+        t.store.create_api_key(k).await.unwrap();
+    }
+    // an id is never overwritten
+    assert!(
+        t.store
+            .create_api_key(&api_key("k1", "globex", ApiScope::Admin, t0))
+            .await
+            .is_err()
+    );
+    let got = t.store.get_api_key("k1").await.unwrap().unwrap();
+    assert_eq!(got.organization, "acme");
+    assert_eq!(got.scope, ApiScope::Read);
+    assert_eq!(got.secret_hash, a.secret_hash);
+    let ids: Vec<_> = t
+        .store
+        .list_api_keys("acme")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(ids, vec!["k2", "k1"], "newest first, own organization only");
+    // another organization cannot revoke it
+    assert!(
+        !t.store
+            .revoke_api_key("globex", "k1", Utc::now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        t.store
+            .revoke_api_key("acme", "k1", Utc::now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !t.store
+            .revoke_api_key("acme", "k1", Utc::now())
+            .await
+            .unwrap(),
+        "once"
+    );
+    assert!(
+        t.store
+            .get_api_key("k1")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    assert!(t.store.get_api_key("nope").await.unwrap().is_none());
+}
+
+async fn access_events_are_listed_per_organization_newest_first(t: TestStore) {
+    let event = |org: &str, patient: Option<&str>, n: u64| AccessEvent {
+        at: Utc::now(),
+        organization: org.into(),
+        principal: "api-key:k1".into(),
+        action: "search".into(),
+        route: "/fhir/{org}/{type}".into(),
+        patient: patient.map(str::to_string),
+        resource_types: vec!["Observation".into(), "Patient".into()],
+        count: n,
+        client_addr: Some("127.0.0.1".into()),
+    };
+    t.store
+        .record_access(&[
+            event("acme", Some("epic.p1"), 1),
+            event("acme", Some("epic.p2"), 2),
+            event("globex", Some("epic.p1"), 3),
+            event("acme", None, 4),
+        ])
+        .await
+        .unwrap();
+    t.store.record_access(&[]).await.unwrap();
+    let all = t.store.list_access("acme", None, None, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.event.count).collect::<Vec<_>>(),
+        vec![4, 2, 1]
+    );
+    assert_eq!(all[2].event.resource_types, vec!["Observation", "Patient"]);
+    assert_eq!(all[2].event.client_addr.as_deref(), Some("127.0.0.1"));
+    let p1 = t
+        .store
+        .list_access("acme", Some("epic.p1"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(p1.len(), 1);
+    assert_eq!(p1[0].event.count, 1);
+    let older = t
+        .store
+        .list_access("acme", None, Some(all[0].id), 1)
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 1);
+    assert_eq!(
+        older[0].event.count, 2,
+        "paging goes on from before the given id"
     );
 }

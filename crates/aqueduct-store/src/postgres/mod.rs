@@ -5,6 +5,7 @@
 //! statements over `UNNEST`ed arrays rather than one round trip per resource, which is what
 //! makes PostgreSQL keep up with a sync on loopback.
 
+mod access;
 mod inbound;
 mod migrate;
 mod monitor;
@@ -231,6 +232,53 @@ impl Resources for PgStore {
 
     async fn count_by_type(&self, conn: &ConnectionRef) -> StoreResult<Vec<TypeCount>> {
         resources::count_by_type(self, conn).await
+    }
+
+    async fn list_patient_resources(
+        &self,
+        conn: &ConnectionRef,
+        p: &str,
+        t: Option<&str>,
+    ) -> StoreResult<Vec<StoredResource>> {
+        resources::patient_resources(self, conn, p, t).await
+    }
+}
+
+#[async_trait]
+impl Access for PgStore {
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        access::create_key(self, key).await
+    }
+
+    async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKey>> {
+        access::get_key(self, id).await
+    }
+
+    async fn list_api_keys(&self, organization: &str) -> StoreResult<Vec<ApiKey>> {
+        access::list_keys(self, organization).await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        organization: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        access::revoke_key(self, organization, id, at).await
+    }
+
+    async fn record_access(&self, events: &[AccessEvent]) -> StoreResult<()> {
+        access::record(self, events).await
+    }
+
+    async fn list_access(
+        &self,
+        organization: &str,
+        patient: Option<&str>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredAccessEvent>> {
+        access::list(self, organization, patient, before_id, limit).await
     }
 }
 

@@ -355,6 +355,34 @@ pub(super) async fn list(
     Ok(rows.iter().map(|r| row_to_resource(conn, r)).collect())
 }
 
+pub(super) async fn patient_resources(
+    store: &PgStore,
+    conn: &ConnectionRef,
+    patient_id: &str,
+    resource_type: Option<&str>,
+) -> StoreResult<Vec<StoredResource>> {
+    let c = store.client().await?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM resources
+         WHERE organization = $1 AND connection = $2 AND patient_id = $3
+           AND ($4::text IS NULL OR resource_type = $4) AND deleted_at IS NULL
+         ORDER BY resource_type COLLATE \"C\", logical_id COLLATE \"C\""
+    );
+    let rows = c
+        .query(
+            &sql,
+            &[
+                &conn.organization,
+                &conn.connection,
+                &patient_id,
+                &resource_type,
+            ],
+        )
+        .await
+        .map_err(|e| map_err(&store.location, "list patient resources", e))?;
+    Ok(rows.iter().map(|r| row_to_resource(conn, r)).collect())
+}
+
 pub(super) async fn patient_ids(
     store: &PgStore,
     conn: &ConnectionRef,

@@ -17,6 +17,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../migrations/sqlite/0008_leases.sql")),
     (9, include_str!("../../migrations/sqlite/0009_inbound_content_key.sql")),
     (10, include_str!("../../migrations/sqlite/0010_work_queue.sql")),
+    (11, include_str!("../../migrations/sqlite/0011_access.sql")),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection, location: &str) -> StoreResult<i64> {

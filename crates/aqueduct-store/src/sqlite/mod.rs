@@ -6,6 +6,7 @@
 //! mode keeps the database consistent across a process crash (kill -9): a transaction is either
 //! in the WAL whole or not at all.
 
+mod access;
 mod inbound;
 mod migrate;
 mod monitor;
@@ -316,6 +317,72 @@ impl Resources for SqliteStore {
     async fn count_by_type(&self, conn: &ConnectionRef) -> StoreResult<Vec<TypeCount>> {
         let (loc, cr) = (self.location.clone(), conn.clone());
         self.read(move |c| resources::count_by_type(c, &loc, &cr))
+            .await
+    }
+
+    async fn list_patient_resources(
+        &self,
+        conn: &ConnectionRef,
+        patient_id: &str,
+        resource_type: Option<&str>,
+    ) -> StoreResult<Vec<StoredResource>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        let (p, t) = (patient_id.to_string(), resource_type.map(str::to_string));
+        self.read(move |c| resources::patient_resources(c, &loc, &cr, &p, t.as_deref()))
+            .await
+    }
+}
+
+#[async_trait]
+impl Access for SqliteStore {
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        let (loc, key) = (self.location.clone(), key.clone());
+        self.write(move |c| access::create_key(c, &loc, &key)).await
+    }
+
+    async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKey>> {
+        let (loc, id) = (self.location.clone(), id.to_string());
+        self.read(move |c| access::get_key(c, &loc, &id)).await
+    }
+
+    async fn list_api_keys(&self, organization: &str) -> StoreResult<Vec<ApiKey>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| access::list_keys(c, &loc, &org)).await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        organization: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (loc, org, id) = (
+            self.location.clone(),
+            organization.to_string(),
+            id.to_string(),
+        );
+        self.write(move |c| access::revoke_key(c, &loc, &org, &id, at))
+            .await
+    }
+
+    async fn record_access(&self, events: &[AccessEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let (loc, events) = (self.location.clone(), events.to_vec());
+        self.write(move |c| access::record(c, &loc, &events)).await
+    }
+
+    async fn list_access(
+        &self,
+        organization: &str,
+        patient: Option<&str>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredAccessEvent>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        let patient = patient.map(str::to_string);
+        self.read(move |c| access::list(c, &loc, &org, patient.as_deref(), before_id, limit))
             .await
     }
 }

@@ -261,6 +261,35 @@ pub(super) fn patient_ids(
     .map_err(|e| map_err(loc, "list patient resources", e))
 }
 
+pub(super) fn patient_resources(
+    c: &mut Connection,
+    loc: &str,
+    conn: &ConnectionRef,
+    patient_id: &str,
+    resource_type: Option<&str>,
+) -> StoreResult<Vec<StoredResource>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM resources
+         WHERE organization = ?1 AND connection = ?2 AND patient_id = ?3
+           AND (?4 IS NULL OR resource_type = ?4) AND deleted_at IS NULL
+         ORDER BY resource_type, logical_id"
+    );
+    c.prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_map(
+                params![
+                    conn.organization,
+                    conn.connection,
+                    patient_id,
+                    resource_type
+                ],
+                |r| row_to_resource(conn, r),
+            )?
+            .collect()
+        })
+        .map_err(|e| map_err(loc, "list patient resources", e))
+}
+
 pub(super) fn tombstone(
     c: &mut Connection,
     loc: &str,
