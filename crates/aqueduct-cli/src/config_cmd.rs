@@ -132,6 +132,11 @@ fn problems(config: &Config) -> Vec<ConfigError> {
         Err(aqueduct_engine::EngineError::Config(e)) => out.push(e),
         Err(e) => out.push(config.problem(&["engine"], e.to_string())),
     }
+    match aqueduct_serve::ServeSettings::from_config(config) {
+        Ok(_) => {}
+        Err(aqueduct_serve::ServeError::Config(e)) => out.push(e),
+        Err(e) => out.push(config.problem(&["serve"], e.to_string())),
+    }
     out.extend(vault_problem(config));
     out
 }

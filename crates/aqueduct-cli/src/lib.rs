@@ -23,6 +23,7 @@ pub mod normalize_cli;
 pub mod normalize_cmd;
 pub mod report;
 pub mod run_cmd;
+pub mod serve_cmd;
 pub mod sim_cli;
 pub mod status;
 pub mod sync_cmd;
@@ -63,6 +64,14 @@ enum Command {
     /// The engine in the foreground: connection schedules and refresh requests (HL7 events,
     /// the API) until stopped; SIGTERM checkpoints the work in flight and exits 0.
     Run(run_cmd::RunArgs),
+    /// The REST API (`/api/v1`) and the read-only FHIR R4 facade (`/fhir/{org}/`), with
+    /// the engine running the syncs and refresh requests they raise (unless --no-engine).
+    Serve(serve_cmd::ServeArgs),
+    /// API keys for `serve`, each bound to one organization (shown once, stored hashed).
+    #[command(subcommand, name = "api-keys")]
+    ApiKeys(serve_cmd::ApiKeysCommand),
+    /// Who read which patient's data through the API and the facade.
+    Audit(serve_cmd::AuditArgs),
     /// Validate and inspect the configuration file.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -182,6 +191,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Sync(args) => sync_cmd::run(&ctx, args).await,
         Command::Run(args) => run_cmd::run(&ctx, args).await,
+        Command::Serve(args) => serve_cmd::serve(&ctx, args)
+            .await
+            .map(|_| ExitCode::SUCCESS),
+        Command::ApiKeys(cmd) => serve_cmd::api_keys(&ctx, cmd)
+            .await
+            .map(|_| ExitCode::SUCCESS),
+        Command::Audit(args) => serve_cmd::audit(&ctx, args)
+            .await
+            .map(|_| ExitCode::SUCCESS),
         Command::Doctor(args) => doctor_cmd::run(&ctx, args).await,
         Command::Monitor(cmd) => monitor_cmd::run(&ctx, cmd).await,
         Command::Hl7(cmd) => events_cmd::run(&ctx, cmd).await,

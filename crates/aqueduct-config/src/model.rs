@@ -30,6 +30,10 @@ pub struct Config {
     /// `EngineSettings`: poll interval, claim lease, retries).
     #[serde(default)]
     pub engine: toml::Table,
+    /// How `aqueduct serve` listens and answers (keys of the serve layer's `ServeSettings`:
+    /// bind address, page sizes, body limit, CORS origins).
+    #[serde(default)]
+    pub serve: toml::Table,
     /// Where alerts are posted, signed with HMAC-SHA256 when a secret is given.
     pub alert_webhook: Option<WebhookConfig>,
     /// Official terminology release files, used by every normalization (after each sync and

@@ -1,0 +1,252 @@
+//! Actions and administration: start a sync and raise refresh requests (202, then poll the
+//! request), the audit log, and the organization's API keys.
+
+use std::sync::Arc;
+
+use aqueduct_core::{ApiKey, ApiScope, RefreshRecord, RefreshRequest, StoredAccessEvent};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::extract::{Caller, J, P, Q};
+use crate::AppState;
+use crate::problem::Problem;
+
+#[derive(Serialize)]
+pub struct Accepted {
+    refresh_request: i64,
+    /// Poll this for the outcome and the runs it caused.
+    status_url: String,
+}
+
+fn accepted(id: i64) -> Response {
+    let url = format!("/api/v1/refresh-requests/{id}");
+    let mut r = (
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            refresh_request: id,
+            status_url: url.clone(),
+        }),
+    )
+        .into_response();
+    if let Ok(v) = header::HeaderValue::from_str(&url) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// Starts a sync of the whole connection: a refresh request the engine runs.
+pub async fn start_sync(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    P(name): P<String>,
+) -> Result<Response, Problem> {
+    caller.principal.require(ApiScope::Write)?;
+    super::connection(&state, &caller, &name).await?;
+    let id = state
+        .store
+        .enqueue_refresh(
+            caller.org(),
+            &RefreshRequest {
+                patient_key: None,
+                connection: Some(name),
+                reason: "api:sync".into(),
+                source: caller.principal.name.clone(),
+            },
+        )
+        .await
+        .map_err(Problem::store)?;
+    Ok(accepted(id))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaiseRefresh {
+    /// `system|value` of an identifier (an MRN), or `Patient/{id}` at `connection`.
+    patient: String,
+    /// The connection to refresh; absent: every connection holding the patient.
+    connection: Option<String>,
+    reason: Option<String>,
+}
+
+/// Raises a refresh request for one patient.
+pub async fn raise_refresh(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    J(body): J<RaiseRefresh>,
+) -> Result<Response, Problem> {
+    caller.principal.require(ApiScope::Write)?;
+    let patient = body.patient.trim();
+    let by_id = patient.strip_prefix("Patient/");
+    let valid = match by_id {
+        Some(id) => !id.is_empty() && body.connection.is_some(),
+        None => patient
+            .split_once('|')
+            .is_some_and(|(s, v)| !s.is_empty() && !v.is_empty()),
+    };
+    if !valid || patient.len() > 512 {
+        return Err(Problem::bad_request(
+            "patient must be system|value (an identifier), or Patient/{id} with a connection",
+        ));
+    }
+    if let Some(c) = &body.connection {
+        super::connection(&state, &caller, c).await?;
+    }
+    let id = state
+        .store
+        .enqueue_refresh(
+            caller.org(),
+            &RefreshRequest {
+                patient_key: Some(patient.to_string()),
+                connection: body.connection,
+                reason: body
+                    .reason
+                    .map(|r| format!("api:{}", r.chars().take(200).collect::<String>()))
+                    .unwrap_or_else(|| "api:refresh".into()),
+                source: caller.principal.name.clone(),
+            },
+        )
+        .await
+        .map_err(Problem::store)?;
+    Ok(accepted(id))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    limit: Option<u32>,
+}
+
+pub async fn refresh_requests(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Q(q): Q<LimitQuery>,
+) -> Result<Json<Vec<RefreshRecord>>, Problem> {
+    Ok(Json(
+        state
+            .store
+            .recent_refreshes(caller.org(), state.page_size(q.limit))
+            .await
+            .map_err(Problem::store)?,
+    ))
+}
+
+pub async fn refresh_request(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    P(id): P<i64>,
+) -> Result<Json<RefreshRecord>, Problem> {
+    state
+        .store
+        .recent_refreshes(caller.org(), 10_000)
+        .await
+        .map_err(Problem::store)?
+        .into_iter()
+        .find(|r| r.id == id)
+        .map(Json)
+        .ok_or_else(|| Problem::not_found(format!("no refresh request {id}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only reads of this patient (facade id).
+    patient: Option<String>,
+    /// Older than this event id (paging).
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// Who read what: the organization's access log, newest first. Admin scope.
+pub async fn audit(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Q(q): Q<AuditQuery>,
+) -> Result<Json<Vec<StoredAccessEvent>>, Problem> {
+    caller.principal.require(ApiScope::Admin)?;
+    Ok(Json(
+        state
+            .store
+            .list_access(
+                caller.org(),
+                q.patient.as_deref(),
+                q.before,
+                state.page_size(q.limit),
+            )
+            .await
+            .map_err(Problem::store)?,
+    ))
+}
+
+pub async fn keys(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Vec<ApiKey>>, Problem> {
+    caller.principal.require(ApiScope::Admin)?;
+    Ok(Json(
+        state
+            .store
+            .list_api_keys(caller.org())
+            .await
+            .map_err(Problem::store)?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    scope: ApiScope,
+    label: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    record: ApiKey,
+    /// The whole key. Shown once: only its hash is kept.
+    key: String,
+}
+
+pub async fn create_key(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    J(body): J<CreateKey>,
+) -> Result<Response, Problem> {
+    caller.principal.require(ApiScope::Admin)?;
+    let label = body.label.map(|l| l.chars().take(200).collect());
+    let (record, key) =
+        crate::auth::generate_key(caller.org(), body.scope, label).map_err(|_| {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no-randomness",
+                "the system's random source failed",
+            )
+        })?;
+    state
+        .store
+        .create_api_key(&record)
+        .await
+        .map_err(Problem::store)?;
+    Ok((StatusCode::CREATED, Json(CreatedKey { record, key })).into_response())
+}
+
+pub async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    P(id): P<String>,
+) -> Result<StatusCode, Problem> {
+    caller.principal.require(ApiScope::Admin)?;
+    let revoked = state
+        .store
+        .revoke_api_key(caller.org(), &id, chrono::Utc::now())
+        .await
+        .map_err(Problem::store)?;
+    state.auth.forget(&id);
+    if revoked {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found(format!("no live API key {id:?}")))
+    }
+}

@@ -1,0 +1,338 @@
+//! Connections, their runs and ledger, findings and alerts.
+
+use std::sync::Arc;
+
+use aqueduct_core::{
+    AuthEvent, ConnectionStatus, Finding, LedgerEntry, RunId, RunOutcome, RunRequestStats, SyncRun,
+    TypeCount,
+};
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::extract::{Caller, P, Q};
+use crate::AppState;
+use crate::problem::Problem;
+
+#[derive(Serialize)]
+pub struct OrganizationView {
+    name: String,
+    display_name: Option<String>,
+    connections: usize,
+}
+
+pub async fn organization(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<OrganizationView>, Problem> {
+    let org = caller.org();
+    let configured = state.config.organizations.get(org);
+    Ok(Json(OrganizationView {
+        name: org.to_string(),
+        display_name: configured.and_then(|o| o.display_name.clone()),
+        connections: names(&state, org).await?.len(),
+    }))
+}
+
+/// The organization's connections: the configured ones and any the store knows (HL7 feeds).
+async fn names(state: &AppState, org: &str) -> Result<Vec<String>, Problem> {
+    let mut names: Vec<String> = state
+        .config
+        .organizations
+        .get(org)
+        .map(|o| o.connections.keys().cloned().collect())
+        .unwrap_or_default();
+    for c in state
+        .store
+        .list_connections(org)
+        .await
+        .map_err(Problem::store)?
+    {
+        if !names.contains(&c.name) {
+            names.push(c.name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+#[derive(Serialize)]
+pub struct ConnectionView {
+    name: String,
+    base_url: Option<String>,
+    profile: Option<String>,
+    schedule: Option<String>,
+    /// `complete`, `partial`, `failed`, `running` (the last run's outcome) or `never-synced`.
+    state: &'static str,
+    /// When the last complete run finished: how fresh a complete record is.
+    last_complete_at: Option<DateTime<Utc>>,
+    last_run: Option<SyncRun>,
+    last_run_stats: Option<RunRequestStats>,
+    resources: Vec<TypeCount>,
+    failed_requests: u64,
+    findings: u64,
+    token: TokenState,
+}
+
+#[derive(Serialize)]
+pub struct TokenState {
+    /// Names of the credentials held in the vault (never their values).
+    stored_credentials: Vec<String>,
+    last_auth_event: Option<AuthEvent>,
+}
+
+async fn view(state: &AppState, caller: &Caller, name: &str) -> Result<ConnectionView, Problem> {
+    let conn = super::connection(state, caller, name).await?;
+    let org = caller.org();
+    let store = &state.store;
+    let status: Option<ConnectionStatus> = store
+        .status(org)
+        .await
+        .map_err(Problem::store)?
+        .into_iter()
+        .find(|s| s.connection.connection == name);
+    let runs = store.list_runs(&conn, 50).await.map_err(Problem::store)?;
+    let last_complete_at = runs
+        .iter()
+        .find(|r| r.outcome == RunOutcome::Complete)
+        .and_then(|r| r.finished_at);
+    let configured = state
+        .config
+        .organizations
+        .get(org)
+        .and_then(|o| o.connections.get(name));
+    let stored_credentials = store
+        .list_secrets(org)
+        .await
+        .map_err(Problem::store)?
+        .into_iter()
+        .filter(|(c, _, _)| c == name)
+        .map(|(_, n, _)| n)
+        .collect();
+    let last_auth_event = store
+        .list_auth_events(&conn, 1)
+        .await
+        .map_err(Problem::store)?
+        .into_iter()
+        .next();
+    let last_run = status.as_ref().and_then(|s| s.last_run.clone());
+    Ok(ConnectionView {
+        name: name.to_string(),
+        base_url: configured
+            .map(|c| c.base_url.to_string())
+            .or_else(|| status.as_ref().and_then(|s| s.base_url.clone())),
+        profile: configured
+            .map(|c| c.profile.clone())
+            .or_else(|| status.as_ref().and_then(|s| s.profile.clone())),
+        schedule: configured.and_then(|c| c.schedule.as_ref().map(|s| s.to_string())),
+        state: last_run
+            .as_ref()
+            .map(|r| r.outcome.as_str())
+            .unwrap_or("never-synced"),
+        last_complete_at,
+        last_run_stats: status.as_ref().and_then(|s| s.last_run_stats.clone()),
+        last_run,
+        resources: status.as_ref().map(|s| s.types.clone()).unwrap_or_default(),
+        failed_requests: status.as_ref().map(|s| s.error_count).unwrap_or(0),
+        findings: status.as_ref().map(|s| s.findings).unwrap_or(0),
+        token: TokenState {
+            stored_credentials,
+            last_auth_event,
+        },
+    })
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Vec<ConnectionView>>, Problem> {
+    let mut out = Vec::new();
+    for n in names(&state, caller.org()).await? {
+        out.push(view(&state, &caller, &n).await?);
+    }
+    Ok(Json(out))
+}
+
+pub async fn one(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    P(name): P<String>,
+) -> Result<Json<ConnectionView>, Problem> {
+    Ok(Json(view(&state, &caller, &name).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    limit: Option<u32>,
+    /// Only runs with this outcome.
+    status: Option<RunOutcome>,
+}
+
+pub async fn runs(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    P(name): P<String>,
+    Q(q): Q<RunsQuery>,
+) -> Result<Json<Vec<SyncRun>>, Problem> {
+    let conn = super::connection(&state, &caller, &name).await?;
+    let limit = state.page_size(q.limit);
+    // a status filter looks further back than one page
+    let fetch = if q.status.is_some() {
+        limit.saturating_mul(10).min(10_000)
+    } else {
+        limit
+    };
+    let mut runs = state
+        .store
+        .list_runs(&conn, fetch)
+        .await
+        .map_err(Problem::store)?;
+    if let Some(s) = q.status {
+        runs.retain(|r| r.outcome == s);
+    }
+    runs.truncate(limit as usize);
+    Ok(Json(runs))
+}
+
+#[derive(Serialize)]
+pub struct RunView {
+    run: SyncRun,
+    stats: RunRequestStats,
+}
+
+async fn get_run(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    run: RunId,
+) -> Result<(aqueduct_core::ConnectionRef, SyncRun), Problem> {
+    let conn = super::connection(state, caller, name).await?;
+    let found = state
+        .store
+        .get_run(&conn, run)
+        .await
+        .map_err(Problem::store)?
+        .ok_or_else(|| Problem::not_found(format!("no run {run} on {name}")))?;
+    Ok((conn, found))
+}
+
+pub async fn run(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    P((name, run)): P<(String, RunId)>,
+) -> Result<Json<RunView>, Problem> {
+    let (conn, found) = get_run(&state, &caller, &name, run).await?;
+    let stats = state
+        .store
+        .run_request_stats(&conn, run)
+        .await
+        .map_err(Problem::store)?;
+    Ok(Json(RunView { run: found, stats }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestsQuery {
+    /// `failed` or `ok`.
+    status: Option<String>,
+    #[serde(rename = "type")]
+    resource_type: Option<String>,
+    patient: Option<String>,
+    offset: Option<u32>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+pub struct RequestsPage {
+    total: usize,
+    offset: u32,
+    requests: Vec<LedgerEntry>,
+}
+
+/// A run's ledger, failures first, then in the order they were made.
+pub async fn run_requests(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    P((name, run)): P<(String, RunId)>,
+    Q(q): Q<RequestsQuery>,
+) -> Result<Json<RequestsPage>, Problem> {
+    let failed_only = match q.status.as_deref() {
+        None => None,
+        Some("failed") => Some(true),
+        Some("ok") => Some(false),
+        Some(other) => {
+            return Err(Problem::bad_request(format!(
+                "status={other:?}: use failed or ok"
+            )));
+        }
+    };
+    let (conn, _) = get_run(&state, &caller, &name, run).await?;
+    let mut all = state
+        .store
+        .run_requests(&conn, run)
+        .await
+        .map_err(Problem::store)?;
+    all.retain(|e| {
+        failed_only.is_none_or(|f| e.error_kind.is_some() == f)
+            && q.resource_type
+                .as_ref()
+                .is_none_or(|t| e.resource_type.as_ref() == Some(t))
+            && q.patient
+                .as_ref()
+                .is_none_or(|p| e.patient_id.as_ref() == Some(p))
+    });
+    all.sort_by_key(|e| (e.error_kind.is_none(), e.at));
+    let offset = q.offset.unwrap_or(0);
+    let limit = state.page_size(q.limit) as usize;
+    let total = all.len();
+    let requests = all.into_iter().skip(offset as usize).take(limit).collect();
+    Ok(Json(RequestsPage {
+        total,
+        offset,
+        requests,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    limit: Option<u32>,
+}
+
+pub async fn findings(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    P(name): P<String>,
+    Q(q): Q<LimitQuery>,
+) -> Result<Json<Vec<Finding>>, Problem> {
+    let conn = super::connection(&state, &caller, &name).await?;
+    Ok(Json(
+        state
+            .store
+            .list_findings(&conn, state.page_size(q.limit))
+            .await
+            .map_err(Problem::store)?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsQuery {
+    firing: Option<bool>,
+}
+
+pub async fn alerts(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Q(q): Q<AlertsQuery>,
+) -> Result<Json<Vec<aqueduct_core::Alert>>, Problem> {
+    Ok(Json(
+        state
+            .store
+            .list_alerts(caller.org(), q.firing.unwrap_or(false))
+            .await
+            .map_err(Problem::store)?,
+    ))
+}

@@ -1,0 +1,113 @@
+//! The two views of a stored resource: `raw` (the bytes exactly as received) and `clean`
+//! (ids and references rewritten to facade ids, `meta.source` naming the connection). The
+//! store is never rewritten: the clean view is computed per answer.
+
+use aqueduct_core::StoredResource;
+use serde_json::Value;
+
+use super::ids::facade_id;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Raw,
+    Clean,
+}
+
+/// `meta.source` of the clean view: which connection of the organization it came from.
+pub fn source_uri(connection: &str) -> String {
+    format!("urn:aqueduct:connection:{connection}")
+}
+
+/// Rewrites a relative (`Type/id`, `Type/id/_history/n`) or same-server absolute reference
+/// to the facade id; contained (`#x`), logical and foreign references stay as they are.
+fn rewrite_reference(r: &str, connection: &str, base: Option<&str>) -> Option<String> {
+    let rel = match base {
+        Some(b) if r.starts_with(b) => r[b.len()..].trim_start_matches('/'),
+        _ if r.contains("://") || r.starts_with('#') || r.starts_with("urn:") => return None,
+        _ => r,
+    };
+    let mut parts = rel.splitn(3, '/');
+    let (t, id) = (parts.next()?, parts.next()?);
+    if !super::ids::valid_type(t) || id.is_empty() {
+        return None;
+    }
+    Some(match parts.next() {
+        Some(rest) => format!("{t}/{}/{rest}", facade_id(connection, id)),
+        None => format!("{t}/{}", facade_id(connection, id)),
+    })
+}
+
+fn rewrite(v: &mut Value, connection: &str, base: Option<&str>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get_mut("reference") {
+                if let Some(new) = rewrite_reference(r, connection, base) {
+                    *r = new;
+                }
+            }
+            for (_, child) in m.iter_mut() {
+                rewrite(child, connection, base);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| rewrite(x, connection, base)),
+        _ => {}
+    }
+}
+
+/// The clean form of a stored resource; None when its bytes are not JSON.
+pub fn clean(r: &StoredResource, base_url: Option<&str>) -> Option<Value> {
+    let mut v: Value = serde_json::from_slice(&r.bytes).ok()?;
+    let conn = r.connection.connection.as_str();
+    rewrite(&mut v, conn, base_url);
+    let obj = v.as_object_mut()?;
+    obj.insert("id".into(), Value::String(facade_id(conn, &r.logical_id)));
+    let meta = obj
+        .entry("meta")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Some(m) = meta.as_object_mut() {
+        m.insert("source".into(), Value::String(source_uri(conn)));
+    }
+    Some(v)
+}
+
+/// The resource as the view shows it, as JSON text; None when it cannot be shown as JSON.
+pub fn render(r: &StoredResource, view: View, base_url: Option<&str>) -> Option<String> {
+    match view {
+        View::Raw => {
+            // served byte for byte; bytes that are not JSON cannot sit in a FHIR answer
+            serde_json::from_slice::<serde::de::IgnoredAny>(&r.bytes).ok()?;
+            String::from_utf8(r.bytes.clone()).ok()
+        }
+        View::Clean => clean(r, base_url).map(|v| v.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_rewritten_only_when_they_point_at_the_source() {
+        let b = Some("https://ehr.example/fhir/r4/");
+        assert_eq!(
+            rewrite_reference("Patient/p1", "epic", b).as_deref(),
+            Some("Patient/epic.p1")
+        );
+        assert_eq!(
+            rewrite_reference("https://ehr.example/fhir/r4/Practitioner/x", "epic", b).as_deref(),
+            Some("Practitioner/epic.x")
+        );
+        assert_eq!(
+            rewrite_reference("Patient/p1/_history/2", "epic", b).as_deref(),
+            Some("Patient/epic.p1/_history/2")
+        );
+        for keep in [
+            "#med1",
+            "https://other.example/Patient/1",
+            "urn:uuid:1",
+            "p1",
+        ] {
+            assert_eq!(rewrite_reference(keep, "epic", b), None, "{keep}");
+        }
+    }
+}
