@@ -7,6 +7,7 @@
 pub mod bench_bulk;
 pub mod bench_chaos;
 pub mod bench_match;
+pub mod bench_serve;
 pub mod bench_store;
 pub mod bench_sync;
 pub mod bulk_cmd;
@@ -121,6 +122,9 @@ enum BenchCommand {
     /// Patient matching: precision, recall and F1 on the FEBRL data sets or a synthetic noisy
     /// population, time and peak memory.
     Match(bench_match::BenchMatchArgs),
+    /// The FHIR facade and the API under load: requests/s and P50/P95/P99 of reads,
+    /// searches, `$everything` and API lists, with the audit log on; peak memory.
+    Serve(bench_serve::BenchServeArgs),
     /// One sync of `bench chaos` (the process it kills).
     #[command(hide = true)]
     ChaosChild(bench_chaos::ChaosChildArgs),
@@ -167,6 +171,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Chaos(args)) => bench_chaos::run(args).await,
         Command::Bench(BenchCommand::ChaosChild(args)) => bench_chaos::run_child(args).await,
         Command::Bench(BenchCommand::Match(args)) => bench_match::run(args),
+        Command::Bench(BenchCommand::Serve(args)) => {
+            bench_serve::run(args).await.map(|_| ExitCode::SUCCESS)
+        }
         Command::Bench(BenchCommand::Bulk(args)) => bench_bulk::run(args).await,
         Command::Bulk(cmd) => bulk_cmd::run(&ctx, cmd).await,
         Command::Bench(BenchCommand::Sync(args)) => {

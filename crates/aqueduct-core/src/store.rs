@@ -107,6 +107,17 @@ pub trait Resources: Send + Sync {
         patient_id: &str,
         resource_type: Option<&str>,
     ) -> StoreResult<Vec<StoredResource>>;
+    /// A page of a patient's live resources of one type in logical-id order after
+    /// `after_id`, with how many there are in all: a search by patient without reading the
+    /// whole record.
+    async fn patient_resources_page(
+        &self,
+        conn: &ConnectionRef,
+        patient_id: &str,
+        resource_type: &str,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<(Vec<StoredResource>, u64)>;
 }
 
 /// Sync runs and every request of them, the leases that coordinate processes, and the checkpoints runs resume from.

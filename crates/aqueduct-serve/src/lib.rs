@@ -17,6 +17,7 @@
 pub mod access_log;
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod fhir;
 pub mod problem;
 pub mod security;
@@ -61,6 +62,11 @@ pub struct AppState {
     pub settings: ServeSettings,
     pub auth: Authenticator,
     pub access: AccessLog,
+    /// Connection overviews per organization (`/api/v1/connections`), `overview_cache_ms` old
+    /// at most.
+    pub overviews: cache::TtlCache<String, Arc<Vec<api::ConnectionView>>>,
+    /// Freshness of each source as the facade's Bundles carry it.
+    pub freshness: cache::TtlCache<aqueduct_core::ConnectionRef, serde_json::Value>,
 }
 
 impl AppState {
@@ -72,6 +78,8 @@ impl AppState {
                 Duration::from_secs(settings.key_cache_secs),
             ),
             access: AccessLog::start(Arc::clone(&store)),
+            overviews: cache::TtlCache::new(Duration::from_millis(settings.overview_cache_ms)),
+            freshness: cache::TtlCache::new(Duration::from_millis(settings.overview_cache_ms)),
             store,
             config,
             settings,

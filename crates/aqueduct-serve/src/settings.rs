@@ -27,6 +27,9 @@ pub struct ServeSettings {
     /// How long a verified API key is trusted before the store is asked again (a revoked
     /// key stops working within this time).
     pub key_cache_secs: u64,
+    /// How old a connection overview or a source's freshness may be when served (they cost
+    /// several store queries each); 0 computes them for every request.
+    pub overview_cache_ms: u64,
 }
 
 impl Default for ServeSettings {
@@ -39,6 +42,7 @@ impl Default for ServeSettings {
             max_page_size: 1000,
             default_page_size: 50,
             key_cache_secs: 30,
+            overview_cache_ms: 2000,
         }
     }
 }

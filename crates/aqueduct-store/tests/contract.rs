@@ -1754,6 +1754,30 @@ async fn a_patients_record_is_read_in_one_query(t: TestStore) {
         .await
         .unwrap();
     assert_eq!(obs.len(), 1);
+    // paged: in id order, with the total
+    let mut batch: Vec<_> = (0..7)
+        .map(|i| observation(&format!("q{i}"), i as f64))
+        .collect();
+    batch.push(observation("o2", 2.0));
+    t.store.write_resources(&c, &batch).await.unwrap();
+    let (first, total) = t
+        .store
+        .patient_resources_page(&c, "p1", "Observation", None, 3)
+        .await
+        .unwrap();
+    assert_eq!(total, 9);
+    let ids: Vec<_> = first.iter().map(|r| r.logical_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["o1", "o2", "q0"],
+        "o2 came back to life with its new copy"
+    );
+    let (rest, _) = t
+        .store
+        .patient_resources_page(&c, "p1", "Observation", Some("q0"), 100)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 6);
     // another organization's connection of the same name sees nothing
     assert!(
         t.store

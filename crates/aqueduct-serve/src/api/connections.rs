@@ -57,7 +57,7 @@ async fn names(state: &AppState, org: &str) -> Result<Vec<String>, Problem> {
     Ok(names)
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 pub struct ConnectionView {
     name: String,
     base_url: Option<String>,
@@ -75,7 +75,7 @@ pub struct ConnectionView {
     token: TokenState,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 pub struct TokenState {
     /// Names of the credentials held in the vault (never their values).
     stored_credentials: Vec<String>,
@@ -143,15 +143,26 @@ async fn view(state: &AppState, caller: &Caller, name: &str) -> Result<Connectio
     })
 }
 
+/// Every connection's overview, computed at most once per `overview_cache_ms`.
+async fn overviews(state: &AppState, caller: &Caller) -> Result<Arc<Vec<ConnectionView>>, Problem> {
+    let org = caller.org().to_string();
+    if let Some(v) = state.overviews.get(&org) {
+        return Ok(v);
+    }
+    let mut out = Vec::new();
+    for n in names(state, &org).await? {
+        out.push(view(state, caller, &n).await?);
+    }
+    let out = Arc::new(out);
+    state.overviews.put(org, Arc::clone(&out));
+    Ok(out)
+}
+
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Json<Vec<ConnectionView>>, Problem> {
-    let mut out = Vec::new();
-    for n in names(&state, caller.org()).await? {
-        out.push(view(&state, &caller, &n).await?);
-    }
-    Ok(Json(out))
+    Ok(Json(overviews(&state, &caller).await?.as_ref().clone()))
 }
 
 pub async fn one(
@@ -159,7 +170,14 @@ pub async fn one(
     caller: Caller,
     P(name): P<String>,
 ) -> Result<Json<ConnectionView>, Problem> {
-    Ok(Json(view(&state, &caller, &name).await?))
+    super::connection(&state, &caller, &name).await?;
+    overviews(&state, &caller)
+        .await?
+        .iter()
+        .find(|c| c.name == name)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| Problem::not_found(format!("no connection {name:?}")))
 }
 
 #[derive(Deserialize)]

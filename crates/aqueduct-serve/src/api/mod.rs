@@ -5,6 +5,8 @@
 
 mod admin;
 mod connections;
+
+pub use connections::ConnectionView;
 pub mod extract;
 mod records;
 

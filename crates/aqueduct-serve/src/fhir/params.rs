@@ -82,6 +82,18 @@ pub struct DateParam {
     pub end: DateTime<Utc>,
 }
 
+impl Search {
+    /// Whether matching needs the resource's content (not only its type, id and patient).
+    pub fn filters_content(&self) -> bool {
+        !(self.last_updated.is_empty()
+            && self.date.is_empty()
+            && self.code.is_empty()
+            && self.category.is_empty()
+            && self.status.is_empty()
+            && self.identifier.is_empty())
+    }
+}
+
 /// The range `[start, end)` a FHIR date, dateTime or instant stands for.
 pub fn date_range(s: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     let s = s.trim();

@@ -74,9 +74,12 @@ pub fn clean(r: &StoredResource, base_url: Option<&str>) -> Option<Value> {
 pub fn render(r: &StoredResource, view: View, base_url: Option<&str>) -> Option<String> {
     match view {
         View::Raw => {
-            // served byte for byte; bytes that are not JSON cannot sit in a FHIR answer
-            serde_json::from_slice::<serde::de::IgnoredAny>(&r.bytes).ok()?;
-            String::from_utf8(r.bytes.clone()).ok()
+            // served byte for byte; bytes that are not JSON cannot sit in a FHIR answer (the
+            // fetcher judged them when they arrived; others are checked here)
+            if !matches!(r.parse_status, aqueduct_core::ParseStatus::Ok) {
+                serde_json::from_slice::<serde::de::IgnoredAny>(&r.bytes).ok()?;
+            }
+            std::str::from_utf8(&r.bytes).ok().map(str::to_string)
         }
         View::Clean => clean(r, base_url).map(|v| v.to_string()),
     }

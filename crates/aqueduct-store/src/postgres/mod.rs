@@ -242,6 +242,17 @@ impl Resources for PgStore {
     ) -> StoreResult<Vec<StoredResource>> {
         resources::patient_resources(self, conn, p, t).await
     }
+
+    async fn patient_resources_page(
+        &self,
+        conn: &ConnectionRef,
+        p: &str,
+        t: &str,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<(Vec<StoredResource>, u64)> {
+        resources::patient_page(self, conn, p, t, after_id, limit).await
+    }
 }
 
 #[async_trait]

@@ -383,6 +383,57 @@ pub(super) async fn patient_resources(
     Ok(rows.iter().map(|r| row_to_resource(conn, r)).collect())
 }
 
+pub(super) async fn patient_page(
+    store: &PgStore,
+    conn: &ConnectionRef,
+    patient_id: &str,
+    resource_type: &str,
+    after_id: Option<&str>,
+    limit: u32,
+) -> StoreResult<(Vec<StoredResource>, u64)> {
+    let c = store.client().await?;
+    let e = |err| map_err(&store.location, "page patient resources", err);
+    let sql = format!(
+        "SELECT {COLUMNS} FROM resources
+         WHERE organization = $1 AND connection = $2 AND patient_id = $3 AND resource_type = $4
+           AND deleted_at IS NULL AND logical_id COLLATE \"C\" > $5
+         ORDER BY logical_id COLLATE \"C\" LIMIT $6"
+    );
+    let rows = c
+        .query(
+            &sql,
+            &[
+                &conn.organization,
+                &conn.connection,
+                &patient_id,
+                &resource_type,
+                &after_id.unwrap_or(""),
+                &(limit as i64),
+            ],
+        )
+        .await
+        .map_err(e)?;
+    let total: i64 = c
+        .query_one(
+            "SELECT COUNT(*) FROM resources
+             WHERE organization = $1 AND connection = $2 AND patient_id = $3
+               AND resource_type = $4 AND deleted_at IS NULL",
+            &[
+                &conn.organization,
+                &conn.connection,
+                &patient_id,
+                &resource_type,
+            ],
+        )
+        .await
+        .map_err(e)?
+        .get(0);
+    Ok((
+        rows.iter().map(|r| row_to_resource(conn, r)).collect(),
+        total.max(0) as u64,
+    ))
+}
+
 pub(super) async fn patient_ids(
     store: &PgStore,
     conn: &ConnectionRef,

@@ -331,6 +331,21 @@ impl Resources for SqliteStore {
         self.read(move |c| resources::patient_resources(c, &loc, &cr, &p, t.as_deref()))
             .await
     }
+
+    async fn patient_resources_page(
+        &self,
+        conn: &ConnectionRef,
+        patient_id: &str,
+        resource_type: &str,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<(Vec<StoredResource>, u64)> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        let (p, t) = (patient_id.to_string(), resource_type.to_string());
+        let after = after_id.map(str::to_string);
+        self.read(move |c| resources::patient_page(c, &loc, &cr, &p, &t, after.as_deref(), limit))
+            .await
+    }
 }
 
 #[async_trait]

@@ -290,6 +290,60 @@ pub(super) fn patient_resources(
         .map_err(|e| map_err(loc, "list patient resources", e))
 }
 
+pub(super) fn patient_page(
+    c: &mut Connection,
+    loc: &str,
+    conn: &ConnectionRef,
+    patient_id: &str,
+    resource_type: &str,
+    after_id: Option<&str>,
+    limit: u32,
+) -> StoreResult<(Vec<StoredResource>, u64)> {
+    let e = |err| map_err(loc, "page patient resources", err);
+    let sql = format!(
+        "SELECT {COLUMNS} FROM resources
+         WHERE organization = ?1 AND connection = ?2 AND patient_id = ?3 AND resource_type = ?4
+           AND deleted_at IS NULL AND logical_id > ?5
+         ORDER BY logical_id LIMIT ?6"
+    );
+    let page = c
+        .prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_map(
+                params![
+                    conn.organization,
+                    conn.connection,
+                    patient_id,
+                    resource_type,
+                    after_id.unwrap_or(""),
+                    limit
+                ],
+                |r| row_to_resource(conn, r),
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(e)?;
+    let total: i64 = c
+        .prepare_cached(
+            "SELECT COUNT(*) FROM resources
+             WHERE organization = ?1 AND connection = ?2 AND patient_id = ?3
+               AND resource_type = ?4 AND deleted_at IS NULL",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    conn.organization,
+                    conn.connection,
+                    patient_id,
+                    resource_type
+                ],
+                |r| r.get(0),
+            )
+        })
+        .map_err(e)?;
+    Ok((page, total.max(0) as u64))
+}
+
 pub(super) fn tombstone(
     c: &mut Connection,
     loc: &str,
