@@ -22,6 +22,7 @@ pub mod fhir;
 pub mod problem;
 pub mod security;
 pub mod settings;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -110,15 +111,26 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Serves `router(state)` on `listener` until `shutdown` completes, then lets the requests in
-/// flight finish.
+/// flight finish. With `[serve] tls_cert` and `tls_key`, HTTPS only.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Io)
+    let tls = state.settings.tls_files()?;
+    let app = router(state).into_make_service_with_connect_info::<tls::ClientAddr>();
+    match tls {
+        Some((cert, key)) => {
+            let listener = tls::TlsListener::new(listener, tls::server_config(&cert, &key)?)
+                .map_err(ServeError::Io)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(ServeError::Io)
+        }
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ServeError::Io),
+    }
 }

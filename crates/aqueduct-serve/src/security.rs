@@ -40,6 +40,12 @@ pub async fn headers(State(state): State<Arc<AppState>>, req: Request, next: Nex
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
     );
+    if state.settings.is_tls() {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     // patient data must not sit in shared or browser caches
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(origin) = origin {

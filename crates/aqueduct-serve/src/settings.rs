@@ -1,6 +1,7 @@
 //! `[serve]` in aqueduct.toml: where `aqueduct serve` listens and the limits it answers within.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use aqueduct_config::Config;
 use serde::Deserialize;
@@ -13,6 +14,10 @@ pub struct ServeSettings {
     /// Where to listen. Loopback by default: patient data is not offered to the network
     /// unless someone asks for it.
     pub bind: SocketAddr,
+    /// HTTPS: the certificate chain (PEM). With `tls_key`, plain HTTP is not served.
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS: the private key (PEM).
+    pub tls_key: Option<PathBuf>,
     /// Plain HTTP on a non-loopback address (behind a proxy that terminates TLS). Off by
     /// default: without it such a bind is refused.
     pub allow_plain_http: bool,
@@ -36,6 +41,8 @@ impl Default for ServeSettings {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
             allow_plain_http: false,
             cors_origins: Vec::new(),
             max_body_bytes: 1024 * 1024,
@@ -62,10 +69,15 @@ impl ServeSettings {
                 "[serve] max_page_size and default_page_size must be at least 1".into(),
             ));
         }
-        if !self.bind.ip().is_loopback() && !self.allow_plain_http {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ServeError::Settings(
+                "[serve] tls_cert and tls_key go together: set both for HTTPS, or neither".into(),
+            ));
+        }
+        if !self.bind.ip().is_loopback() && !self.allow_plain_http && self.tls_cert.is_none() {
             return Err(ServeError::Settings(format!(
                 "[serve] bind = {} is not a loopback address: patient data would travel in plain HTTP; \
-                 put a TLS-terminating proxy in front and set allow_plain_http = true, or bind to 127.0.0.1",
+                 set tls_cert and tls_key, or put a TLS-terminating proxy in front and set allow_plain_http = true, or bind to 127.0.0.1",
                 self.bind
             )));
         }
@@ -77,5 +89,21 @@ impl ServeSettings {
             }
         }
         Ok(())
+    }
+
+    /// The certificate chain and key, read; None without TLS.
+    pub fn tls_files(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, ServeError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let read = |p: &PathBuf, what: &str| {
+            std::fs::read(p)
+                .map_err(|e| ServeError::Settings(format!("[serve] {what} = {}: {e}", p.display())))
+        };
+        Ok(Some((read(cert, "tls_cert")?, read(key, "tls_key")?)))
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls_cert.is_some()
     }
 }

@@ -1,8 +1,6 @@
 //! Extractors whose rejections are problems (RFC 9457), not axum's plain-text messages, and
 //! the caller of a request.
 
-use std::net::SocketAddr;
-
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -34,8 +32,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .ok_or_else(|| Problem::unauthorized("not authenticated"))?;
         let client_addr = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+            .get::<ConnectInfo<crate::tls::ClientAddr>>()
+            .map(|c| c.0.0.ip().to_string());
         Ok(Caller {
             principal,
             client_addr,
