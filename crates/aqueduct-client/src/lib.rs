@@ -20,6 +20,7 @@ pub mod client;
 pub mod error;
 pub mod fhir;
 pub mod headers;
+pub mod layers;
 pub mod limiter;
 pub mod profile;
 pub mod retry;
@@ -30,7 +31,7 @@ pub use client::{
     Expect, FhirClient, FhirClientBuilder, FhirRequest, FhirResponse, RequestObserver, host_key,
     shared_http,
 };
-pub use error::{FetchError, FetchErrorKind};
+pub use error::{Answer, FetchError, FetchErrorKind};
 pub use limiter::{HostLimiter, LimiterRegistry, Signal};
 pub use profile::{ProfileError, VendorProfile};
 pub use retry::RetryPolicy;
