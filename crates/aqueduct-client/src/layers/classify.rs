@@ -193,3 +193,89 @@ pub fn classify(req: &FhirRequest, ex: Exchange) -> Result<FhirResponse, FetchEr
         headers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use reqwest::header::HeaderMap;
+
+    fn exchange(status: u16, content_type: &str, body: &'static [u8]) -> Exchange {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, content_type.parse().unwrap());
+        Exchange {
+            status,
+            url: url::Url::parse("http://h/fhir/Patient").unwrap(),
+            headers,
+            body: bytes::Bytes::from_static(body),
+            received: body.len() as u64,
+            content_length: Some(body.len() as u64),
+            large_body_lane: None,
+        }
+    }
+
+    fn req() -> FhirRequest {
+        FhirRequest::new(url::Url::parse("http://h/fhir/Patient").unwrap())
+    }
+
+    #[test]
+    fn a_bundle_is_counted() {
+        let r = classify(
+            &req(),
+            exchange(
+                200,
+                "application/fhir+json",
+                br#"{"resourceType":"Bundle","entry":[{},{}]}"#,
+            ),
+        )
+        .unwrap();
+        assert_eq!(r.resource_type.as_deref(), Some("Bundle"));
+        assert_eq!(r.resources, 2);
+    }
+
+    #[test]
+    fn a_short_body_is_truncated_whatever_its_status() {
+        let mut ex = exchange(500, "application/fhir+json", b"{}");
+        ex.content_length = Some(100);
+        let e = classify(&req(), ex).unwrap_err();
+        assert_eq!(e.kind, FetchErrorKind::Truncated);
+        assert_eq!(e.bytes(), 2);
+    }
+
+    #[test]
+    fn an_error_status_keeps_the_outcome_and_retry_after() {
+        let mut ex = exchange(
+            503,
+            "application/fhir+json",
+            br#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"transient"}]}"#,
+        );
+        ex.headers.insert("retry-after", "2".parse().unwrap());
+        let e = classify(&req(), ex).unwrap_err();
+        assert_eq!(e.kind, FetchErrorKind::Http(503));
+        assert_eq!(e.retry_after, Some(std::time::Duration::from_secs(2)));
+        assert!(e.has_outcome_code("transient"));
+        assert!(e.answer.unwrap().headers.contains_key("retry-after"));
+    }
+
+    #[test]
+    fn html_and_broken_json_under_200_are_errors() {
+        let html = exchange(200, "text/html", b"<html>login</html>");
+        assert_eq!(
+            classify(&req(), html).unwrap_err().kind,
+            FetchErrorKind::Html200
+        );
+        let cut = exchange(200, "application/fhir+json", br#"{"resourceType":"Bun"#);
+        assert_eq!(
+            classify(&req(), cut).unwrap_err().kind,
+            FetchErrorKind::Truncated
+        );
+        let junk = exchange(200, "application/fhir+json", b"{not json}");
+        assert_eq!(
+            classify(&req(), junk).unwrap_err().kind,
+            FetchErrorKind::InvalidJson
+        );
+        // A Binary is whatever it is.
+        let binary = exchange(200, "text/html", b"<html>a letter</html>");
+        assert!(classify(&req().expect(Expect::Any), binary).is_ok());
+    }
+}

@@ -73,3 +73,73 @@ impl Policy<Attempt, FhirResponse, FetchError> for TransientRetry {
         Some(attempt.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::client::FhirRequest;
+
+    fn attempt() -> Attempt {
+        Attempt::first(
+            FhirRequest::new(url::Url::parse("http://h/fhir/Patient").unwrap()),
+            None,
+        )
+    }
+
+    fn failed(kind: FetchErrorKind, attempts: u32) -> Result<FhirResponse, FetchError> {
+        let mut e = FetchError::new(kind, "http://h/fhir/Patient", "");
+        e.attempts = attempts;
+        Err(e)
+    }
+
+    #[tokio::test]
+    async fn only_transient_failures_are_retried_and_numbered_on() {
+        let mut p = TransientRetry::new(RetryPolicy::default());
+        let mut a = attempt();
+        assert!(
+            p.retry(&mut a, &mut failed(FetchErrorKind::Http(404), 1))
+                .is_none()
+        );
+        assert!(
+            p.retry(&mut a, &mut failed(FetchErrorKind::Http(503), 1))
+                .is_some()
+        );
+        assert_eq!(a.number, 2);
+    }
+
+    #[tokio::test]
+    async fn a_second_timeout_ends_the_request() {
+        let mut p = TransientRetry::new(RetryPolicy::default());
+        let mut a = attempt();
+        assert!(
+            p.retry(&mut a, &mut failed(FetchErrorKind::Timeout, 1))
+                .is_some()
+        );
+        assert!(
+            p.retry(&mut a, &mut failed(FetchErrorKind::Connect, 2))
+                .is_some()
+        );
+        assert!(
+            p.retry(&mut a, &mut failed(FetchErrorKind::Timeout, 3))
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn max_attempts_counts_the_first() {
+        let mut p = TransientRetry::new(RetryPolicy {
+            max_attempts: 2,
+            ..RetryPolicy::default()
+        });
+        let mut a = attempt();
+        assert!(
+            p.retry(&mut a, &mut failed(FetchErrorKind::Http(500), 1))
+                .is_some()
+        );
+        assert!(
+            p.retry(&mut a, &mut failed(FetchErrorKind::Http(500), 2))
+                .is_none()
+        );
+    }
+}
