@@ -17,7 +17,7 @@ use aqueduct_core::LedgerEntry;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use tower::{Layer, Service, ServiceExt};
+use tower::ServiceExt;
 use url::Url;
 
 use crate::auth::{AccessTokenSource, NoAuth};
@@ -25,8 +25,8 @@ use crate::error::{FetchError, FetchErrorKind};
 use crate::fhir::{Bundle, CapabilityStatement};
 use crate::layers::transport::{TransportSettings, origin_of};
 use crate::layers::{
-    Attempt, AttemptService, AuthLayer, CallerLayers, ClassifyLayer, Layers, LedgerLayer,
-    LimiterLayer, Transport, retry_layer,
+    Attempt, AttemptService, AuthLayer, CallerLayer, CallerLayers, ClassifyLayer, Layers,
+    LedgerLayer, LimiterLayer, Transport, retry_layer,
 };
 use crate::limiter::{HostLimiter, LimiterRegistry};
 use crate::profile::VendorProfile;
@@ -270,16 +270,7 @@ impl FhirClientBuilder {
     /// Adds a layer around every attempt: inside retry (it sees each retry, numbered), outside
     /// the limiter (it sees an attempt before it waits for the host). The first added is the
     /// outermost. Layers that are generic over their inner service fit as they are.
-    pub fn layer<L>(mut self, layer: L) -> Self
-    where
-        L: Layer<AttemptService> + Send + Sync + 'static,
-        L::Service: Service<Attempt, Response = FhirResponse, Error = FetchError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as Service<Attempt>>::Future: Send + 'static,
-    {
+    pub fn layer(mut self, layer: impl CallerLayer) -> Self {
         self.caller.push(layer);
         self
     }

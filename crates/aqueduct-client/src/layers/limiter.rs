@@ -16,7 +16,7 @@ use tower::{Layer, Service};
 
 use super::{Attempt, BoxFuture};
 use crate::client::FhirResponse;
-use crate::error::{FetchError, FetchErrorKind};
+use crate::error::FetchError;
 use crate::headers::{parse_rate_limit_reset, parse_retry_after};
 use crate::limiter::{HostLimiter, Signal};
 
@@ -84,10 +84,7 @@ fn feed_back(limiter: &HostLimiter, result: &Result<FhirResponse, FetchError>) {
     let (status, headers, signal) = match result {
         Ok(resp) => (Some(resp.status), Some(&resp.headers), Signal::Success),
         Err(err) => (
-            match err.kind {
-                FetchErrorKind::Http(s) => Some(s),
-                _ => err.status,
-            },
+            err.status,
             err.answer.as_ref().map(|a| &a.headers),
             if err.is_throttled() {
                 Signal::Throttled

@@ -117,13 +117,34 @@ pub struct Exchange {
     pub large_body_lane: Option<LargeBodyLane>,
 }
 
-type LayerFn = Arc<dyn Fn(AttemptService) -> AttemptService + Send + Sync>;
+/// A layer a caller can add to a client: any tower [`Layer`] over the stack below it whose
+/// service speaks [`Attempt`] → [`FhirResponse`]. Implemented for every such layer; the
+/// builder type-erases it, so a client's type does not depend on its callers' layers.
+pub trait CallerLayer: Send + Sync + 'static {
+    /// Wraps `inner` (what lies below the caller's layers) in this layer.
+    fn wrap(&self, inner: AttemptService) -> AttemptService;
+}
+
+impl<L> CallerLayer for L
+where
+    L: Layer<AttemptService> + Send + Sync + 'static,
+    L::Service: Service<Attempt, Response = FhirResponse, Error = FetchError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    <L::Service as Service<Attempt>>::Future: Send + 'static,
+{
+    fn wrap(&self, inner: AttemptService) -> AttemptService {
+        BoxCloneSyncService::new(self.layer(inner))
+    }
+}
 
 /// The layers a caller added with [`FhirClientBuilder::layer`](crate::FhirClientBuilder::layer),
 /// applied as one layer: the first added is the outermost, as with [`ServiceBuilder`].
 #[derive(Clone, Default)]
 pub struct CallerLayers {
-    layers: Vec<LayerFn>,
+    layers: Vec<Arc<dyn CallerLayer>>,
 }
 
 impl std::fmt::Debug for CallerLayers {
@@ -136,19 +157,8 @@ impl std::fmt::Debug for CallerLayers {
 
 impl CallerLayers {
     /// Adds `layer` inside the ones already added.
-    pub fn push<L>(&mut self, layer: L)
-    where
-        L: Layer<AttemptService> + Send + Sync + 'static,
-        L::Service: Service<Attempt, Response = FhirResponse, Error = FetchError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as Service<Attempt>>::Future: Send + 'static,
-    {
-        self.layers.push(Arc::new(move |inner| {
-            BoxCloneSyncService::new(layer.layer(inner))
-        }));
+    pub fn push(&mut self, layer: impl CallerLayer) {
+        self.layers.push(Arc::new(layer));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -170,7 +180,7 @@ where
     fn layer(&self, inner: S) -> AttemptService {
         let mut service = BoxCloneSyncService::new(inner);
         for layer in self.layers.iter().rev() {
-            service = layer(service);
+            service = layer.wrap(service);
         }
         service
     }
