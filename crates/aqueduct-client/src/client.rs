@@ -2,7 +2,8 @@
 //! ([`crate::layers`]) built once per client:
 //!
 //! ```text
-//! get(req) = auth ∘ retry ∘ caller ∘ limiter ∘ ledger ∘ classify ∘ transport (Attempt 1)
+//! get(req) = stack(Attempt 1 of req, with this client's observer)
+//! stack    = auth ∘ retry ∘ caller ∘ limiter ∘ ledger ∘ classify ∘ transport
 //! ```
 //!
 //! This module holds the request and response types, the builder that configures the layers
