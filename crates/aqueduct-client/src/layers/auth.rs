@@ -5,8 +5,11 @@
 //! attempt: the token is fetched once (a token source that fails is not retried, and no
 //! attempt is made, so nothing reaches the ledger), and the token is refreshed at most once
 //! per request. A second 401 — or a source that cannot refresh — ends the request as
-//! [`FetchErrorKind::ReauthorizationNeeded`]: someone must authorize again. The token rides in
-//! the [`Attempt`]; the transport presents it only to origins allowed to receive it.
+//! [`FetchErrorKind::ReauthorizationNeeded`]: someone must authorize again. The try after a
+//! refresh goes down through the retry layer again, numbered on from the 401, with a retry
+//! budget of its own (the chain before the layers shared one budget across the refresh).
+//! The token rides in the [`Attempt`]; the transport presents it only to origins allowed to
+//! receive it.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
