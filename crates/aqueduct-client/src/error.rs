@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use reqwest::header::HeaderMap;
 use thiserror::Error;
 
 use crate::auth::AuthError;
@@ -45,12 +46,25 @@ pub struct FetchError {
     pub message: Box<str>,
     /// The server's OperationOutcome, summarized, when it sent one.
     pub outcome: Option<Box<str>>,
-    /// The issue codes of that OperationOutcome (`suppressed`, `not-supported`...).
-    pub outcome_codes: Box<[String]>,
     /// How long the server asked us to wait, when it said.
     pub retry_after: Option<Duration>,
     /// Attempts made before giving up.
     pub attempts: u32,
+    /// What the server sent before the attempt failed, when it answered at all. Boxed: the
+    /// error type is in every `Result` of a sync, and most of them hold no error.
+    pub answer: Option<Box<Answer>>,
+}
+
+/// What a failed attempt received, beyond its status: read by the layers above
+/// classification (the limiter, the ledger) and by callers that study the server.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    /// The response headers (throttling signals, the software the server names).
+    pub headers: HeaderMap,
+    /// Body bytes received, for the ledger entry.
+    pub bytes: u64,
+    /// The issue codes of the server's OperationOutcome (`suppressed`, `not-supported`...).
+    pub outcome_codes: Box<[String]>,
 }
 
 impl FetchError {
@@ -66,10 +80,30 @@ impl FetchError {
             status,
             message: message.into().into_boxed_str(),
             outcome: None,
-            outcome_codes: Box::default(),
             retry_after: None,
             attempts: 1,
+            answer: None,
         }
+    }
+
+    /// Body bytes received before the failure (0 when the server sent none).
+    pub fn bytes(&self) -> u64 {
+        self.answer.as_ref().map_or(0, |a| a.bytes)
+    }
+
+    /// The issue codes of the server's OperationOutcome, empty when it sent none.
+    pub fn outcome_codes(&self) -> &[String] {
+        self.answer.as_ref().map_or(&[], |a| &a.outcome_codes)
+    }
+
+    /// Keeps what the server sent, for the layers above classification.
+    pub(crate) fn with_answer(mut self, headers: HeaderMap, bytes: u64) -> Self {
+        self.answer = Some(Box::new(Answer {
+            headers,
+            bytes,
+            outcome_codes: Box::default(),
+        }));
+        self
     }
 
     fn detail_text(&self) -> String {
@@ -136,7 +170,7 @@ impl FetchError {
 
     /// The server's OperationOutcome carries an issue with this code.
     pub fn has_outcome_code(&self, code: &str) -> bool {
-        self.outcome_codes
+        self.outcome_codes()
             .iter()
             .any(|c| c.eq_ignore_ascii_case(code))
     }
@@ -152,5 +186,18 @@ impl FetchError {
             self.kind,
             FetchErrorKind::Http(400 | 404 | 405 | 410 | 422 | 501)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `Result` of a sync carries this type: what a failed attempt received is boxed
+    /// (`answer`) so that the error stays small (clippy's `result_large_err` draws the line
+    /// at 128 bytes, in every crate that returns it).
+    #[test]
+    fn the_error_stays_small() {
+        assert!(std::mem::size_of::<FetchError>() < 128);
     }
 }
