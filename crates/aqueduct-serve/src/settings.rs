@@ -8,6 +8,9 @@ use serde::Deserialize;
 
 use crate::ServeError;
 
+/// A certificate chain and its private key, as PEM bytes.
+pub type TlsFiles = (Vec<u8>, Vec<u8>);
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeSettings {
@@ -91,8 +94,8 @@ impl ServeSettings {
         Ok(())
     }
 
-    /// The certificate chain and key, read; None without TLS.
-    pub fn tls_files(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, ServeError> {
+    /// The certificate chain and key (PEM), read; None without TLS.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, ServeError> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
         };
