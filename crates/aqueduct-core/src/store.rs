@@ -360,6 +360,14 @@ pub trait Normalized: Send + Sync {
         patient_id: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<StoredNormalized>>;
+    /// Every normalized row of the given sources of one type, by source then ordinal (the
+    /// facade's clean view of a page of resources).
+    async fn normalized_of(
+        &self,
+        conn: &ConnectionRef,
+        resource_type: &str,
+        logical_ids: &[String],
+    ) -> StoreResult<Vec<StoredNormalized>>;
     /// Codes resolved as "unmapped", grouped with their counts, most frequent first.
     async fn unmapped_codes(
         &self,

@@ -728,3 +728,67 @@ async fn the_capability_statement_lists_what_the_facade_serves() {
     let (status, _, _) = s.get(&s.acme_read, "/fhir/acme/Basic?patient=epic.x").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn the_clean_view_adds_the_normalized_form_beside_what_the_source_sent() {
+    let s = server(ServeSettings::default()).await;
+    let store = &s.env.store;
+    let acme = s.acme();
+    let terms = std::sync::Arc::new(aqueduct_normalize::Terminology::embedded());
+    let ctx = aqueduct_normalize::context_for(store.as_ref(), &acme, terms)
+        .await
+        .unwrap();
+    aqueduct_normalize::rebuild(store.as_ref(), &acme, &ctx, &[])
+        .await
+        .unwrap();
+    let pid = s.env.sim.patient_ids()[0].clone();
+    let fid = format!("epic.{pid}");
+    let clean = s
+        .all_pages(&s.acme_read, &format!("/fhir/acme/Observation?patient={fid}&_count=100"))
+        .await;
+    let raw = s
+        .all_pages(&s.acme_read, &format!("/fhir/acme/raw/Observation?patient={fid}&_count=100"))
+        .await;
+    assert_eq!(clean.len(), raw.len());
+    let mut ucum_added = 0;
+    for (c, r) in clean.iter().zip(&raw) {
+        let (c, r) = (&c["resource"], &r["resource"]);
+        // the normalized status travels as an extension; the source's status is untouched
+        assert_eq!(c["status"], r["status"]);
+        assert!(
+            c["extension"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["url"] == aqueduct_serve::fhir::view::NORMALIZED_STATUS),
+            "{c}"
+        );
+        // every coding the source sent is still there, in its order
+        let rc = r["code"]["coding"].as_array().unwrap();
+        let cc = c["code"]["coding"].as_array().unwrap();
+        assert_eq!(&cc[..rc.len()], &rc[..]);
+        for added in &cc[rc.len()..] {
+            assert_eq!(added["extension"][0]["url"], aqueduct_serve::fhir::view::NORMALIZED_CODING);
+        }
+        if r["valueQuantity"].is_object() && r["valueQuantity"]["system"].is_null() {
+            if c["valueQuantity"]["system"] == "http://unitsofmeasure.org" {
+                ucum_added += 1;
+            }
+            assert_eq!(c["valueQuantity"]["value"], r["valueQuantity"]["value"], "values are not converted");
+        }
+    }
+    let without_system = raw
+        .iter()
+        .filter(|r| r["resource"]["valueQuantity"].is_object() && r["resource"]["valueQuantity"]["system"].is_null())
+        .count();
+    assert!(
+        without_system == 0 || ucum_added > 0,
+        "quantities without a UCUM code get one where normalization found it"
+    );
+    // the stored bytes are never rewritten
+    let stored = store.list_patient_resources(&acme, &pid, Some("Observation")).await.unwrap();
+    for r in &stored {
+        let v: Value = serde_json::from_slice(&r.bytes).unwrap();
+        assert!(v.get("extension").is_none_or(|e| !e.to_string().contains("aqueduct.dev")));
+    }
+}

@@ -1223,6 +1223,30 @@ async fn normalized_rows_replace_per_source_and_feed_the_review_queue(t: TestSto
     assert_eq!(rows[0].logical_id, "lab1", "ordered by effective time");
     assert_eq!(rows[1].record.code.as_deref(), Some("8480-6"));
     assert_eq!(rows[1].rules_version, "rules-1");
+    // the rows of given sources, by source then ordinal
+    let of = t
+        .store
+        .normalized_of(&c, "Observation", &["bp1".into(), "nope".into()])
+        .await
+        .unwrap();
+    let got: Vec<_> = of
+        .iter()
+        .map(|r| {
+            (
+                r.logical_id.as_str(),
+                r.record.ordinal,
+                r.content_hash.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![("bp1", 0, "h1"), ("bp1", 1, "h1")]);
+    assert!(
+        t.store
+            .normalized_of(&conn("other", "epic"), "Observation", &["bp1".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let queue = t.store.unmapped_codes("acme", None, 10).await.unwrap();
     assert_eq!(queue.len(), 1);
     assert_eq!(queue[0].source_code.as_deref(), Some("GLU-LOCAL"));

@@ -9,10 +9,10 @@ pub mod params;
 pub mod refs;
 pub mod view;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use aqueduct_core::{ConnectionRef, ParseStatus, RunOutcome, StoredResource};
+use aqueduct_core::{ConnectionRef, ParseStatus, RunOutcome, StoredNormalized, StoredResource};
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::request::Parts;
@@ -60,6 +60,9 @@ pub const TYPES: &[&str] = &[
     "ServiceRequest",
     "Specimen",
 ];
+
+/// Normalized rows by (connection, type, logical id).
+type Normalized = HashMap<(String, String, String), Vec<StoredNormalized>>;
 
 /// Rows scanned at most by one search page that names no patient and no id.
 const SCAN_BUDGET: usize = 20_000;
@@ -204,9 +207,60 @@ impl Ctx {
             })
     }
 
-    fn render(&self, r: &StoredResource) -> Option<String> {
+    fn render(&self, r: &StoredResource, rows: &Normalized) -> Option<String> {
         let base = self.source_base(&r.connection.connection);
-        view::render(r, self.view, base.as_deref())
+        let key = (
+            r.connection.connection.clone(),
+            r.resource_type.clone(),
+            r.logical_id.clone(),
+        );
+        let mine = rows.get(&key).map(Vec::as_slice).unwrap_or_default();
+        view::render(r, self.view, base.as_deref(), mine)
+    }
+
+    /// The normalized rows derived from the current version of each resource, for the clean
+    /// view (the raw view needs none): one query per connection and type.
+    async fn normalized(&self, rs: &[&StoredResource]) -> Result<Normalized, Outcome> {
+        let mut out = Normalized::new();
+        if self.view == View::Raw {
+            return Ok(out);
+        }
+        let mut groups: HashMap<(&ConnectionRef, &str), Vec<String>> = Default::default();
+        let mut hashes: HashMap<(String, String, String), &str> = HashMap::new();
+        for r in rs {
+            groups
+                .entry((&r.connection, r.resource_type.as_str()))
+                .or_default()
+                .push(r.logical_id.clone());
+            hashes.insert(
+                (
+                    r.connection.connection.clone(),
+                    r.resource_type.clone(),
+                    r.logical_id.clone(),
+                ),
+                &r.content_hash,
+            );
+        }
+        for ((conn, rtype), ids) in groups {
+            for row in self
+                .state
+                .store
+                .normalized_of(conn, rtype, &ids)
+                .await
+                .map_err(store_outcome)?
+            {
+                let key = (
+                    conn.connection.clone(),
+                    row.resource_type.clone(),
+                    row.logical_id.clone(),
+                );
+                // rows of an older version of the resource are not its normalized form
+                if hashes.get(&key) == Some(&row.content_hash.as_str()) {
+                    out.entry(key).or_default().push(row);
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn log(
@@ -293,7 +347,10 @@ async fn read(ctx: Ctx, rtype: String, fid: String) -> Result<Response, Outcome>
             format!("{rtype}/{fid} was deleted at the source"),
         ));
     }
-    let body = ctx.render(&r).ok_or_else(|| unreadable(&rtype, &fid))?;
+    let rows = ctx.normalized(&[&r]).await?;
+    let body = ctx
+        .render(&r, &rows)
+        .ok_or_else(|| unreadable(&rtype, &fid))?;
     ctx.log(
         "read",
         "/fhir/{org}/{type}/{id}",
@@ -815,8 +872,11 @@ async fn bundle(
     }
     out.push_str(r#"],"entry":["#);
     let mut first = true;
+    let rows = ctx
+        .normalized(&entries.iter().map(|e| &e.r).collect::<Vec<_>>())
+        .await?;
     for e in entries {
-        let Some(body) = ctx.render(&e.r) else {
+        let Some(body) = ctx.render(&e.r, &rows) else {
             continue;
         };
         if !first {

@@ -266,7 +266,7 @@ fn concept_matches(v: &Value, any_of: &[Token]) -> bool {
 }
 
 /// Where a resource type keeps its coded concept searched by `code`.
-fn code_paths(resource_type: &str) -> &'static [&'static str] {
+pub(crate) fn code_paths(resource_type: &str) -> &'static [&'static str] {
     match resource_type {
         "MedicationRequest"
         | "MedicationStatement"

@@ -2,7 +2,7 @@
 //! (ids and references rewritten to facade ids, `meta.source` naming the connection). The
 //! store is never rewritten: the clean view is computed per answer.
 
-use aqueduct_core::StoredResource;
+use aqueduct_core::{StoredNormalized, StoredResource};
 use serde_json::Value;
 
 use super::ids::facade_id;
@@ -54,9 +54,79 @@ fn rewrite(v: &mut Value, connection: &str, base: Option<&str>) {
     }
 }
 
+/// Marks what the clean view added to a resource, so a reader can tell it from the source's.
+pub const NORMALIZED_CODING: &str =
+    "https://aqueduct.dev/fhir/StructureDefinition/normalized-coding";
+pub const NORMALIZED_STATUS: &str =
+    "https://aqueduct.dev/fhir/StructureDefinition/normalized-status";
+const UCUM: &str = "http://unitsofmeasure.org";
+
+/// Adds the normalized form beside the source's: the standard coding a rule inferred or a
+/// reviewer mapped (marked with [`NORMALIZED_CODING`]), the UCUM code of a quantity's unit, and
+/// the normalized status ([`NORMALIZED_STATUS`]). Nothing the source sent is changed.
+fn enrich(v: &mut Value, resource_type: &str, rows: &[StoredNormalized]) {
+    let Some(primary) = rows.iter().find(|r| r.record.ordinal == 0) else {
+        return;
+    };
+    let rec = &primary.record;
+    if let (Some(system), Some(code), "inferred" | "mapped") =
+        (&rec.code_system, &rec.code, rec.resolution.as_str())
+    {
+        if let Some(path) = super::params::code_paths(resource_type).first() {
+            let cc = v
+                .as_object_mut()
+                .map(|o| o.entry(*path).or_insert_with(|| serde_json::json!({})));
+            if let Some(Value::Object(cc)) = cc {
+                let codings = cc
+                    .entry("coding")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(list) = codings {
+                    let present = list.iter().any(|c| {
+                        c["system"].as_str() == Some(system) && c["code"].as_str() == Some(code)
+                    });
+                    if !present {
+                        let mut coding = serde_json::json!({
+                            "extension": [{"url": NORMALIZED_CODING, "valueCode": rec.resolution}],
+                            "system": system,
+                            "code": code,
+                            "userSelected": false,
+                        });
+                        if let Some(d) = &rec.display {
+                            coding["display"] = Value::String(d.clone());
+                        }
+                        list.push(coding);
+                    }
+                }
+            }
+        }
+    }
+    let data: Value = serde_json::from_str(&rec.data).unwrap_or_default();
+    if let Some(ucum) = data["detail"]["value"]["ucum"].as_str() {
+        if let Some(Value::Object(q)) = v.get_mut("valueQuantity") {
+            if !q.contains_key("system") && !q.contains_key("code") {
+                q.insert("system".into(), Value::String(UCUM.into()));
+                q.insert("code".into(), Value::String(ucum.into()));
+            }
+        }
+    }
+    if let (Some(status), Some(obj)) = (data["status"].as_str(), v.as_object_mut()) {
+        let ext = obj
+            .entry("extension")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = ext {
+            list.push(serde_json::json!({"url": NORMALIZED_STATUS, "valueCode": status}));
+        }
+    }
+}
+
 /// The clean form of a stored resource; None when its bytes are not JSON.
-pub fn clean(r: &StoredResource, base_url: Option<&str>) -> Option<Value> {
+pub fn clean(
+    r: &StoredResource,
+    base_url: Option<&str>,
+    rows: &[StoredNormalized],
+) -> Option<Value> {
     let mut v: Value = serde_json::from_slice(&r.bytes).ok()?;
+    enrich(&mut v, &r.resource_type, rows);
     let conn = r.connection.connection.as_str();
     rewrite(&mut v, conn, base_url);
     let obj = v.as_object_mut()?;
@@ -71,7 +141,12 @@ pub fn clean(r: &StoredResource, base_url: Option<&str>) -> Option<Value> {
 }
 
 /// The resource as the view shows it, as JSON text; None when it cannot be shown as JSON.
-pub fn render(r: &StoredResource, view: View, base_url: Option<&str>) -> Option<String> {
+pub fn render(
+    r: &StoredResource,
+    view: View,
+    base_url: Option<&str>,
+    rows: &[StoredNormalized],
+) -> Option<String> {
     match view {
         View::Raw => {
             // served byte for byte; bytes that are not JSON cannot sit in a FHIR answer (the
@@ -81,7 +156,7 @@ pub fn render(r: &StoredResource, view: View, base_url: Option<&str>) -> Option<
             }
             std::str::from_utf8(&r.bytes).ok().map(str::to_string)
         }
-        View::Clean => clean(r, base_url).map(|v| v.to_string()),
+        View::Clean => clean(r, base_url, rows).map(|v| v.to_string()),
     }
 }
 

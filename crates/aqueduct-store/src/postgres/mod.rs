@@ -590,6 +590,18 @@ impl Normalized for PgStore {
         normalized::list(self, conn, kind, patient_id, limit).await
     }
 
+    async fn normalized_of(
+        &self,
+        conn: &ConnectionRef,
+        resource_type: &str,
+        logical_ids: &[String],
+    ) -> StoreResult<Vec<StoredNormalized>> {
+        if logical_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        normalized::of_sources(self, conn, resource_type, logical_ids).await
+    }
+
     async fn unmapped_codes(
         &self,
         org: &str,

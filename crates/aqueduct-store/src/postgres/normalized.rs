@@ -157,6 +157,33 @@ pub(super) async fn stamps(
         .collect())
 }
 
+const ROW_COLUMNS: &str = "resource_type, logical_id, content_hash, rules_version, ordinal, kind, \
+     patient_id, effective, code_system, code, display, resolution, source_system, source_code, \
+     source_text, data";
+
+fn row_to_normalized(r: &tokio_postgres::Row) -> StoredNormalized {
+    StoredNormalized {
+        resource_type: r.get(0),
+        logical_id: r.get(1),
+        content_hash: r.get(2),
+        rules_version: r.get(3),
+        record: NormalizedRecord {
+            ordinal: r.get::<_, i32>(4) as u32,
+            kind: r.get(5),
+            patient_id: r.get(6),
+            effective: r.get(7),
+            code_system: r.get(8),
+            code: r.get(9),
+            display: r.get(10),
+            resolution: r.get(11),
+            source_system: r.get(12),
+            source_code: r.get(13),
+            source_text: r.get(14),
+            data: r.get(15),
+        },
+    }
+}
+
 pub(super) async fn list(
     s: &PgStore,
     conn: &ConnectionRef,
@@ -167,42 +194,48 @@ pub(super) async fn list(
     let c = s.client().await?;
     let rows = c
         .query(
-            "SELECT resource_type, logical_id, content_hash, rules_version, ordinal, kind, patient_id,
-                    effective, code_system, code, display, resolution, source_system, source_code,
-                    source_text, data
-             FROM normalized
-             WHERE organization = $1 AND connection = $2 AND kind = $3
-               AND ($4::text IS NULL OR patient_id = $4)
-             ORDER BY effective COLLATE \"C\" NULLS FIRST, resource_type COLLATE \"C\",
-                      logical_id COLLATE \"C\", ordinal
-             LIMIT $5",
-            &[&conn.organization, &conn.connection, &kind, &patient_id, &(limit as i64)],
+            &format!(
+                "SELECT {ROW_COLUMNS}
+                 FROM normalized
+                 WHERE organization = $1 AND connection = $2 AND kind = $3
+                   AND ($4::text IS NULL OR patient_id = $4)
+                 ORDER BY effective COLLATE \"C\" NULLS FIRST, resource_type COLLATE \"C\",
+                          logical_id COLLATE \"C\", ordinal
+                 LIMIT $5"
+            ),
+            &[
+                &conn.organization,
+                &conn.connection,
+                &kind,
+                &patient_id,
+                &(limit as i64),
+            ],
         )
         .await
         .map_err(|e| map_err(&s.location, "list normalized rows", e))?;
-    Ok(rows
-        .iter()
-        .map(|r| StoredNormalized {
-            resource_type: r.get(0),
-            logical_id: r.get(1),
-            content_hash: r.get(2),
-            rules_version: r.get(3),
-            record: NormalizedRecord {
-                ordinal: r.get::<_, i32>(4) as u32,
-                kind: r.get(5),
-                patient_id: r.get(6),
-                effective: r.get(7),
-                code_system: r.get(8),
-                code: r.get(9),
-                display: r.get(10),
-                resolution: r.get(11),
-                source_system: r.get(12),
-                source_code: r.get(13),
-                source_text: r.get(14),
-                data: r.get(15),
-            },
-        })
-        .collect())
+    Ok(rows.iter().map(row_to_normalized).collect())
+}
+
+pub(super) async fn of_sources(
+    s: &PgStore,
+    conn: &ConnectionRef,
+    resource_type: &str,
+    ids: &[String],
+) -> StoreResult<Vec<StoredNormalized>> {
+    let c = s.client().await?;
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {ROW_COLUMNS} FROM normalized
+                 WHERE organization = $1 AND connection = $2 AND resource_type = $3
+                   AND logical_id = ANY($4)
+                 ORDER BY logical_id COLLATE \"C\", ordinal"
+            ),
+            &[&conn.organization, &conn.connection, &resource_type, &ids],
+        )
+        .await
+        .map_err(|e| map_err(&s.location, "read normalized rows of sources", e))?;
+    Ok(rows.iter().map(row_to_normalized).collect())
 }
 
 pub(super) async fn unmapped(

@@ -871,6 +871,21 @@ impl Normalized for SqliteStore {
             .await
     }
 
+    async fn normalized_of(
+        &self,
+        conn: &ConnectionRef,
+        resource_type: &str,
+        logical_ids: &[String],
+    ) -> StoreResult<Vec<StoredNormalized>> {
+        if logical_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        let (t, ids) = (resource_type.to_string(), logical_ids.to_vec());
+        self.read(move |c| normalized::of_sources(c, &loc, &cr, &t, &ids))
+            .await
+    }
+
     async fn unmapped_codes(
         &self,
         organization: &str,

@@ -147,6 +147,33 @@ pub(super) fn stamps(
     Ok(out)
 }
 
+const ROW_COLUMNS: &str = "resource_type, logical_id, content_hash, rules_version, ordinal, kind, \
+     patient_id, effective, code_system, code, display, resolution, source_system, source_code, \
+     source_text, data";
+
+fn row_to_normalized(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredNormalized> {
+    Ok(StoredNormalized {
+        resource_type: r.get(0)?,
+        logical_id: r.get(1)?,
+        content_hash: r.get(2)?,
+        rules_version: r.get(3)?,
+        record: NormalizedRecord {
+            ordinal: r.get(4)?,
+            kind: r.get(5)?,
+            patient_id: r.get(6)?,
+            effective: r.get(7)?,
+            code_system: r.get(8)?,
+            code: r.get(9)?,
+            display: r.get(10)?,
+            resolution: r.get(11)?,
+            source_system: r.get(12)?,
+            source_code: r.get(13)?,
+            source_text: r.get(14)?,
+            data: r.get(15)?,
+        },
+    })
+}
+
 pub(super) fn list(
     c: &mut Connection,
     loc: &str,
@@ -155,40 +182,54 @@ pub(super) fn list(
     patient_id: Option<&str>,
     limit: u32,
 ) -> StoreResult<Vec<StoredNormalized>> {
-    c.prepare_cached(
-        "SELECT resource_type, logical_id, content_hash, rules_version, ordinal, kind, patient_id,
-                effective, code_system, code, display, resolution, source_system, source_code,
-                source_text, data
+    c.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS}
          FROM normalized
          WHERE organization = ?1 AND connection = ?2 AND kind = ?3 AND (?4 IS NULL OR patient_id = ?4)
-         ORDER BY effective, resource_type, logical_id, ordinal LIMIT ?5",
-    )
+         ORDER BY effective, resource_type, logical_id, ordinal LIMIT ?5"
+    ))
     .and_then(|mut s| {
-        s.query_map(params![conn.organization, conn.connection, kind, patient_id, limit], |r| {
-            Ok(StoredNormalized {
-                resource_type: r.get(0)?,
-                logical_id: r.get(1)?,
-                content_hash: r.get(2)?,
-                rules_version: r.get(3)?,
-                record: NormalizedRecord {
-                    ordinal: r.get(4)?,
-                    kind: r.get(5)?,
-                    patient_id: r.get(6)?,
-                    effective: r.get(7)?,
-                    code_system: r.get(8)?,
-                    code: r.get(9)?,
-                    display: r.get(10)?,
-                    resolution: r.get(11)?,
-                    source_system: r.get(12)?,
-                    source_code: r.get(13)?,
-                    source_text: r.get(14)?,
-                    data: r.get(15)?,
-                },
-            })
-        })?
+        s.query_map(
+            params![conn.organization, conn.connection, kind, patient_id, limit],
+            row_to_normalized,
+        )?
         .collect()
     })
     .map_err(|e| map_err(loc, "list normalized rows", e))
+}
+
+pub(super) fn of_sources(
+    c: &mut Connection,
+    loc: &str,
+    conn: &ConnectionRef,
+    resource_type: &str,
+    ids: &[String],
+) -> StoreResult<Vec<StoredNormalized>> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(250) {
+        let marks = (0..chunk.len())
+            .map(|i| format!("?{}", i + 4))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "SELECT {ROW_COLUMNS} FROM normalized
+             WHERE organization = ?1 AND connection = ?2 AND resource_type = ?3
+               AND logical_id IN ({marks})
+             ORDER BY logical_id, ordinal"
+        );
+        let mut values: Vec<&dyn rusqlite::ToSql> =
+            vec![&conn.organization, &conn.connection, &resource_type];
+        values.extend(chunk.iter().map(|id| id as &dyn rusqlite::ToSql));
+        c.prepare_cached(&sql)
+            .and_then(|mut st| {
+                for row in st.query_map(values.as_slice(), row_to_normalized)? {
+                    out.push(row?);
+                }
+                Ok(())
+            })
+            .map_err(|e| map_err(loc, "read normalized rows of sources", e))?;
+    }
+    Ok(out)
 }
 
 pub(super) fn unmapped(
