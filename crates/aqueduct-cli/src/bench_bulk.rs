@@ -162,7 +162,7 @@ async fn pass(
         report.resources() as f64 / wall.max(1e-9)
     );
     println!("    CPU (user+sys)   {cpu:.2} s of this process");
-    match crate::bench_sync::peak_rss_mib() {
+    match crate::rss::peak_rss_mib() {
         Some(m) => println!("    peak RSS         {m:.0} MiB (VmHWM of this process)"),
         None => println!("    peak RSS         unavailable"),
     }

@@ -18,7 +18,7 @@ use aqueduct_store::{ApiScope, ConnectionRecord, ConnectionRef, Organization};
 use aqueduct_sync::{SyncMode, SyncOptions, Syncer};
 use clap::Args;
 
-use crate::bench_sync::{peak_rss_mib, rss_mib};
+use crate::rss::{peak_rss_mib, rss_mib};
 
 #[derive(Args)]
 pub struct BenchServeArgs {

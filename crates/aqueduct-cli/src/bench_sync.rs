@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use crate::rss::{peak_rss_mib, rss_mib};
+
 use anyhow::Context;
 use aqueduct_client::{ClientSecretGrant, FhirClient, VendorProfile};
 use aqueduct_sim::{SimConfig, Simulator};
@@ -40,23 +42,6 @@ async fn bench_store(
 
 /// Size of the extra large patient added to unthrottled runs (a long history).
 const LARGE_PATIENT: usize = 50_000;
-
-/// Peak resident set size of this process in MiB, from /proc/self/status (Linux only).
-pub fn peak_rss_mib() -> Option<f64> {
-    proc_status_mib("VmHWM:")
-}
-
-/// Current resident set size in MiB.
-pub fn rss_mib() -> Option<f64> {
-    proc_status_mib("VmRSS:")
-}
-
-fn proc_status_mib(key: &str) -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
 
 /// The simulator as a child process (`aqueduct sim`), so that this process's peak RSS is the
 /// sync's alone.

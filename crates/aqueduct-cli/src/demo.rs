@@ -238,7 +238,7 @@ fn demo_vault_key(store_location: &str) -> anyhow::Result<VaultKey> {
     if let Ok(k) = VaultKey::from_env() {
         return Ok(k);
     }
-    let path = demo_key_path(store_location);
+    let path = crate::demo_key::demo_key_path(store_location);
     if path.exists() {
         return VaultKey::from_file(&path).with_context(|| format!("reading {}", path.display()));
     }
@@ -249,21 +249,6 @@ fn demo_vault_key(store_location: &str) -> anyhow::Result<VaultKey> {
     write_private(&path, key.to_base64().as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(key)
-}
-
-pub fn demo_key_path(store_location: &str) -> std::path::PathBuf {
-    let dir = if store_location.contains("://") {
-        std::path::PathBuf::from(aqueduct_config::DEFAULT_STORE)
-            .parent()
-            .map(|p| p.to_path_buf())
-            .unwrap_or_default()
-    } else {
-        std::path::Path::new(store_location)
-            .parent()
-            .map(|p| p.to_path_buf())
-            .unwrap_or_default()
-    };
-    dir.join("demo-vault.key")
 }
 
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {

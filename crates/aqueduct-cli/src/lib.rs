@@ -3,17 +3,27 @@
 //! schedules) and the work in the layers below it, so this crate reads as a table of contents
 //! and `main.rs` only calls [`main`]. Command-line code lives here and nowhere else: the
 //! `*_cli.rs` modules are the commands of the hl7, monitor, normalize and sim crates.
+//!
+//! The `simulator` feature (on by default) carries the EHR simulator and what needs it: `demo`,
+//! `sim` and the benchmarks that sync from it. A deployment build without it
+//! (`--no-default-features`) ships no simulator code and none of its test keys.
 
+#[cfg(feature = "simulator")]
 pub mod bench_bulk;
+#[cfg(feature = "simulator")]
 pub mod bench_chaos;
 pub mod bench_match;
+#[cfg(feature = "simulator")]
 pub mod bench_serve;
 pub mod bench_store;
+#[cfg(feature = "simulator")]
 pub mod bench_sync;
 pub mod bulk_cmd;
 pub mod config_cmd;
 pub mod connect;
+#[cfg(feature = "simulator")]
 pub mod demo;
+pub mod demo_key;
 pub mod doctor_cmd;
 pub mod events_cmd;
 pub mod hl7_cli;
@@ -23,8 +33,10 @@ pub mod monitor_cmd;
 pub mod normalize_cli;
 pub mod normalize_cmd;
 pub mod report;
+pub mod rss;
 pub mod run_cmd;
 pub mod serve_cmd;
+#[cfg(feature = "simulator")]
 pub mod sim_cli;
 pub mod status;
 pub mod sync_cmd;
@@ -54,6 +66,7 @@ struct Cli {
 enum Command {
     /// The main job, on the embedded default: start simulated EHRs and a payer in-process,
     /// authorize them with SMART, sync a population into the store, report per source.
+    #[cfg(feature = "simulator")]
     Demo(DemoArgs),
     /// Sync one configured connection (whole records, checkpointed, every request in the
     /// ledger); exits 0 when complete, 2 when partial, 1 when failed.
@@ -100,6 +113,7 @@ enum Command {
     Hl7(events_cmd::Hl7Command),
     /// Run the EHR simulator by hand: a FHIR R4 server with a vendor personality, a SMART
     /// authorization server, Bulk export and injectable faults.
+    #[cfg(feature = "simulator")]
     Sim(sim_cli::SimArgs),
     /// Measure the store and the sync engine, printing figures.
     #[command(subcommand)]
@@ -112,20 +126,25 @@ enum BenchCommand {
     Store(bench_store::BenchStoreArgs),
     /// End-to-end sync throughput against the in-process simulator, requests per patient,
     /// peak memory, and behaviour under a rate limit.
+    #[cfg(feature = "simulator")]
     Sync(BenchSyncArgs),
     /// A full sync killed with SIGKILL at random points and resumed each time, compared
     /// with an uninterrupted one: same resources, same bytes, every outcome true.
+    #[cfg(feature = "simulator")]
     Chaos(bench_chaos::ChaosArgs),
     /// A Bulk Data export of ~385,000 resources in gzip NDJSON into SQLite (and PostgreSQL
     /// with --postgres): wall time, CPU, peak RSS, MB/s.
+    #[cfg(feature = "simulator")]
     Bulk(bench_bulk::BenchBulkArgs),
     /// Patient matching: precision, recall and F1 on the FEBRL data sets or a synthetic noisy
     /// population, time and peak memory.
     Match(bench_match::BenchMatchArgs),
     /// The FHIR facade and the API under load: requests/s and P50/P95/P99 of reads,
     /// searches, `$everything` and API lists, with the audit log on; peak memory.
+    #[cfg(feature = "simulator")]
     Serve(bench_serve::BenchServeArgs),
     /// One sync of `bench chaos` (the process it kills).
+    #[cfg(feature = "simulator")]
     #[command(hide = true)]
     ChaosChild(bench_chaos::ChaosChildArgs),
 }
@@ -163,19 +182,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(&ctx, args).await,
         Command::Keys(cmd) => keys::run(&ctx, cmd).await,
         Command::Connect(args) => connect::run(&ctx, args).await,
+        #[cfg(feature = "simulator")]
         Command::Sim(args) => {
             sim_cli::run_standalone(args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Store(args)) => bench_store::run(args).await,
+        #[cfg(feature = "simulator")]
         Command::Bench(BenchCommand::Chaos(args)) => bench_chaos::run(args).await,
+        #[cfg(feature = "simulator")]
         Command::Bench(BenchCommand::ChaosChild(args)) => bench_chaos::run_child(args).await,
         Command::Bench(BenchCommand::Match(args)) => bench_match::run(args),
+        #[cfg(feature = "simulator")]
         Command::Bench(BenchCommand::Serve(args)) => {
             bench_serve::run(args).await.map(|_| ExitCode::SUCCESS)
         }
+        #[cfg(feature = "simulator")]
         Command::Bench(BenchCommand::Bulk(args)) => bench_bulk::run(args).await,
         Command::Bulk(cmd) => bulk_cmd::run(&ctx, cmd).await,
+        #[cfg(feature = "simulator")]
         Command::Bench(BenchCommand::Sync(args)) => {
             bench_sync::run_bench_sync(
                 args.patients,
@@ -186,6 +211,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "simulator")]
         Command::Demo(args) => {
             let config = ctx.config()?;
             demo::run_demo(
@@ -215,6 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+#[cfg(feature = "simulator")]
 #[derive(clap::Args)]
 struct DemoArgs {
     /// Patients per simulated source.
@@ -225,6 +252,7 @@ struct DemoArgs {
     json: bool,
 }
 
+#[cfg(feature = "simulator")]
 #[derive(clap::Args)]
 struct BenchSyncArgs {
     /// Patients in the simulated population.

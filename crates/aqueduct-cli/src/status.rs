@@ -35,7 +35,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
         .and_then(|c| aqueduct_engine::vault_key(c).ok())
         .or_else(|| aqueduct_smart::VaultKey::from_env().ok())
         .or_else(|| {
-            aqueduct_smart::VaultKey::from_file(&crate::demo::demo_key_path(&location)).ok()
+            aqueduct_smart::VaultKey::from_file(&crate::demo_key::demo_key_path(&location)).ok()
         })
         .and_then(|k| aqueduct_smart::SmartClient::new(store.clone(), k).ok());
     let mut report = Vec::new();

@@ -744,10 +744,16 @@ async fn the_clean_view_adds_the_normalized_form_beside_what_the_source_sent() {
     let pid = s.env.sim.patient_ids()[0].clone();
     let fid = format!("epic.{pid}");
     let clean = s
-        .all_pages(&s.acme_read, &format!("/fhir/acme/Observation?patient={fid}&_count=100"))
+        .all_pages(
+            &s.acme_read,
+            &format!("/fhir/acme/Observation?patient={fid}&_count=100"),
+        )
         .await;
     let raw = s
-        .all_pages(&s.acme_read, &format!("/fhir/acme/raw/Observation?patient={fid}&_count=100"))
+        .all_pages(
+            &s.acme_read,
+            &format!("/fhir/acme/raw/Observation?patient={fid}&_count=100"),
+        )
         .await;
     assert_eq!(clean.len(), raw.len());
     let mut ucum_added = 0;
@@ -768,27 +774,42 @@ async fn the_clean_view_adds_the_normalized_form_beside_what_the_source_sent() {
         let cc = c["code"]["coding"].as_array().unwrap();
         assert_eq!(&cc[..rc.len()], &rc[..]);
         for added in &cc[rc.len()..] {
-            assert_eq!(added["extension"][0]["url"], aqueduct_serve::fhir::view::NORMALIZED_CODING);
+            assert_eq!(
+                added["extension"][0]["url"],
+                aqueduct_serve::fhir::view::NORMALIZED_CODING
+            );
         }
         if r["valueQuantity"].is_object() && r["valueQuantity"]["system"].is_null() {
             if c["valueQuantity"]["system"] == "http://unitsofmeasure.org" {
                 ucum_added += 1;
             }
-            assert_eq!(c["valueQuantity"]["value"], r["valueQuantity"]["value"], "values are not converted");
+            assert_eq!(
+                c["valueQuantity"]["value"], r["valueQuantity"]["value"],
+                "values are not converted"
+            );
         }
     }
     let without_system = raw
         .iter()
-        .filter(|r| r["resource"]["valueQuantity"].is_object() && r["resource"]["valueQuantity"]["system"].is_null())
+        .filter(|r| {
+            r["resource"]["valueQuantity"].is_object()
+                && r["resource"]["valueQuantity"]["system"].is_null()
+        })
         .count();
     assert!(
         without_system == 0 || ucum_added > 0,
         "quantities without a UCUM code get one where normalization found it"
     );
     // the stored bytes are never rewritten
-    let stored = store.list_patient_resources(&acme, &pid, Some("Observation")).await.unwrap();
+    let stored = store
+        .list_patient_resources(&acme, &pid, Some("Observation"))
+        .await
+        .unwrap();
     for r in &stored {
         let v: Value = serde_json::from_slice(&r.bytes).unwrap();
-        assert!(v.get("extension").is_none_or(|e| !e.to_string().contains("aqueduct.dev")));
+        assert!(
+            v.get("extension")
+                .is_none_or(|e| !e.to_string().contains("aqueduct.dev"))
+        );
     }
 }
