@@ -34,6 +34,9 @@ pub struct BenchServeArgs {
     /// Seconds per scenario.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Only the scenarios whose name contains this (e.g. `everything`).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 struct Scenario {
@@ -160,6 +163,18 @@ pub async fn run(args: BenchServeArgs) -> anyhow::Result<()> {
             }),
         },
         Scenario {
+            name: "facade raw read Observation/{id}",
+            path: Box::new({
+                let obs = Arc::clone(&obs);
+                move |n| {
+                    format!(
+                        "/fhir/bench/raw/Observation/sim.{}",
+                        obs[(n * 7919) % obs.len()]
+                    )
+                }
+            }),
+        },
+        Scenario {
             name: "facade Observation?patient=&_count=20",
             path: Box::new({
                 let ids = Arc::clone(&ids);
@@ -184,6 +199,18 @@ pub async fn run(args: BenchServeArgs) -> anyhow::Result<()> {
             }),
         },
         Scenario {
+            name: "facade raw Patient/{id}/$everything",
+            path: Box::new({
+                let ids = Arc::clone(&ids);
+                move |n| {
+                    format!(
+                        "/fhir/bench/raw/Patient/sim.{}/$everything?_count=1000",
+                        ids[(n * 31) % ids.len()]
+                    )
+                }
+            }),
+        },
+        Scenario {
             name: "API GET /api/v1/connections",
             path: Box::new(|_| "/api/v1/connections".to_string()),
         },
@@ -200,6 +227,13 @@ pub async fn run(args: BenchServeArgs) -> anyhow::Result<()> {
         "scenario", "req/s", "P50 ms", "P95 ms", "P99 ms", "errors"
     );
     for sc in scenarios {
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|o| !sc.name.contains(o.as_str()))
+        {
+            continue;
+        }
         let sc = Arc::new(sc);
         let counter = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(AtomicU64::new(0));

@@ -66,6 +66,8 @@ pub struct AppState {
     /// Connection overviews per organization (`/api/v1/connections`), `overview_cache_ms` old
     /// at most.
     pub overviews: cache::TtlCache<String, Arc<Vec<api::ConnectionView>>>,
+    /// The connections the store knows per organization (every request checks one).
+    pub store_connections: cache::TtlCache<String, Arc<Vec<String>>>,
     /// Freshness of each source as the facade's Bundles carry it.
     pub freshness: cache::TtlCache<aqueduct_core::ConnectionRef, serde_json::Value>,
 }
@@ -81,6 +83,9 @@ impl AppState {
             access: AccessLog::start(Arc::clone(&store)),
             overviews: cache::TtlCache::new(Duration::from_millis(settings.overview_cache_ms)),
             freshness: cache::TtlCache::new(Duration::from_millis(settings.overview_cache_ms)),
+            store_connections: cache::TtlCache::new(Duration::from_millis(
+                settings.overview_cache_ms,
+            )),
             store,
             config,
             settings,

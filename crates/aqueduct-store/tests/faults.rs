@@ -231,6 +231,21 @@ async fn listing_a_patients_ids_uses_the_patient_index() {
         )
         .unwrap();
     assert!(plan.contains("resources_by_patient"), "{plan}");
+    // counting a patient's live resources of a type (every facade search by patient) never
+    // visits the rows
+    let plan: String = c
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM resources
+             WHERE organization = 'a' AND connection = 'b' AND patient_id = 'p'
+               AND resource_type = 'Observation' AND deleted_at IS NULL",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(
+        plan.contains("COVERING INDEX resources_by_patient"),
+        "{plan}"
+    );
 }
 
 #[tokio::test]

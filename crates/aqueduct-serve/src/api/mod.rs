@@ -100,16 +100,37 @@ pub(crate) async fn connection(
         .get(org)
         .is_some_and(|o| o.connections.contains_key(name));
     if configured
-        || state
-            .store
-            .list_connections(org)
-            .await
-            .map_err(Problem::store)?
+        || store_connections(state, org)
+            .await?
             .iter()
-            .any(|c| c.name == name)
+            .any(|c| c == name)
     {
         Ok(ConnectionRef::new(org, name))
     } else {
         Err(Problem::not_found(format!("no connection {name:?}")))
     }
+}
+
+/// The connections the store knows for `org` (HL7 feeds, connections no longer configured),
+/// at most `overview_cache_ms` old.
+pub(crate) async fn store_connections(
+    state: &AppState,
+    org: &str,
+) -> Result<Arc<Vec<String>>, Problem> {
+    if let Some(c) = state.store_connections.get(&org.to_string()) {
+        return Ok(c);
+    }
+    let names: Vec<String> = state
+        .store
+        .list_connections(org)
+        .await
+        .map_err(Problem::store)?
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    let names = Arc::new(names);
+    state
+        .store_connections
+        .put(org.to_string(), Arc::clone(&names));
+    Ok(names)
 }

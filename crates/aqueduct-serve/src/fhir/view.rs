@@ -100,16 +100,23 @@ fn enrich(v: &mut Value, resource_type: &str, rows: &[StoredNormalized]) {
             }
         }
     }
-    let data: Value = serde_json::from_str(&rec.data).unwrap_or_default();
-    if let Some(ucum) = data["detail"]["value"]["ucum"].as_str() {
+    // only two fields of the row are needed: read them without building the whole tree
+    let data: RowData = serde_json::from_str(&rec.data).unwrap_or_default();
+    // a detail of another shape (another kind of row) is simply not a quantity
+    let ucum = data
+        .detail
+        .and_then(|d| serde_json::from_str::<RowDetail>(d.get()).ok())
+        .and_then(|d| d.value)
+        .and_then(|v| v.ucum);
+    if let Some(ucum) = ucum {
         if let Some(Value::Object(q)) = v.get_mut("valueQuantity") {
             if !q.contains_key("system") && !q.contains_key("code") {
                 q.insert("system".into(), Value::String(UCUM.into()));
-                q.insert("code".into(), Value::String(ucum.into()));
+                q.insert("code".into(), Value::String(ucum));
             }
         }
     }
-    if let (Some(status), Some(obj)) = (data["status"].as_str(), v.as_object_mut()) {
+    if let (Some(status), Some(obj)) = (data.status, v.as_object_mut()) {
         let ext = obj
             .entry("extension")
             .or_insert_with(|| Value::Array(Vec::new()));
@@ -117,6 +124,24 @@ fn enrich(v: &mut Value, resource_type: &str, rows: &[StoredNormalized]) {
             list.push(serde_json::json!({"url": NORMALIZED_STATUS, "valueCode": status}));
         }
     }
+}
+
+/// What the clean view reads of a normalized row's data.
+#[derive(Default, serde::Deserialize)]
+struct RowData<'a> {
+    status: Option<String>,
+    #[serde(borrow)]
+    detail: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct RowDetail {
+    value: Option<RowValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct RowValue {
+    ucum: Option<String>,
 }
 
 /// The clean form of a stored resource; None when its bytes are not JSON.

@@ -16,6 +16,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../migrations/postgres/0009_inbound_content_key.sql")),
     (10, include_str!("../../migrations/postgres/0010_work_queue.sql")),
     (11, include_str!("../../migrations/postgres/0011_access.sql")),
+    (12, include_str!("../../migrations/postgres/0012_live_patient_index.sql")),
 ];
 
 /// Arbitrary constant shared by every Aqueduct process: "aqueduct" in ASCII, truncated.

@@ -4,7 +4,7 @@ use chrono::Utc;
 use rusqlite::{Connection, params};
 
 use super::{map_err, ts};
-use aqueduct_core::error::StoreResult;
+use aqueduct_core::error::{StoreError, StoreResult};
 use aqueduct_core::model::*;
 
 pub(super) fn write(
@@ -205,31 +205,27 @@ pub(super) fn of_sources(
     resource_type: &str,
     ids: &[String],
 ) -> StoreResult<Vec<StoredNormalized>> {
-    let mut out = Vec::new();
-    for chunk in ids.chunks(250) {
-        let marks = (0..chunk.len())
-            .map(|i| format!("?{}", i + 4))
-            .collect::<Vec<_>>()
-            .join(",");
-        let sql = format!(
-            "SELECT {ROW_COLUMNS} FROM normalized
-             WHERE organization = ?1 AND connection = ?2 AND resource_type = ?3
-               AND logical_id IN ({marks})
-             ORDER BY logical_id, ordinal"
-        );
-        let mut values: Vec<&dyn rusqlite::ToSql> =
-            vec![&conn.organization, &conn.connection, &resource_type];
-        values.extend(chunk.iter().map(|id| id as &dyn rusqlite::ToSql));
-        c.prepare_cached(&sql)
-            .and_then(|mut st| {
-                for row in st.query_map(values.as_slice(), row_to_normalized)? {
-                    out.push(row?);
-                }
-                Ok(())
-            })
-            .map_err(|e| map_err(loc, "read normalized rows of sources", e))?;
-    }
-    Ok(out)
+    // the ids go in as one JSON array: one statement shape whatever their number, so it stays
+    // in the statement cache (an IN list of n marks is a new statement per n)
+    let ids = serde_json::to_string(ids).map_err(|e| StoreError::Query {
+        location: loc.to_string(),
+        operation: "read normalized rows of sources",
+        cause: e.to_string(),
+    })?;
+    c.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS} FROM normalized
+         WHERE organization = ?1 AND connection = ?2 AND resource_type = ?3
+           AND logical_id IN (SELECT value FROM json_each(?4))
+         ORDER BY logical_id, ordinal"
+    ))
+    .and_then(|mut st| {
+        st.query_map(
+            params![conn.organization, conn.connection, resource_type, ids],
+            row_to_normalized,
+        )?
+        .collect()
+    })
+    .map_err(|e| map_err(loc, "read normalized rows of sources", e))
 }
 
 pub(super) fn unmapped(
