@@ -1,4 +1,5 @@
-//! Who is asking: API keys (`aqk_{id}_{secret}`), each bound to exactly one organization.
+//! Who is asking: API keys (`aqk_{id}_{secret}`), each bound to exactly one organization, or
+//! bearer JWTs of configured issuers ([`crate::jwt`]).
 //!
 //! A key is 64 random bits of public id and 256 random bits of secret. The store keeps only the
 //! SHA-256 of the secret (a fast hash is enough for a secret that cannot be guessed, and keeps
@@ -88,14 +89,16 @@ fn parse_key(s: &str) -> Option<(&str, &str)> {
 /// Verifies the credentials of requests against the store's keys.
 pub struct Authenticator {
     store: Arc<dyn Store>,
+    jwt: crate::jwt::JwtVerifier,
     ttl: Duration,
     cache: Mutex<HashMap<String, (ApiKey, Instant)>>,
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn Store>, ttl: Duration) -> Self {
+    pub fn new(store: Arc<dyn Store>, ttl: Duration, jwt: crate::jwt::JwtVerifier) -> Self {
         Self {
             store,
+            jwt,
             ttl,
             cache: Mutex::new(HashMap::new()),
         }
@@ -121,6 +124,9 @@ impl Authenticator {
         let presented = Self::presented(headers).ok_or_else(|| {
             Problem::unauthorized("send an API key: Authorization: Bearer aqk_… (or X-API-Key)")
         })?;
+        if !presented.starts_with(PREFIX) && self.jwt.is_configured() {
+            return self.jwt.verify(presented).await;
+        }
         let (id, secret) = parse_key(presented)
             .ok_or_else(|| Problem::unauthorized("the credential is not an Aqueduct API key"))?;
         let key = self.key(id).await?;

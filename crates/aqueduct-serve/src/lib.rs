@@ -19,6 +19,7 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod fhir;
+pub mod jwt;
 pub mod problem;
 pub mod security;
 pub mod settings;
@@ -79,6 +80,7 @@ impl AppState {
             auth: Authenticator::new(
                 Arc::clone(&store),
                 Duration::from_secs(settings.key_cache_secs),
+                jwt::JwtVerifier::new(settings.jwt_issuers.clone()),
             ),
             access: AccessLog::start(Arc::clone(&store)),
             overviews: cache::TtlCache::new(Duration::from_millis(settings.overview_cache_ms)),

@@ -38,6 +38,8 @@ pub struct ServeSettings {
     /// How old a connection overview or a source's freshness may be when served (they cost
     /// several store queries each); 0 computes them for every request.
     pub overview_cache_ms: u64,
+    /// OAuth 2 issuers whose bearer JWTs are accepted besides API keys.
+    pub jwt_issuers: Vec<crate::jwt::JwtIssuer>,
 }
 
 impl Default for ServeSettings {
@@ -53,6 +55,7 @@ impl Default for ServeSettings {
             default_page_size: 50,
             key_cache_secs: 30,
             overview_cache_ms: 2000,
+            jwt_issuers: Vec::new(),
         }
     }
 }

@@ -317,6 +317,36 @@ async fn the_facade_gives_back_exactly_what_the_store_holds_and_audits_every_rea
     // a read key may not read the audit log
     let (status, _, _) = s.get(&s.acme_read, "/api/v1/audit").await;
     assert_eq!(status, 403);
+    // the same log as FHIR AuditEvent, for admins, paged
+    let audit_events = s
+        .all_pages(
+            &s.acme_admin,
+            &format!("/fhir/acme/AuditEvent?patient={fid}&_count=3"),
+        )
+        .await;
+    assert_eq!(audit_events.len(), events.len());
+    for e in &audit_events {
+        let r = &e["resource"];
+        assert_eq!(r["resourceType"], "AuditEvent");
+        assert_eq!(
+            r["entity"][0]["what"]["reference"],
+            format!("Patient/{fid}")
+        );
+        assert!(
+            r["agent"][0]["who"]["display"]
+                .as_str()
+                .unwrap()
+                .starts_with("api-key:")
+        );
+        assert_eq!(r["agent"][0]["network"]["address"], "127.0.0.1");
+    }
+    let (status, _, _) = s.get(&s.acme_read, "/fhir/acme/AuditEvent").await;
+    assert_eq!(status, 403);
+    let (status, _, _) = s.get(&s.globex_admin, "/fhir/acme/AuditEvent").await;
+    assert_eq!(
+        status, 404,
+        "another organization's audit log does not exist for globex"
+    );
 }
 
 fn url_escape(s: &str) -> String {
@@ -723,7 +753,8 @@ async fn the_capability_statement_lists_what_the_facade_serves() {
         .iter()
         .map(|r| r["type"].as_str().unwrap())
         .collect();
-    assert_eq!(types, aqueduct_serve::fhir::TYPES);
+    assert_eq!(&types[..types.len() - 1], aqueduct_serve::fhir::TYPES);
+    assert_eq!(types.last(), Some(&"AuditEvent"));
     // a type it does not list is not served
     let (status, _, _) = s.get(&s.acme_read, "/fhir/acme/Basic?patient=epic.x").await;
     assert_eq!(status, 404);

@@ -39,6 +39,13 @@ pub async fn metadata() -> Response {
             r
         })
         .collect();
+    let mut resources = resources;
+    resources.push(json!({
+        "type": "AuditEvent",
+        "documentation": "Every read of patient data through the API and this facade (admin API keys only)",
+        "interaction": [{"code": "search-type"}],
+        "searchParam": [{"name": "patient", "type": "reference"}],
+    }));
     let body = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",

@@ -3,6 +3,7 @@
 //! `Patient/{id}/$everything` over every connection of the organization. Ids are facade ids
 //! ([`ids`]); every answer that carries patient data is in the access log before it leaves.
 
+mod audit_event;
 mod capability;
 pub mod ids;
 pub mod params;
@@ -69,6 +70,7 @@ const SCAN_BUDGET: usize = 20_000;
 
 pub fn routes(state: Arc<AppState>) -> Router {
     let authed = Router::new()
+        .route("/fhir/{org}/AuditEvent", get(audit_event::search))
         .route("/fhir/{org}/{rtype}", get(search_clean))
         .route("/fhir/{org}/{rtype}/{id}", get(read_clean))
         .route("/fhir/{org}/{rtype}/{id}/{op}", get(operation_clean))
