@@ -33,6 +33,48 @@ pub struct SqliteStore {
     /// the writer and each other).
     readers: Vec<Arc<Mutex<Connection>>>,
     next_reader: std::sync::atomic::AtomicUsize,
+    _checkpointer: Checkpointer,
+}
+
+/// Copies the WAL back into the database file from a thread of its own, so that no commit
+/// waits for it. Left to SQLite, the commit that crosses `wal_autocheckpoint` does the whole
+/// copy itself: with 16 KiB pages and the API's stream of small audit-log commits that was a
+/// stall of tens of milliseconds every second or so, felt by every read waiting on its audit
+/// entry. The writer keeps a far higher autocheckpoint as a backstop.
+struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Checkpointer {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+    fn start(conn: Connection) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let spawned = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Self::EVERY);
+                    // PASSIVE never waits for readers or the writer; what it cannot copy now
+                    // it copies next time
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::debug!(error = %e, "background checkpoint skipped");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no checkpoint thread; SQLite checkpoints on commit");
+        }
+        Self { stop }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Reader connections per store: enough for the API's concurrent reads on a few cores, few
@@ -64,11 +106,18 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| open_connection(path, &location, false).map(|c| Arc::new(Mutex::new(c))))
             .collect::<StoreResult<Vec<_>>>()?;
+        // the checkpoint thread keeps the WAL short; the writer only steps in if it falls far
+        // behind (256 MiB of WAL)
+        writer
+            .execute_batch("PRAGMA wal_autocheckpoint = 16384;")
+            .map_err(|e| map_err(&location, "configure", e))?;
+        let checkpointer = Checkpointer::start(open_connection(path, &location, false)?);
         Ok(Self {
             location,
             writer: Arc::new(Mutex::new(writer)),
             readers,
             next_reader: std::sync::atomic::AtomicUsize::new(0),
+            _checkpointer: checkpointer,
         })
     }
 
