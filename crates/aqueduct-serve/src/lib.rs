@@ -107,6 +107,11 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.settings.max_body_bytes;
     Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(ready).with_state(Arc::clone(&state)),
+        )
         .nest("/api/v1", api::routes(Arc::clone(&state)))
         .merge(fhir::routes(Arc::clone(&state)))
         .fallback(|| async { Problem::not_found("no such route") })
@@ -115,6 +120,28 @@ pub fn router(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             security::headers,
         ))
+}
+
+/// Ready when the store answers: a load balancer stops sending traffic to a server whose
+/// store is gone. Unauthenticated, and it names no data.
+async fn ready(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.store.schema_version().await {
+        Ok(v) => {
+            axum::Json(serde_json::json!({"status": "ready", "schema_version": v})).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: the store does not answer");
+            Problem::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "not-ready",
+                "the store does not answer",
+            )
+            .into_response()
+        }
+    }
 }
 
 /// Serves `router(state)` on `listener` until `shutdown` completes, then lets the requests in

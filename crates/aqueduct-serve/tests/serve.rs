@@ -755,6 +755,12 @@ async fn the_capability_statement_lists_what_the_facade_serves() {
         .collect();
     assert_eq!(&types[..types.len() - 1], aqueduct_serve::fhir::TYPES);
     assert_eq!(types.last(), Some(&"AuditEvent"));
+    // liveness and readiness need no key and name no data
+    let (status, _, body) = s.get("", "/healthz").await;
+    assert_eq!((status, body.as_slice()), (200, &b"ok"[..]));
+    let ready = s.json("", "/readyz").await;
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["schema_version"], aqueduct_store::SCHEMA_VERSION);
     // a type it does not list is not served
     let (status, _, _) = s.get(&s.acme_read, "/fhir/acme/Basic?patient=epic.x").await;
     assert_eq!(status, 404);
