@@ -1,0 +1,206 @@
+//! The REST API's OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]`
+//! annotations and served (without authentication: it holds no data) at `/api/openapi.json`.
+//!
+//! Types that `aqueduct-core` owns (runs, ledger entries, findings, alerts, keys...) are
+//! described here as JSON objects, so the core does not depend on utoipa; the schemas of the
+//! serve crate's own views, the problem shape, and the enums a client sends are exact.
+
+use axum::Json;
+use serde::Serialize;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::api;
+
+/// An error (RFC 9457), `application/problem+json`.
+#[derive(Serialize, ToSchema)]
+pub struct ProblemBody {
+    /// `https://aqueduct.dev/problems/{kind}`: `bad-request`, `not-found`, `unauthorized`,
+    /// `forbidden`, `too-large`, `invalid-mapping`, `store-unavailable`...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}
+
+/// How a sync run ended (`aqueduct_core::RunOutcome`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunOutcome {
+    Running,
+    Complete,
+    Partial,
+    Failed,
+}
+
+/// What an API key may do (`aqueduct_core::ApiScope`): `admin` may do what `write` may,
+/// `write` what `read` may.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiScope {
+    Read,
+    Write,
+    Admin,
+}
+
+/// Declares an object schema for a type `aqueduct-core` owns and serializes.
+macro_rules! core_object {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(ToSchema)]
+        #[schema(value_type = Object)]
+        pub struct $name(pub serde_json::Value);
+    )*};
+}
+
+core_object! {
+    /// One sync run as the ledger holds it (`aqueduct_core::SyncRun`).
+    SyncRun;
+    /// Request counts of one run (`aqueduct_core::RunRequestStats`).
+    RunRequestStats;
+    /// How many resources of one type a connection holds (`aqueduct_core::TypeCount`).
+    TypeCount;
+    /// One token event of a connection (`aqueduct_core::AuthEvent`).
+    AuthEvent;
+    /// One request of a run's ledger (`aqueduct_core::LedgerEntry`).
+    LedgerEntry;
+    /// A data-quality finding (`aqueduct_core::Finding`).
+    Finding;
+    /// A monitoring alert (`aqueduct_core::Alert`).
+    Alert;
+    /// A code no terminology rule resolved (`aqueduct_core::UnmappedCode`).
+    UnmappedCode;
+    /// A local code mapped to a standard one (`aqueduct_core::CodeMapping`).
+    CodeMapping;
+    /// A refresh request and what became of it (`aqueduct_core::RefreshRecord`).
+    RefreshRecord;
+    /// One read in the access log (`aqueduct_core::StoredAccessEvent`).
+    StoredAccessEvent;
+    /// An API key's record, never the key itself (`aqueduct_core::ApiKey`).
+    ApiKey;
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.description = Some(
+            "An Aqueduct API key (`aqk_...`, also accepted as `X-API-Key`), or a JWT of a \
+             configured issuer"
+                .into(),
+        );
+        components.add_security_scheme("bearer", SecurityScheme::Http(http));
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Aqueduct REST API",
+        description = "The caller's organization, its connections, sync runs and their ledger, \
+                       findings, alerts, the terminology review queue, patients and their \
+                       records, actions and the audit log. Errors are RFC 9457 problems.",
+    ),
+    paths(
+        api::connections::organization,
+        api::connections::list,
+        api::connections::one,
+        api::connections::runs,
+        api::connections::run,
+        api::connections::run_requests,
+        api::connections::findings,
+        api::admin::start_sync,
+        api::records::code_mappings,
+        api::records::map_code,
+        api::records::patients,
+        api::records::patient_record,
+        api::connections::alerts,
+        api::records::unmapped,
+        api::admin::refresh_requests,
+        api::admin::raise_refresh,
+        api::admin::refresh_request,
+        api::admin::audit,
+        api::admin::keys,
+        api::admin::create_key,
+        api::admin::revoke_key,
+    ),
+    components(schemas(ProblemBody, RunOutcome, ApiScope)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+/// `GET /api/openapi.json`.
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// `(METHOD, /api/v1 path)` of every route `api::routes` registers, read from its source:
+    /// each `.route("path", get(..).post(..))` call up to the next one.
+    fn registered() -> BTreeSet<(String, String)> {
+        let src = include_str!("api/mod.rs");
+        let body = &src[src.find("pub fn routes(").unwrap()..src.find(".fallback(").unwrap()];
+        let mut out = BTreeSet::new();
+        for call in body.split(".route(").skip(1) {
+            let path = call.split('"').nth(1).unwrap();
+            for m in ["get", "post", "put", "delete", "patch"] {
+                if call.contains(&format!("{m}(")) {
+                    out.insert((m.to_uppercase(), format!("/api/v1{path}")));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_document_lists_every_api_route_and_nothing_else() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for m in item.as_object().unwrap().keys() {
+                documented.insert((m.to_uppercase(), path.clone()));
+            }
+        }
+        let registered = registered();
+        assert!(registered.len() >= 21, "{registered:?}");
+        let undocumented: Vec<_> = registered.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(&registered).collect();
+        assert!(
+            undocumented.is_empty() && stale.is_empty(),
+            "routes without #[utoipa::path] in ApiDoc: {undocumented:?}; documented but not \
+             routed: {stale:?}"
+        );
+    }
+
+    #[test]
+    fn every_operation_needs_the_bearer_scheme_and_answers_problems() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["security"][0]["bearer"], serde_json::json!([]));
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let unauthorized = &op["responses"]["401"]["content"]["application/problem+json"];
+                assert_eq!(
+                    unauthorized["schema"]["$ref"], "#/components/schemas/ProblemBody",
+                    "{method} {path}: 401 as a problem"
+                );
+            }
+        }
+    }
+}
