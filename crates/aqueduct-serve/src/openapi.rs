@@ -7,6 +7,8 @@
 
 use axum::Json;
 use serde::Serialize;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
@@ -81,6 +83,67 @@ core_object! {
     /// An API key's record, never the key itself (`aqueduct_core::ApiKey`).
     ApiKey;
 }
+
+/// The longest `patient` a refresh request takes, in characters (after trimming).
+pub const MAX_PATIENT_CHARS: usize = 512;
+
+/// `POST /refresh-requests`' body: `patient` is `system|value` (both parts non-empty), or
+/// `Patient/{id}` together with a `connection`; surrounding whitespace is trimmed.
+pub struct RaiseRefreshBody;
+
+impl utoipa::PartialSchema for RaiseRefreshBody {
+    fn schema() -> RefOr<Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, SchemaType, Type};
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        let form = |patient: ObjectBuilder, connection_required: bool| {
+            let connection = if connection_required {
+                string()
+            } else {
+                ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+            };
+            let o = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property("patient", patient.max_length(Some(MAX_PATIENT_CHARS)))
+                .required("patient")
+                .property(
+                    "connection",
+                    connection.description(Some(
+                        "The connection to refresh; absent: every connection holding the patient",
+                    )),
+                )
+                .property(
+                    "reason",
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::from_iter([Type::String, Type::Null])),
+                )
+                .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)));
+            if connection_required {
+                o.required("connection")
+            } else {
+                o
+            }
+        };
+        AnyOfBuilder::new()
+            .item(form(
+                string()
+                    .description(Some("An identifier (an MRN): `system|value`"))
+                    .pattern(Some(r"^\s*[^|\s][^|]*\|[\s\S]*\S\s*$")),
+                false,
+            ))
+            .item(form(
+                string()
+                    .description(Some("`Patient/{id}` at `connection`"))
+                    .pattern(Some(r"^\s*Patient/[\s\S]*\S\s*$")),
+                true,
+            ))
+            .description(Some(
+                "A refresh request for one patient: by identifier, or by id at one connection",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for RaiseRefreshBody {}
 
 struct BearerAuth;
 

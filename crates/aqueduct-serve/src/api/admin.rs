@@ -77,7 +77,9 @@ pub async fn start_sync(
     Ok(accepted(id))
 }
 
-#[derive(Deserialize, ToSchema)]
+/// Its schema (`crate::openapi::raise_refresh_schema`) says which `patient` values pass the
+/// check in [`raise_refresh`]: the rule spans two fields, beyond what a derive can say.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RaiseRefresh {
     /// `system|value` of an identifier (an MRN), or `Patient/{id}` at `connection`.
@@ -91,7 +93,7 @@ pub struct RaiseRefresh {
     post,
     path = "/api/v1/refresh-requests",
     tag = "actions",
-    request_body = RaiseRefresh,
+    request_body = crate::openapi::RaiseRefreshBody,
     responses(
         (status = 202, description = "Enqueued; poll `status_url` (also in `Location`)", body = Accepted),
         (status = 400, description = "A malformed JSON body", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
@@ -119,7 +121,7 @@ pub async fn raise_refresh(
             .split_once('|')
             .is_some_and(|(s, v)| !s.is_empty() && !v.is_empty()),
     };
-    if !valid || patient.len() > 512 {
+    if !valid || patient.chars().count() > crate::openapi::MAX_PATIENT_CHARS {
         return Err(Problem::bad_request(
             "patient must be system|value (an identifier), or Patient/{id} with a connection",
         ));
@@ -150,6 +152,8 @@ pub async fn raise_refresh(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LimitQuery {
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    // a u32, not int32
     limit: Option<u32>,
 }
 
@@ -221,6 +225,8 @@ pub struct AuditQuery {
     patient: Option<String>,
     /// Older than this event id (paging).
     before: Option<i64>,
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    // a u32, not int32
     limit: Option<u32>,
 }
 

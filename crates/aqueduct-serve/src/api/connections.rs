@@ -226,6 +226,8 @@ pub async fn one(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RunsQuery {
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    // a u32, not int32
     limit: Option<u32>,
     /// Only runs with this outcome.
     #[param(value_type = Option<crate::openapi::RunOutcome>)]
@@ -339,7 +341,11 @@ pub struct RequestsQuery {
     #[serde(rename = "type")]
     resource_type: Option<String>,
     patient: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    // a u32, not int32
     offset: Option<u32>,
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    // a u32, not int32
     limit: Option<u32>,
 }
 
@@ -417,6 +423,8 @@ pub async fn run_requests(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LimitQuery {
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    // a u32, not int32
     limit: Option<u32>,
 }
 

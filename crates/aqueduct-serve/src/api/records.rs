@@ -46,6 +46,8 @@ pub(crate) async fn log_read(
 pub struct PatientsQuery {
     /// Go on after this source id (paging).
     after: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    // a u32, not int32
     limit: Option<u32>,
 }
 
@@ -239,6 +241,8 @@ pub async fn patient_record(
 #[serde(deny_unknown_fields)]
 pub struct UnmappedQuery {
     connection: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    // a u32, not int32
     limit: Option<u32>,
 }
 
