@@ -6,6 +6,7 @@
 //! serve crate's own views, the problem shape, and the enums a client sends are exact.
 
 use axum::Json;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema};
@@ -58,30 +59,143 @@ macro_rules! core_object {
 }
 
 core_object! {
-    /// One sync run as the ledger holds it (`aqueduct_core::SyncRun`).
-    SyncRun;
-    /// Request counts of one run (`aqueduct_core::RunRequestStats`).
-    RunRequestStats;
-    /// How many resources of one type a connection holds (`aqueduct_core::TypeCount`).
-    TypeCount;
-    /// One token event of a connection (`aqueduct_core::AuthEvent`).
-    AuthEvent;
     /// One request of a run's ledger (`aqueduct_core::LedgerEntry`).
     LedgerEntry;
     /// A data-quality finding (`aqueduct_core::Finding`).
     Finding;
     /// A monitoring alert (`aqueduct_core::Alert`).
     Alert;
-    /// A code no terminology rule resolved (`aqueduct_core::UnmappedCode`).
-    UnmappedCode;
-    /// A local code mapped to a standard one (`aqueduct_core::CodeMapping`).
-    CodeMapping;
-    /// A refresh request and what became of it (`aqueduct_core::RefreshRecord`).
-    RefreshRecord;
     /// One read in the access log (`aqueduct_core::StoredAccessEvent`).
     StoredAccessEvent;
-    /// An API key's record, never the key itself (`aqueduct_core::ApiKey`).
-    ApiKey;
+}
+
+// Mirrors of `aqueduct-core`'s types, field for field as serde writes them (an `Option` is
+// written as `null`, never left out). A field added there and not here is still valid JSON
+// for these schemas; a field renamed or retyped there fails the schemathesis test.
+
+/// `aqueduct_core::ConnectionRef`.
+#[derive(ToSchema)]
+pub struct ConnectionRef {
+    pub organization: String,
+    pub connection: String,
+}
+
+/// One sync run as the ledger holds it (`aqueduct_core::SyncRun`).
+#[derive(ToSchema)]
+pub struct SyncRun {
+    pub id: i64,
+    pub connection: ConnectionRef,
+    /// What was asked for, e.g. `full`, `incremental`, `patient:123`.
+    pub kind: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: RunOutcome,
+    /// Free-form JSON text written by the sync engine at the end.
+    pub summary: Option<String>,
+    pub error: Option<String>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+}
+
+/// Aggregates over a run's requests (`aqueduct_core::RunRequestStats`).
+#[derive(ToSchema)]
+pub struct RunRequestStats {
+    pub requests: u64,
+    pub errors: u64,
+    pub throttled: u64,
+    pub retries: u64,
+    pub bytes: u64,
+    pub resources: u64,
+}
+
+/// Resources of one type held for a connection (`aqueduct_core::TypeCount`).
+#[derive(ToSchema)]
+pub struct TypeCount {
+    pub resource_type: String,
+    pub live: u64,
+    pub deleted: u64,
+    pub invalid: u64,
+}
+
+/// An authorization event, without secrets (`aqueduct_core::AuthEvent`).
+#[derive(ToSchema)]
+pub struct AuthEvent {
+    pub at: DateTime<Utc>,
+    /// `authorize`, `token-exchange`, `refresh`, `revoke`, `backend-token`, `ehr-launch`...
+    pub event: String,
+    /// `success` or `failure`.
+    pub outcome: String,
+    pub reason: Option<String>,
+}
+
+/// A code no terminology rule resolved, with how often it occurs
+/// (`aqueduct_core::UnmappedCode`).
+#[derive(ToSchema)]
+pub struct UnmappedCode {
+    pub connection: String,
+    pub kind: String,
+    pub source_system: Option<String>,
+    pub source_code: Option<String>,
+    pub source_text: Option<String>,
+    pub count: u64,
+}
+
+/// A local code mapped to a standard one (`aqueduct_core::CodeMapping`).
+#[derive(ToSchema)]
+pub struct CodeMapping {
+    pub source_system: String,
+    pub source_code: String,
+    pub target_system: String,
+    pub target_code: String,
+    pub target_display: Option<String>,
+}
+
+/// What a refresh request asked for (`aqueduct_core::RefreshRequest`).
+#[derive(ToSchema)]
+pub struct RefreshRequest {
+    /// `system|value` of an identifier, or `Patient/{id}`; `null` refreshes a connection.
+    pub patient_key: Option<String>,
+    pub connection: Option<String>,
+    pub reason: String,
+    pub source: String,
+}
+
+/// How a refresh request ended (`aqueduct_core::RefreshOutcome`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefreshOutcome {
+    Complete,
+    Partial,
+    Failed,
+    Unmatched,
+}
+
+/// A refresh request and what became of it (`aqueduct_core::RefreshRecord`).
+#[derive(ToSchema)]
+pub struct RefreshRecord {
+    pub id: i64,
+    pub request: RefreshRequest,
+    pub requested_at: DateTime<Utc>,
+    /// `pending`, `claimed` or `done`.
+    pub state: String,
+    pub claimed_by: Option<String>,
+    pub attempts: u32,
+    pub handled_at: Option<DateTime<Utc>>,
+    pub outcome: Option<RefreshOutcome>,
+    pub detail: Option<String>,
+    pub run_ids: Vec<i64>,
+    pub coalesced_into: Option<i64>,
+}
+
+/// An API key's record, never the key or its hash (`aqueduct_core::ApiKey`).
+#[derive(ToSchema)]
+pub struct ApiKey {
+    /// The public half of the key (`aqk_{id}_{secret}`).
+    pub id: String,
+    pub organization: String,
+    pub scope: ApiScope,
+    pub label: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 /// The longest `patient` a refresh request takes, in characters (after trimming).
