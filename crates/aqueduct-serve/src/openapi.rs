@@ -361,6 +361,128 @@ mod tests {
         );
     }
 
+    /// The property names the document gives schema `name`.
+    fn properties(doc: &serde_json::Value, name: &str) -> BTreeSet<String> {
+        doc["components"]["schemas"][name]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no schema {name}"))
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn keys(v: impl serde::Serialize) -> BTreeSet<String> {
+        serde_json::to_value(v)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// A field added to, renamed in or dropped from a core type must be mirrored here.
+    #[test]
+    fn the_mirrors_have_exactly_the_fields_the_core_types_write() {
+        use aqueduct_core as core;
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let now = chrono::Utc::now();
+        let conn = core::ConnectionRef::new("demo", "epic-main");
+        let run = core::SyncRun {
+            id: 1,
+            connection: conn.clone(),
+            kind: "full".into(),
+            started_at: now,
+            finished_at: None,
+            outcome: core::RunOutcome::Complete,
+            summary: None,
+            error: None,
+            heartbeat_at: None,
+        };
+        let request = core::RefreshRequest {
+            patient_key: None,
+            connection: None,
+            reason: "api:sync".into(),
+            source: "api-key:x".into(),
+        };
+        let cases = [
+            ("ConnectionRef", keys(&conn)),
+            ("SyncRun", keys(&run)),
+            ("RunRequestStats", keys(core::RunRequestStats::default())),
+            (
+                "TypeCount",
+                keys(core::TypeCount {
+                    resource_type: "Patient".into(),
+                    live: 1,
+                    deleted: 0,
+                    invalid: 0,
+                }),
+            ),
+            (
+                "AuthEvent",
+                keys(core::AuthEvent {
+                    at: now,
+                    event: "refresh".into(),
+                    outcome: "success".into(),
+                    reason: None,
+                }),
+            ),
+            (
+                "UnmappedCode",
+                keys(core::UnmappedCode {
+                    connection: "epic-main".into(),
+                    kind: "observation".into(),
+                    source_system: None,
+                    source_code: None,
+                    source_text: None,
+                    count: 1,
+                }),
+            ),
+            (
+                "CodeMapping",
+                keys(core::CodeMapping {
+                    source_system: "s".into(),
+                    source_code: "c".into(),
+                    target_system: "http://loinc.org".into(),
+                    target_code: "2345-7".into(),
+                    target_display: None,
+                }),
+            ),
+            ("RefreshRequest", keys(&request)),
+            (
+                "RefreshRecord",
+                keys(core::RefreshRecord {
+                    id: 1,
+                    request: request.clone(),
+                    requested_at: now,
+                    state: "pending".into(),
+                    claimed_by: None,
+                    attempts: 0,
+                    handled_at: None,
+                    outcome: None,
+                    detail: None,
+                    run_ids: vec![],
+                    coalesced_into: None,
+                }),
+            ),
+            (
+                "ApiKey",
+                keys(core::ApiKey {
+                    id: "1ad07a262930de1a".into(),
+                    organization: "demo".into(),
+                    scope: core::ApiScope::Admin,
+                    label: None,
+                    secret_hash: "00".into(),
+                    created_at: now,
+                    revoked_at: None,
+                }),
+            ),
+        ];
+        for (name, written) in cases {
+            assert_eq!(properties(&doc, name), written, "schema {name}");
+        }
+    }
+
     #[test]
     fn every_operation_needs_the_bearer_scheme_and_answers_problems() {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
