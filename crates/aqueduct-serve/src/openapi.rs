@@ -2,8 +2,8 @@
 //! annotations and served (without authentication: it holds no data) at `/api/openapi.json`.
 //!
 //! Types that `aqueduct-core` owns (runs, ledger entries, findings, alerts, keys...) are
-//! described here as JSON objects, so the core does not depend on utoipa; the schemas of the
-//! serve crate's own views, the problem shape, and the enums a client sends are exact.
+//! mirrored here field for field, so the core does not depend on utoipa; a test keeps each
+//! mirror's fields equal to what the core type writes.
 
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -46,27 +46,6 @@ pub enum ApiScope {
     Read,
     Write,
     Admin,
-}
-
-/// Declares an object schema for a type `aqueduct-core` owns and serializes.
-macro_rules! core_object {
-    ($($(#[$doc:meta])* $name:ident;)*) => {$(
-        $(#[$doc])*
-        #[derive(ToSchema)]
-        #[schema(value_type = Object)]
-        pub struct $name(pub serde_json::Value);
-    )*};
-}
-
-core_object! {
-    /// One request of a run's ledger (`aqueduct_core::LedgerEntry`).
-    LedgerEntry;
-    /// A data-quality finding (`aqueduct_core::Finding`).
-    Finding;
-    /// A monitoring alert (`aqueduct_core::Alert`).
-    Alert;
-    /// One read in the access log (`aqueduct_core::StoredAccessEvent`).
-    StoredAccessEvent;
 }
 
 // Mirrors of `aqueduct-core`'s types, field for field as serde writes them (an `Option` is
@@ -184,6 +163,81 @@ pub struct RefreshRecord {
     pub detail: Option<String>,
     pub run_ids: Vec<i64>,
     pub coalesced_into: Option<i64>,
+}
+
+/// One HTTP request made during a sync (`aqueduct_core::LedgerEntry`).
+#[derive(ToSchema)]
+pub struct LedgerEntry {
+    pub at: DateTime<Utc>,
+    pub method: String,
+    /// The request with patient and cursor values replaced by placeholders.
+    pub url_template: String,
+    /// The request URL as sent.
+    pub url: String,
+    pub resource_type: Option<String>,
+    pub patient_id: Option<String>,
+    /// HTTP status, or `null` when no response came (connection error, timeout).
+    pub status: Option<u16>,
+    pub duration_ms: f64,
+    pub bytes: u64,
+    pub resources: u64,
+    /// Why the request did not succeed (`timeout`, `http-429`, `invalid-json`...).
+    pub error_kind: Option<String>,
+    /// False when a page came back short of what it should hold.
+    pub page_complete: bool,
+    /// 1 for the first try, 2 for the first retry...
+    pub attempt: u32,
+}
+
+/// Something the monitoring layer should look at (`aqueduct_core::Finding`).
+#[derive(ToSchema)]
+pub struct Finding {
+    pub at: DateTime<Utc>,
+    pub run_id: Option<i64>,
+    /// e.g. `scope-narrowed`, `empty-type`.
+    pub kind: String,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    pub resource_type: Option<String>,
+    pub detail: String,
+}
+
+/// An alert raised by a monitoring rule (`aqueduct_core::Alert`).
+#[derive(ToSchema)]
+pub struct Alert {
+    pub connection: String,
+    /// The rule that raised it (`error-rate`, `p95-latency`, `type-dropped-to-zero`...).
+    pub rule: String,
+    /// What it is about within the connection (a resource type, a host, `""` for the whole).
+    pub subject: String,
+    /// `firing` or `resolved`.
+    pub state: String,
+    pub severity: String,
+    pub detail: String,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub notified_state: Option<String>,
+}
+
+/// One read of patient data, as the access log holds it (`aqueduct_core::StoredAccessEvent`,
+/// its `AccessEvent` flattened).
+#[derive(ToSchema)]
+pub struct StoredAccessEvent {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub organization: String,
+    /// Who: `api-key:{id}` or `jwt:{issuer}#{subject}`.
+    pub principal: String,
+    /// `read`, `search`, `everything`, `api`...
+    pub action: String,
+    /// The route as matched, not the URL with its values.
+    pub route: String,
+    /// The patient whose data was read (a facade id), when the read names one.
+    pub patient: Option<String>,
+    pub resource_types: Vec<String>,
+    pub count: u64,
+    pub client_addr: Option<String>,
 }
 
 /// An API key's record, never the key or its hash (`aqueduct_core::ApiKey`).
@@ -478,6 +532,69 @@ mod tests {
                 }),
             ),
         ];
+        let cases = cases.into_iter().chain([
+            (
+                "LedgerEntry",
+                keys(core::LedgerEntry {
+                    at: now,
+                    method: "GET".into(),
+                    url_template: "/Patient/{id}".into(),
+                    url: "/Patient/1".into(),
+                    resource_type: None,
+                    patient_id: None,
+                    status: Some(200),
+                    duration_ms: 1.5,
+                    bytes: 10,
+                    resources: 1,
+                    error_kind: None,
+                    page_complete: true,
+                    attempt: 1,
+                }),
+            ),
+            (
+                "Finding",
+                keys(core::Finding {
+                    at: now,
+                    run_id: None,
+                    kind: "empty-type".into(),
+                    severity: "warning".into(),
+                    resource_type: None,
+                    detail: "d".into(),
+                }),
+            ),
+            (
+                "Alert",
+                keys(core::Alert {
+                    connection: "epic-main".into(),
+                    rule: "error-rate".into(),
+                    subject: String::new(),
+                    state: "firing".into(),
+                    severity: "warning".into(),
+                    detail: "d".into(),
+                    first_seen: now,
+                    last_seen: now,
+                    resolved_at: None,
+                    notified_state: None,
+                }),
+            ),
+            (
+                "StoredAccessEvent",
+                keys(core::StoredAccessEvent {
+                    id: 1,
+                    event: core::AccessEvent {
+                        at: now,
+                        organization: "demo".into(),
+                        principal: "api-key:x".into(),
+                        action: "api".into(),
+                        route: "/api/v1/audit".into(),
+                        patient: None,
+                        resource_types: vec![],
+                        count: 0,
+                        client_addr: None,
+                    },
+                }),
+            ),
+        ]);
         for (name, written) in cases {
             assert_eq!(properties(&doc, name), written, "schema {name}");
         }
