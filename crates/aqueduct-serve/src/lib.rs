@@ -20,6 +20,7 @@ pub mod auth;
 pub mod cache;
 pub mod fhir;
 pub mod jwt;
+pub mod openapi;
 pub mod problem;
 pub mod security;
 pub mod settings;
@@ -112,6 +113,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/readyz",
             axum::routing::get(ready).with_state(Arc::clone(&state)),
         )
+        .route("/api/openapi.json", axum::routing::get(openapi::document))
         .nest("/api/v1", api::routes(Arc::clone(&state)))
         .merge(fhir::routes(Arc::clone(&state)))
         .fallback(|| async { Problem::not_found("no such route") })

@@ -9,12 +9,13 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Caller, J, P, Q};
 use crate::AppState;
 use crate::problem::Problem;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Accepted {
     refresh_request: i64,
     /// Poll this for the outcome and the runs it caused.
@@ -37,6 +38,21 @@ fn accepted(id: i64) -> Response {
     r
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections/{connection}/sync",
+    tag = "actions",
+    params(
+        ("connection" = String, Path, description = "The connection's name"),
+    ),
+    responses(
+        (status = 202, description = "Enqueued; poll `status_url` (also in `Location`)", body = Accepted),
+        (status = 404, description = "No such connection (or run, patient...) in the caller's organization", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 /// Starts a sync of the whole connection: a refresh request the engine runs.
 pub async fn start_sync(
     State(state): State<Arc<AppState>>,
@@ -61,6 +77,8 @@ pub async fn start_sync(
     Ok(accepted(id))
 }
 
+/// Its schema (`crate::openapi::raise_refresh_schema`) says which `patient` values pass the
+/// check in [`raise_refresh`]: the rule spans two fields, beyond what a derive can say.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RaiseRefresh {
@@ -71,6 +89,23 @@ pub struct RaiseRefresh {
     reason: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/refresh-requests",
+    tag = "actions",
+    request_body = crate::openapi::RaiseRefreshBody,
+    responses(
+        (status = 202, description = "Enqueued; poll `status_url` (also in `Location`)", body = Accepted),
+        (status = 400, description = "A malformed JSON body", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as application/json", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The body is JSON of the wrong shape", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such connection (or run, patient...) in the caller's organization", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 /// Raises a refresh request for one patient.
 pub async fn raise_refresh(
     State(state): State<Arc<AppState>>,
@@ -86,7 +121,7 @@ pub async fn raise_refresh(
             .split_once('|')
             .is_some_and(|(s, v)| !s.is_empty() && !v.is_empty()),
     };
-    if !valid || patient.len() > 512 {
+    if !valid || patient.chars().count() > crate::openapi::MAX_PATIENT_CHARS {
         return Err(Problem::bad_request(
             "patient must be system|value (an identifier), or Patient/{id} with a connection",
         ));
@@ -113,12 +148,30 @@ pub async fn raise_refresh(
     Ok(accepted(id))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LimitQuery {
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    // a u32, not int32
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/refresh-requests",
+    tag = "actions",
+    params(
+        LimitQuery,
+    ),
+    responses(
+        (status = 200, description = "The newest refresh requests first", body = Vec<crate::openapi::RefreshRecord>),
+        (status = 400, description = "An unknown or malformed query parameter", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn refresh_requests(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -133,6 +186,21 @@ pub async fn refresh_requests(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/refresh-requests/{id}",
+    tag = "actions",
+    params(
+        ("id" = i64, Path, description = "The refresh request's id"),
+    ),
+    responses(
+        (status = 200, description = "The refresh request and what became of it", body = crate::openapi::RefreshRecord),
+        (status = 404, description = "No such refresh request in the caller's organization", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn refresh_request(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -149,16 +217,34 @@ pub async fn refresh_request(
         .ok_or_else(|| Problem::not_found(format!("no refresh request {id}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only reads of this patient (facade id).
     patient: Option<String>,
     /// Older than this event id (paging).
     before: Option<i64>,
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    // a u32, not int32
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "admin",
+    params(
+        AuditQuery,
+    ),
+    responses(
+        (status = 200, description = "The access log, newest first (admin scope)", body = Vec<crate::openapi::StoredAccessEvent>),
+        (status = 400, description = "An unknown or malformed query parameter", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 /// Who read what: the organization's access log, newest first. Admin scope.
 pub async fn audit(
     State(state): State<Arc<AppState>>,
@@ -180,6 +266,17 @@ pub async fn audit(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/api-keys",
+    tag = "admin",
+    responses(
+        (status = 200, description = "The organization's API keys (admin scope)", body = Vec<crate::openapi::ApiKey>),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn keys(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -194,21 +291,40 @@ pub async fn keys(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    #[schema(value_type = crate::openapi::ApiScope)]
     scope: ApiScope,
     label: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
+    #[schema(value_type = crate::openapi::ApiKey)]
     record: ApiKey,
     /// The whole key. Shown once: only its hash is kept.
     key: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/api-keys",
+    tag = "admin",
+    request_body = CreateKey,
+    responses(
+        (status = 201, description = "The new key, shown once", body = CreatedKey),
+        (status = 400, description = "A malformed JSON body", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as application/json", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The body is JSON of the wrong shape", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 500, description = "The system's random source failed", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn create_key(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -232,6 +348,21 @@ pub async fn create_key(
     Ok((StatusCode::CREATED, Json(CreatedKey { record, key })).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/api-keys/{id}",
+    tag = "admin",
+    params(
+        ("id" = String, Path, description = "The API key's id"),
+    ),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No live API key with that id in the caller's organization", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn revoke_key(
     State(state): State<Arc<AppState>>,
     caller: Caller,

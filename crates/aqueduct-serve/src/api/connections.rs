@@ -10,18 +10,30 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Caller, P, Q};
 use crate::AppState;
 use crate::problem::Problem;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct OrganizationView {
     name: String,
     display_name: Option<String>,
     connections: usize,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/organization",
+    tag = "connections",
+    responses(
+        (status = 200, description = "The caller's organization", body = OrganizationView),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn organization(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -57,7 +69,7 @@ async fn names(state: &AppState, org: &str) -> Result<Vec<String>, Problem> {
     Ok(names)
 }
 
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, ToSchema)]
 pub struct ConnectionView {
     name: String,
     base_url: Option<String>,
@@ -67,18 +79,22 @@ pub struct ConnectionView {
     state: &'static str,
     /// When the last complete run finished: how fresh a complete record is.
     last_complete_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<crate::openapi::SyncRun>)]
     last_run: Option<SyncRun>,
+    #[schema(value_type = Option<crate::openapi::RunRequestStats>)]
     last_run_stats: Option<RunRequestStats>,
+    #[schema(value_type = Vec<crate::openapi::TypeCount>)]
     resources: Vec<TypeCount>,
     failed_requests: u64,
     findings: u64,
     token: TokenState,
 }
 
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, ToSchema)]
 pub struct TokenState {
     /// Names of the credentials held in the vault (never their values).
     stored_credentials: Vec<String>,
+    #[schema(value_type = Option<crate::openapi::AuthEvent>)]
     last_auth_event: Option<AuthEvent>,
 }
 
@@ -158,6 +174,17 @@ async fn overviews(state: &AppState, caller: &Caller) -> Result<Arc<Vec<Connecti
     Ok(out)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections",
+    tag = "connections",
+    responses(
+        (status = 200, description = "Every connection with its status and completeness", body = Vec<ConnectionView>),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -165,6 +192,21 @@ pub async fn list(
     Ok(Json(overviews(&state, &caller).await?.as_ref().clone()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{connection}",
+    tag = "connections",
+    params(
+        ("connection" = String, Path, description = "The connection's name"),
+    ),
+    responses(
+        (status = 200, description = "The connection's status and completeness", body = ConnectionView),
+        (status = 404, description = "No such connection (or run, patient...) in the caller's organization", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn one(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -180,14 +222,35 @@ pub async fn one(
         .ok_or_else(|| Problem::not_found(format!("no connection {name:?}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RunsQuery {
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    // a u32, not int32
     limit: Option<u32>,
     /// Only runs with this outcome.
+    #[param(value_type = Option<crate::openapi::RunOutcome>)]
     status: Option<RunOutcome>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{connection}/runs",
+    tag = "connections",
+    params(
+        ("connection" = String, Path, description = "The connection's name"),
+        RunsQuery,
+    ),
+    responses(
+        (status = 200, description = "The newest runs first", body = Vec<crate::openapi::SyncRun>),
+        (status = 400, description = "An unknown or malformed query parameter", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such connection (or run, patient...) in the caller's organization", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn runs(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -214,9 +277,11 @@ pub async fn runs(
     Ok(Json(runs))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RunView {
+    #[schema(value_type = crate::openapi::SyncRun)]
     run: SyncRun,
+    #[schema(value_type = crate::openapi::RunRequestStats)]
     stats: RunRequestStats,
 }
 
@@ -236,6 +301,22 @@ async fn get_run(
     Ok((conn, found))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{connection}/runs/{run}",
+    tag = "connections",
+    params(
+        ("connection" = String, Path, description = "The connection's name"),
+        ("run" = i64, Path, description = "The run's id"),
+    ),
+    responses(
+        (status = 200, description = "The run and its request counts", body = RunView),
+        (status = 404, description = "No such connection (or run, patient...) in the caller's organization", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn run(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -250,25 +331,50 @@ pub async fn run(
     Ok(Json(RunView { run: found, stats }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RequestsQuery {
     /// `failed` or `ok`.
+    #[param(pattern = "^(failed|ok)$")]
     status: Option<String>,
     #[serde(rename = "type")]
     resource_type: Option<String>,
     patient: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    // a u32, not int32
     offset: Option<u32>,
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    // a u32, not int32
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RequestsPage {
     total: usize,
     offset: u32,
+    #[schema(value_type = Vec<crate::openapi::LedgerEntry>)]
     requests: Vec<LedgerEntry>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{connection}/runs/{run}/requests",
+    tag = "connections",
+    params(
+        ("connection" = String, Path, description = "The connection's name"),
+        ("run" = i64, Path, description = "The run's id"),
+        RequestsQuery,
+    ),
+    responses(
+        (status = 200, description = "One page of the run's ledger", body = RequestsPage),
+        (status = 400, description = "An unknown or malformed query parameter", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such connection (or run, patient...) in the caller's organization", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 /// A run's ledger, failures first, then in the order they were made.
 pub async fn run_requests(
     State(state): State<Arc<AppState>>,
@@ -313,12 +419,32 @@ pub async fn run_requests(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LimitQuery {
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    // a u32, not int32
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{connection}/findings",
+    tag = "connections",
+    params(
+        ("connection" = String, Path, description = "The connection's name"),
+        LimitQuery,
+    ),
+    responses(
+        (status = 200, description = "The connection's findings", body = Vec<crate::openapi::Finding>),
+        (status = 400, description = "An unknown or malformed query parameter", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such connection (or run, patient...) in the caller's organization", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn findings(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -335,12 +461,28 @@ pub async fn findings(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsQuery {
     firing: Option<bool>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/alerts",
+    tag = "connections",
+    params(
+        AlertsQuery,
+    ),
+    responses(
+        (status = 200, description = "The organization's alerts", body = Vec<crate::openapi::Alert>),
+        (status = 400, description = "An unknown or malformed query parameter", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn alerts(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -3,12 +3,12 @@
 //! patients and their records per source, actions (start a sync, raise a refresh request,
 //! map a code) and the audit log. Every route is bound to the caller's organization.
 
-mod admin;
-mod connections;
+pub(crate) mod admin;
+pub(crate) mod connections;
 
 pub use connections::ConnectionView;
 pub mod extract;
-mod records;
+pub(crate) mod records;
 
 pub(crate) use records::log_read as records_log;
 

@@ -8,6 +8,7 @@ use aqueduct_core::{AccessEvent, ApiScope, CodeMapping, UnmappedCode};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Caller, J, P, Q};
 use crate::AppState;
@@ -39,15 +40,18 @@ pub(crate) async fn log_read(
         .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PatientsQuery {
     /// Go on after this source id (paging).
     after: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    // a u32, not int32
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PatientSummary {
     /// The id at the source.
     id: String,
@@ -58,7 +62,7 @@ pub struct PatientSummary {
     gender: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PatientsPage {
     patients: Vec<PatientSummary>,
     /// Pass as `after` for the next page; absent on the last.
@@ -87,6 +91,23 @@ fn summary(conn: &str, id: &str, bytes: &[u8]) -> PatientSummary {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{connection}/patients",
+    tag = "records",
+    params(
+        ("connection" = String, Path, description = "The connection's name"),
+        PatientsQuery,
+    ),
+    responses(
+        (status = 200, description = "One page of the connection's patients", body = PatientsPage),
+        (status = 400, description = "An unknown or malformed query parameter", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such connection (or run, patient...) in the caller's organization", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn patients(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -123,7 +144,7 @@ pub async fn patients(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RecordEntry {
     resource_type: String,
     id: String,
@@ -132,7 +153,7 @@ pub struct RecordEntry {
     fetched_at: chrono::DateTime<chrono::Utc>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PatientRecord {
     connection: String,
     patient: PatientSummary,
@@ -142,6 +163,22 @@ pub struct PatientRecord {
     resources: Vec<RecordEntry>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{connection}/patients/{patient}",
+    tag = "records",
+    params(
+        ("connection" = String, Path, description = "The connection's name"),
+        ("patient" = String, Path, description = "The patient's id at the source"),
+    ),
+    responses(
+        (status = 200, description = "What is held for the patient, by type", body = PatientRecord),
+        (status = 404, description = "No such connection (or run, patient...) in the caller's organization", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 /// One patient's record at one source: what is held, by type, and how fresh it is.
 pub async fn patient_record(
     State(state): State<Arc<AppState>>,
@@ -199,13 +236,32 @@ pub async fn patient_record(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UnmappedQuery {
     connection: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    // a u32, not int32
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/terminology/unmapped",
+    tag = "records",
+    params(
+        UnmappedQuery,
+    ),
+    responses(
+        (status = 200, description = "Unmapped codes, most frequent first", body = Vec<crate::openapi::UnmappedCode>),
+        (status = 400, description = "An unknown or malformed query parameter", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such connection (or run, patient...) in the caller's organization", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 /// The terminology review queue: codes no rule could resolve, most frequent first.
 pub async fn unmapped(
     State(state): State<Arc<AppState>>,
@@ -228,6 +284,21 @@ pub async fn unmapped(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{connection}/code-mappings",
+    tag = "records",
+    params(
+        ("connection" = String, Path, description = "The connection's name"),
+    ),
+    responses(
+        (status = 200, description = "The connection's code mappings", body = Vec<crate::openapi::CodeMapping>),
+        (status = 404, description = "No such connection (or run, patient...) in the caller's organization", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn code_mappings(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -243,7 +314,7 @@ pub async fn code_mappings(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MapCode {
     source_system: String,
@@ -254,6 +325,26 @@ pub struct MapCode {
     display: Option<String>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/connections/{connection}/code-mappings",
+    tag = "records",
+    params(
+        ("connection" = String, Path, description = "The connection's name"),
+    ),
+    request_body = MapCode,
+    responses(
+        (status = 200, description = "The mapping as stored", body = crate::openapi::CodeMapping),
+        (status = 404, description = "No such connection (or run, patient...) in the caller's organization", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed JSON body", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as application/json", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The body is JSON of the wrong shape, or the mapping is invalid (unknown target system...)", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 /// Maps a local code to a standard one (checked as the CLI checks it). The next
 /// normalization re-derives the rows it touches.
 pub async fn map_code(
