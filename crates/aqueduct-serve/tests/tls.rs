@@ -29,6 +29,11 @@ async fn the_facade_is_served_over_tls_only() {
     let store = aqueduct_store::open(dir.path().join("s.db").to_str().unwrap())
         .await
         .unwrap();
+    let (record, key) =
+        aqueduct_serve::generate_key("acme", aqueduct_store::ApiScope::Read, None).unwrap();
+    aqueduct_store::Access::create_api_key(store.as_ref(), &record)
+        .await
+        .unwrap();
     let settings = ServeSettings {
         tls_cert: Some(cert_path.clone()),
         tls_key: Some(key_path),
@@ -55,6 +60,21 @@ async fn the_facade_is_served_over_tls_only() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
+    // the facade's links and fullUrls stay on https
+    let bundle: serde_json::Value = trusting
+        .get(format!("https://localhost:{port}/fhir/acme/Patient"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let self_link = bundle["link"][0]["url"].as_str().unwrap();
+    assert!(
+        self_link.starts_with(&format!("https://localhost:{port}/fhir/acme/")),
+        "{self_link}"
+    );
     // without a key, still 401 over TLS
     let r = trusting
         .get(format!("https://localhost:{port}/api/v1/connections"))

@@ -147,9 +147,15 @@ impl Ctx {
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
             })
             .unwrap_or("localhost");
+        // links and fullUrls are followed by clients: under TLS they must stay on https
+        let scheme = if state.settings.is_tls() {
+            "https"
+        } else {
+            "http"
+        };
         let base = match view {
-            View::Clean => format!("http://{host}/fhir/{org}"),
-            View::Raw => format!("http://{host}/fhir/{org}/raw"),
+            View::Clean => format!("{scheme}://{host}/fhir/{org}"),
+            View::Raw => format!("{scheme}://{host}/fhir/{org}/raw"),
         };
         let strict = headers
             .get_all("prefer")
