@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use aqueduct_client::{ClientSecretGrant, FhirClient, VendorProfile};
 use aqueduct_sim::{SimConfig, Simulator};
-use aqueduct_store::{ApiScope, ConnectionRecord, ConnectionRef, Organization};
+use aqueduct_store::ApiScope;
 use aqueduct_sync::{SyncMode, SyncOptions, Syncer};
 use clap::Args;
 
@@ -57,23 +57,7 @@ pub async fn run(args: BenchServeArgs) -> anyhow::Result<()> {
     .context("starting the simulator")?;
     let base = sim.base_url();
     let dir = tempfile::tempdir()?;
-    let path = dir.path().join("bench.db");
-    let store = aqueduct_store::open(path.to_str().context("temp path is not UTF-8")?).await?;
-    let conn = ConnectionRef::new("bench", "sim");
-    store
-        .upsert_organization(&Organization {
-            name: "bench".into(),
-            display_name: None,
-        })
-        .await?;
-    store
-        .upsert_connection(&ConnectionRecord {
-            organization: "bench".into(),
-            name: "sim".into(),
-            base_url: base.clone(),
-            profile: "hapi".into(),
-        })
-        .await?;
+    let (store, conn) = crate::bench_sync::bench_store(&dir.path().join("bench.db"), &base).await?;
     let profile = VendorProfile::resolve_with_toml(
         "hapi",
         "[paging]\nmax_page_size = 1000\n[rate_limit]\nrequests_per_sec = 0.0\nmax_concurrency = 16\n",

@@ -17,7 +17,7 @@ use aqueduct_store::{ConnectionRecord, ConnectionRef, Organization};
 use aqueduct_sync::{SyncMode, SyncOptions, Syncer};
 
 /// A fresh SQLite store in `path` with the benchmark's organization and connection registered.
-async fn bench_store(
+pub(crate) async fn bench_store(
     path: &std::path::Path,
     base: &str,
 ) -> anyhow::Result<(Arc<dyn aqueduct_store::Store>, ConnectionRef)> {

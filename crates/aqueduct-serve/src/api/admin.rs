@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{Caller, J, P, Q};
+use super::extract::{Caller, J, LimitQuery, P, Q};
 use crate::AppState;
 use crate::problem::Problem;
 
@@ -146,15 +146,6 @@ pub async fn raise_refresh(
         .await
         .map_err(Problem::store)?;
     Ok(accepted(id))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct LimitQuery {
-    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
-    // a u32, not int32
-    limit: Option<u32>,
 }
 
 #[utoipa::path(

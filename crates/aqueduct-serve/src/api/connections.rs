@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{Caller, P, Q};
+use super::extract::{Caller, LimitQuery, P, Q};
 use crate::AppState;
 use crate::problem::Problem;
 
@@ -417,15 +417,6 @@ pub async fn run_requests(
         offset,
         requests,
     }))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct LimitQuery {
-    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
-    // a u32, not int32
-    limit: Option<u32>,
 }
 
 #[utoipa::path(

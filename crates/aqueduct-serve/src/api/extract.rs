@@ -89,3 +89,13 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for P<T> {
             .map_err(|e| Problem::not_found(format!("path: {}", e.body_text())))
     }
 }
+
+/// `?limit=` of the list routes (lowered to `[serve] max_page_size`).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    // a u32, not int32
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    pub limit: Option<u32>,
+}
