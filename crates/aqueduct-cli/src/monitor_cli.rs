@@ -1,11 +1,11 @@
-//! The pieces of `aqueduct findings`, `aqueduct metrics` and `aqueduct alerts`: clap
+//! The pieces of `aqueduct findings` (list, acknowledge), `aqueduct metrics` and `aqueduct alerts`: clap
 //! arguments and async runners writing to any output (the binary passes stdout).
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aqueduct_store::{ConnectionRef, Finding, Store};
+use aqueduct_store::{Acknowledgement, ConnectionRef, FindingRecord, Store};
 use chrono::Utc;
 use serde::Serialize;
 
@@ -24,6 +24,15 @@ pub struct FindingsArgs {
     /// At most this many findings per connection.
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
+    /// Only the findings nobody has acknowledged yet.
+    #[arg(long)]
+    pub open: bool,
+    /// Acknowledge finding ID of `--connection` (the first acknowledgement stands), then print it.
+    #[arg(long, value_name = "ID", requires = "connection")]
+    pub ack: Option<i64>,
+    /// Why, with `--ack`.
+    #[arg(long, requires = "ack")]
+    pub note: Option<String>,
 }
 
 /// `aqueduct metrics`: the metrics in the Prometheus text format.
@@ -49,7 +58,15 @@ pub struct AlertsArgs {
 struct FindingRow<'a> {
     connection: &'a str,
     #[serde(flatten)]
-    finding: &'a Finding,
+    finding: &'a FindingRecord,
+}
+
+/// Who acknowledges from the command line: the operating-system user.
+fn cli_user() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
 }
 
 pub async fn run_findings(
@@ -58,6 +75,21 @@ pub async fn run_findings(
     args: &FindingsArgs,
     out: &mut (dyn Write + Send),
 ) -> Result<(), MonitorError> {
+    if let (Some(id), Some(c)) = (args.ack, &args.connection) {
+        let cr = ConnectionRef::new(organization, c.clone());
+        let ack = Acknowledgement {
+            by: cli_user(),
+            at: Utc::now(),
+            note: args.note.clone(),
+        };
+        let Some(record) = store.acknowledge_finding(&cr, id, &ack).await? else {
+            return Err(MonitorError::UnknownFinding {
+                connection: c.clone(),
+                id,
+            });
+        };
+        return print_findings(&[(c.clone(), record)], args.json, out);
+    }
     let connections: Vec<String> = match &args.connection {
         Some(c) => vec![c.clone()],
         None => store
@@ -70,12 +102,21 @@ pub async fn run_findings(
     let mut all = Vec::new();
     for c in &connections {
         let cr = ConnectionRef::new(organization, c.clone());
-        for f in store.list_findings(&cr, args.limit).await? {
+        let open = args.open.then_some(false);
+        for f in store.list_finding_records(&cr, open, args.limit).await? {
             all.push((c.clone(), f));
         }
     }
-    all.sort_by_key(|f| std::cmp::Reverse(f.1.at));
-    if args.json {
+    all.sort_by_key(|f| std::cmp::Reverse(f.1.finding.at));
+    print_findings(&all, args.json, out)
+}
+
+fn print_findings(
+    all: &[(String, FindingRecord)],
+    json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), MonitorError> {
+    if json {
         let rows: Vec<FindingRow<'_>> = all
             .iter()
             .map(|(c, f)| FindingRow {
@@ -91,10 +132,12 @@ pub async fn run_findings(
         writeln!(out, "No findings.")?;
         return Ok(());
     }
-    for (c, f) in &all {
+    for (c, rec) in all {
+        let f = &rec.finding;
         writeln!(
             out,
-            "{}  {:<8}  {}  {}{}{}",
+            "#{:<5} {}  {:<8}  {}  {}{}{}",
+            rec.id,
             f.at.format("%Y-%m-%d %H:%M:%S"),
             f.severity,
             c,
@@ -106,6 +149,18 @@ pub async fn run_findings(
             f.run_id.map(|r| format!(" run {r}")).unwrap_or_default(),
         )?;
         writeln!(out, "    {}", f.detail)?;
+        if let Some(a) = &rec.acknowledged {
+            writeln!(
+                out,
+                "    acknowledged by {} at {}{}",
+                a.by,
+                a.at.format("%Y-%m-%d %H:%M:%S"),
+                a.note
+                    .as_deref()
+                    .map(|n| format!(": {n}"))
+                    .unwrap_or_default()
+            )?;
+        }
     }
     Ok(())
 }

@@ -71,6 +71,9 @@ async fn commands_print_findings_metrics_and_alerts() {
         connection: None,
         json: false,
         limit: 50,
+        open: false,
+        ack: None,
+        note: None,
     };
     run_findings(sim.store.clone(), "acme", &args, &mut out)
         .await
@@ -86,6 +89,9 @@ async fn commands_print_findings_metrics_and_alerts() {
         connection: Some("hospital".into()),
         json: true,
         limit: 50,
+        open: false,
+        ack: None,
+        note: None,
     };
     run_findings(sim.store.clone(), "acme", &args, &mut out)
         .await
@@ -93,6 +99,47 @@ async fn commands_print_findings_metrics_and_alerts() {
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v[0]["connection"], "hospital");
     assert_eq!(v[0]["kind"], "type-dropped-to-zero");
+
+    // acknowledge it: it stays listed with who and why, and leaves the open ones
+    let id = v[0]["id"].as_i64().unwrap();
+    let ack = |ack: Option<i64>, open: bool| FindingsArgs {
+        connection: Some("hospital".into()),
+        json: true,
+        limit: 50,
+        open,
+        ack,
+        note: ack.map(|_| "Encounters are paused at this site".to_string()),
+    };
+    let mut out = Vec::new();
+    run_findings(sim.store.clone(), "acme", &ack(Some(id), false), &mut out)
+        .await
+        .unwrap();
+    let acked: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(
+        acked[0]["acknowledged"]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("cli:")
+    );
+    assert_eq!(
+        acked[0]["acknowledged"]["note"],
+        "Encounters are paused at this site"
+    );
+    let mut out = Vec::new();
+    run_findings(sim.store.clone(), "acme", &ack(None, true), &mut out)
+        .await
+        .unwrap();
+    let open: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(open.as_array().unwrap().iter().all(|f| f["id"] != id));
+    let err = run_findings(
+        sim.store.clone(),
+        "acme",
+        &ack(Some(id + 10_000), false),
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("is not in the store"), "{err}");
 
     let mut out = Vec::new();
     run_metrics(

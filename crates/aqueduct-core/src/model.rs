@@ -272,6 +272,23 @@ pub struct Finding {
     pub detail: String,
 }
 
+/// Who acknowledged a finding, when, and why. The first acknowledgement stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    pub by: String,
+    pub at: DateTime<Utc>,
+    pub note: Option<String>,
+}
+
+/// A finding as the store holds it: its id, and whether someone has acknowledged it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub finding: Finding,
+    pub acknowledged: Option<Acknowledgement>,
+}
+
 /// Per-connection overview, as `aqueduct status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionStatus {
@@ -283,6 +300,7 @@ pub struct ConnectionStatus {
     pub last_run_stats: Option<RunRequestStats>,
     /// Requests that failed, over all runs.
     pub error_count: u64,
+    /// Findings nobody has acknowledged yet.
     pub findings: u64,
 }
 

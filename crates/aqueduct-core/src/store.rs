@@ -224,6 +224,23 @@ pub trait Audit: Send + Sync {
     async fn record_finding(&self, conn: &ConnectionRef, finding: &Finding) -> StoreResult<()>;
     /// Most recent first.
     async fn list_findings(&self, conn: &ConnectionRef, limit: u32) -> StoreResult<Vec<Finding>>;
+    /// Most recent first, with their ids and acknowledgements; `acknowledged` keeps only the
+    /// acknowledged (`Some(true)`) or the open ones (`Some(false)`).
+    async fn list_finding_records(
+        &self,
+        conn: &ConnectionRef,
+        acknowledged: Option<bool>,
+        limit: u32,
+    ) -> StoreResult<Vec<FindingRecord>>;
+    /// Acknowledges finding `id` of the connection. The first acknowledgement stands: a later
+    /// one changes nothing and gets the record as it is. None when the connection has no such
+    /// finding (another connection's or organization's id included).
+    async fn acknowledge_finding(
+        &self,
+        conn: &ConnectionRef,
+        id: i64,
+        ack: &Acknowledgement,
+    ) -> StoreResult<Option<FindingRecord>>;
 }
 
 /// Inbound event messages, the refresh-request work queue and schedule slots.
@@ -320,6 +337,8 @@ pub trait Inbox: Send + Sync {
         organization: &str,
         limit: u32,
     ) -> StoreResult<Vec<RefreshRecord>>;
+    /// One request of the organization, however old; None for another organization's id.
+    async fn get_refresh(&self, organization: &str, id: i64) -> StoreResult<Option<RefreshRecord>>;
     /// The slot the connection's schedule last fired for.
     async fn schedule_last_due(&self, conn: &ConnectionRef) -> StoreResult<Option<DateTime<Utc>>>;
     /// Fires the schedule's slot `due`, once: if the last slot still is `previous`

@@ -31,6 +31,8 @@ pub enum MonitorError {
     Store(#[from] aqueduct_core::StoreError),
     #[error("run {run} of {connection} is not in the store")]
     UnknownRun { connection: String, run: i64 },
+    #[error("finding {id} of {connection} is not in the store")]
+    UnknownFinding { connection: String, id: i64 },
     #[error("alert sink {sink} failed: {cause}")]
     Sink { sink: String, cause: String },
     #[error("cannot write the output: {0}")]

@@ -189,9 +189,20 @@ pub struct LedgerEntry {
     pub attempt: u32,
 }
 
-/// Something the monitoring layer should look at (`aqueduct_core::Finding`).
+/// Who acknowledged a finding, when and why (`aqueduct_core::Acknowledgement`).
 #[derive(ToSchema)]
-pub struct Finding {
+pub struct Acknowledgement {
+    /// `api-key:{id}`, `jwt:{issuer}#{subject}`, or the CLI user.
+    pub by: String,
+    pub at: DateTime<Utc>,
+    pub note: Option<String>,
+}
+
+/// Something the monitoring layer should look at, with its id and acknowledgement
+/// (`aqueduct_core::FindingRecord`, its `Finding` flattened).
+#[derive(ToSchema)]
+pub struct FindingRecord {
+    pub id: i64,
     pub at: DateTime<Utc>,
     pub run_id: Option<i64>,
     /// e.g. `scope-narrowed`, `empty-type`.
@@ -200,6 +211,8 @@ pub struct Finding {
     pub severity: String,
     pub resource_type: Option<String>,
     pub detail: String,
+    /// None while the finding is open; the first acknowledgement stands.
+    pub acknowledged: Option<Acknowledgement>,
 }
 
 /// An alert raised by a monitoring rule (`aqueduct_core::Alert`).
@@ -344,6 +357,7 @@ impl Modify for BearerAuth {
         api::connections::run,
         api::connections::run_requests,
         api::connections::findings,
+        api::connections::acknowledge_finding,
         api::admin::start_sync,
         api::records::code_mappings,
         api::records::map_code,
@@ -405,7 +419,7 @@ mod tests {
             }
         }
         let registered = registered();
-        assert!(registered.len() >= 21, "{registered:?}");
+        assert!(registered.len() >= 22, "{registered:?}");
         let undocumented: Vec<_> = registered.difference(&documented).collect();
         let stale: Vec<_> = documented.difference(&registered).collect();
         assert!(
@@ -552,14 +566,26 @@ mod tests {
                 }),
             ),
             (
-                "Finding",
-                keys(core::Finding {
+                "FindingRecord",
+                keys(core::FindingRecord {
+                    id: 1,
+                    finding: core::Finding {
+                        at: now,
+                        run_id: None,
+                        kind: "empty-type".into(),
+                        severity: "warning".into(),
+                        resource_type: None,
+                        detail: "d".into(),
+                    },
+                    acknowledged: None,
+                }),
+            ),
+            (
+                "Acknowledgement",
+                keys(core::Acknowledgement {
+                    by: "api-key:x".into(),
                     at: now,
-                    run_id: None,
-                    kind: "empty-type".into(),
-                    severity: "warning".into(),
-                    resource_type: None,
-                    detail: "d".into(),
+                    note: None,
                 }),
             ),
             (

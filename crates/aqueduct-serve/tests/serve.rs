@@ -10,7 +10,7 @@ use aqueduct_serve::{AppState, ServeSettings};
 use aqueduct_store::*;
 use aqueduct_sync::SyncMode;
 use aqueduct_testkit::sim_env::{self, CountingGrant, Env};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 struct Server {
     base: String,
@@ -621,6 +621,8 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
 async fn the_api_shows_connections_runs_and_their_ledger_and_actions_queue_work() {
     let s = server(ServeSettings {
         cors_origins: vec!["https://app.example".into()],
+        // overviews as they are now: the findings count is checked before and after
+        overview_cache_ms: 0,
         ..Default::default()
     })
     .await;
@@ -719,6 +721,125 @@ async fn the_api_shows_connections_runs_and_their_ledger_and_actions_queue_work(
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
+
+    // a finding is acknowledged by a writer, once, and stays listed
+    s.env
+        .store
+        .record_finding(
+            &s.acme(),
+            &Finding {
+                at: chrono::Utc::now(),
+                run_id: Some(run),
+                kind: "empty-type".into(),
+                severity: "warning".into(),
+                resource_type: Some("Immunization".into()),
+                detail: "no Immunization for any patient".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let open_before = s.json(&s.acme_read, "/api/v1/connections/epic").await["findings"]
+        .as_u64()
+        .unwrap();
+    let listed = s
+        .json(
+            &s.acme_read,
+            "/api/v1/connections/epic/findings?acknowledged=false",
+        )
+        .await;
+    let finding = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "empty-type")
+        .unwrap()
+        .clone();
+    assert!(finding["acknowledged"].is_null());
+    let ack_url = format!(
+        "{}/api/v1/connections/epic/findings/{}/acknowledge",
+        s.base, finding["id"]
+    );
+    let post = |key: &str, body: Value| s.http.post(&ack_url).bearer_auth(key).json(&body).send();
+    assert_eq!(
+        post(&s.acme_read, json!({}))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        403
+    );
+    assert_eq!(
+        post(&s.globex_admin, json!({}))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404,
+        "globex's connection of the same name does not hold acme's finding"
+    );
+    assert_eq!(
+        post(&s.acme_write, json!({"note": "x".repeat(1001)}))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        400
+    );
+    let r = post(
+        &s.acme_write,
+        json!({"note": "Immunizations are not offered by this site"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let acked: Value = r.json().await.unwrap();
+    assert_eq!(acked["kind"], "empty-type");
+    assert!(
+        acked["acknowledged"]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("api-key:")
+    );
+    let first_by = acked["acknowledged"].clone();
+    let again: Value = post(&s.acme_admin, json!({"note": "again"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        again["acknowledged"], first_by,
+        "the first acknowledgement stands"
+    );
+    let open = s
+        .json(
+            &s.acme_read,
+            "/api/v1/connections/epic/findings?acknowledged=false",
+        )
+        .await;
+    assert!(
+        open.as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["id"] != finding["id"])
+    );
+    let all = s
+        .json(&s.acme_read, "/api/v1/connections/epic/findings")
+        .await;
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["id"] == finding["id"])
+    );
+    let open_after = s.json(&s.acme_read, "/api/v1/connections/epic").await["findings"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        open_after + 1,
+        open_before,
+        "the connection counts open findings"
+    );
 
     // CORS only for the configured origin
     for (origin, allowed) in [

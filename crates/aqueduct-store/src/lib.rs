@@ -26,7 +26,7 @@ pub use aqueduct_core::store::prelude::*;
 pub use aqueduct_core::{StoreError, StoreResult, content_hash};
 
 /// The newest schema version this build knows; migrations bring older stores up to it.
-pub const SCHEMA_VERSION: i64 = 12;
+pub const SCHEMA_VERSION: i64 = 13;
 
 /// Opens (creating and migrating as needed) the store at `location`: a `postgres://` or
 /// `postgresql://` URL selects PostgreSQL, anything else is a SQLite file path.

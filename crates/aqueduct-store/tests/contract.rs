@@ -51,6 +51,7 @@ both_backends!(
     a_patients_record_is_read_in_one_query,
     api_keys_are_bound_to_one_organization_and_can_be_revoked,
     access_events_are_listed_per_organization_newest_first,
+    findings_are_acknowledged_once_and_kept,
 );
 
 async fn stored_bytes_come_back_identical(t: TestStore) {
@@ -1012,6 +1013,13 @@ async fn refresh_requests_queue_until_handled(t: TestStore) {
             .unwrap()
             .is_empty()
     );
+    // one request by id, as the API polls it: the same record, and none for another organization
+    assert_eq!(
+        t.store.get_refresh("acme", a).await.unwrap().as_ref(),
+        recent.iter().find(|r| r.id == a)
+    );
+    assert_eq!(t.store.get_refresh("other", a).await.unwrap(), None);
+    assert_eq!(t.store.get_refresh("acme", a2 + 1000).await.unwrap(), None);
     // a whole-connection request (a schedule) has no patient key
     let whole = RefreshRequest {
         patient_key: None,
@@ -1935,4 +1943,110 @@ async fn access_events_are_listed_per_organization_newest_first(t: TestStore) {
         older[0].event.count, 2,
         "paging goes on from before the given id"
     );
+}
+
+async fn findings_are_acknowledged_once_and_kept(t: TestStore) {
+    let c = conn("acme", "epic");
+    let finding = |kind: &str| Finding {
+        at: Utc::now(),
+        run_id: Some(3),
+        kind: kind.into(),
+        severity: "warning".into(),
+        resource_type: None,
+        detail: format!("{kind} seen"),
+    };
+    for k in ["empty-type", "scope-narrowed"] {
+        t.store.record_finding(&c, &finding(k)).await.unwrap();
+    }
+    // a run makes the connection show in status, with its open findings counted
+    t.store.begin_run(&c, "full").await.unwrap();
+    let open = |t: &TestStore| {
+        let s = t.store.clone();
+        async move { s.status("acme").await.unwrap()[0].findings }
+    };
+    assert_eq!(open(&t).await, 2);
+    let all = t.store.list_finding_records(&c, None, 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].finding.kind, "scope-narrowed", "newest first");
+    assert!(all.iter().all(|f| f.acknowledged.is_none()));
+    let id = all[1].id;
+
+    let first = Acknowledgement {
+        by: "api-key:k1".into(),
+        at: Utc::now(),
+        note: Some("the source has no such data".into()),
+    };
+    let acked = t
+        .store
+        .acknowledge_finding(&c, id, &first)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        acked.finding, all[1].finding,
+        "the finding itself is unchanged"
+    );
+    let got = acked.acknowledged.unwrap();
+    assert_eq!(
+        (got.by.as_str(), got.note.as_deref()),
+        ("api-key:k1", Some("the source has no such data"))
+    );
+    // a second acknowledgement does not overwrite the first
+    let again = Acknowledgement {
+        by: "api-key:k2".into(),
+        at: Utc::now(),
+        note: None,
+    };
+    let kept = t
+        .store
+        .acknowledge_finding(&c, id, &again)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.acknowledged.unwrap().by, "api-key:k1");
+    // another connection's or organization's id is not found, and changes nothing
+    for other in [conn("acme", "cerner"), conn("other", "epic")] {
+        assert_eq!(
+            t.store
+                .acknowledge_finding(&other, id, &again)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert_eq!(
+        t.store
+            .acknowledge_finding(&c, id + 1000, &again)
+            .await
+            .unwrap(),
+        None
+    );
+
+    let open_ones = t
+        .store
+        .list_finding_records(&c, Some(false), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        open_ones
+            .iter()
+            .map(|f| f.finding.kind.as_str())
+            .collect::<Vec<_>>(),
+        vec!["scope-narrowed"]
+    );
+    let acked_ones = t
+        .store
+        .list_finding_records(&c, Some(true), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        acked_ones.iter().map(|f| f.id).collect::<Vec<_>>(),
+        vec![id]
+    );
+    assert_eq!(
+        t.store.list_findings(&c, 10).await.unwrap().len(),
+        2,
+        "acknowledged findings stay"
+    );
+    assert_eq!(open(&t).await, 1, "status counts the open findings");
 }

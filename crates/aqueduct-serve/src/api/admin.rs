@@ -199,11 +199,9 @@ pub async fn refresh_request(
 ) -> Result<Json<RefreshRecord>, Problem> {
     state
         .store
-        .recent_refreshes(caller.org(), 10_000)
+        .get_refresh(caller.org(), id)
         .await
         .map_err(Problem::store)?
-        .into_iter()
-        .find(|r| r.id == id)
         .map(Json)
         .ok_or_else(|| Problem::not_found(format!("no refresh request {id}")))
 }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use aqueduct_core::{
-    AuthEvent, ConnectionStatus, Finding, LedgerEntry, RunId, RunOutcome, RunRequestStats, SyncRun,
-    TypeCount,
+    Acknowledgement, AuthEvent, ConnectionStatus, FindingRecord, LedgerEntry, RunId, RunOutcome,
+    RunRequestStats, SyncRun, TypeCount,
 };
 use axum::Json;
 use axum::extract::State;
@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{Caller, LimitQuery, P, Q};
+use super::extract::{Caller, J, P, Q};
 use crate::AppState;
 use crate::problem::Problem;
 
@@ -419,16 +419,27 @@ pub async fn run_requests(
     }))
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct FindingsQuery {
+    /// At most this many (the server's default page size when absent).
+    #[param(value_type = Option<i64>, minimum = 0.0, maximum = 4_294_967_295.0)]
+    limit: Option<u32>,
+    /// Only the acknowledged findings (`true`) or the open ones (`false`); all when absent.
+    acknowledged: Option<bool>,
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/connections/{connection}/findings",
     tag = "connections",
     params(
         ("connection" = String, Path, description = "The connection's name"),
-        LimitQuery,
+        FindingsQuery,
     ),
     responses(
-        (status = 200, description = "The connection's findings", body = Vec<crate::openapi::Finding>),
+        (status = 200, description = "The connection's findings, newest first", body = Vec<crate::openapi::FindingRecord>),
         (status = 400, description = "An unknown or malformed query parameter", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such connection (or run, patient...) in the caller's organization", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
@@ -440,16 +451,72 @@ pub async fn findings(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     P(name): P<String>,
-    Q(q): Q<LimitQuery>,
-) -> Result<Json<Vec<Finding>>, Problem> {
+    Q(q): Q<FindingsQuery>,
+) -> Result<Json<Vec<FindingRecord>>, Problem> {
     let conn = super::connection(&state, &caller, &name).await?;
     Ok(Json(
         state
             .store
-            .list_findings(&conn, state.page_size(q.limit))
+            .list_finding_records(&conn, q.acknowledged, state.page_size(q.limit))
             .await
             .map_err(Problem::store)?,
     ))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AcknowledgeBody {
+    /// Why, in the acknowledger's words (at most 1,000 characters).
+    #[schema(max_length = 1000)]
+    note: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections/{connection}/findings/{id}/acknowledge",
+    tag = "actions",
+    params(
+        ("connection" = String, Path, description = "The connection's name"),
+        ("id" = i64, Path, description = "The finding's id"),
+    ),
+    request_body(content = AcknowledgeBody, description = "An optional note", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The finding, acknowledged (the first acknowledgement stands: a repeat returns it unchanged)", body = crate::openapi::FindingRecord),
+        (status = 400, description = "A malformed body, or a note over 1,000 characters", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as application/json", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The body is JSON of the wrong shape", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such finding of this connection in the caller's organization", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one unknown, revoked, expired or invalid", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The credential does not grant the scope this needs", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store (or a JWT issuer's keys) could not answer; try again", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
+/// Acknowledges a finding: someone has looked at it. It stays listed, no longer counts as
+/// open, and keeps who acknowledged it, when and why.
+pub async fn acknowledge_finding(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    P((name, id)): P<(String, i64)>,
+    J(body): J<AcknowledgeBody>,
+) -> Result<Json<FindingRecord>, Problem> {
+    caller.principal.require(aqueduct_core::ApiScope::Write)?;
+    let conn = super::connection(&state, &caller, &name).await?;
+    if body.note.as_ref().is_some_and(|n| n.chars().count() > 1000) {
+        return Err(Problem::bad_request("note: at most 1,000 characters"));
+    }
+    let ack = Acknowledgement {
+        by: caller.principal.name.clone(),
+        at: chrono::Utc::now(),
+        note: body.note,
+    };
+    state
+        .store
+        .acknowledge_finding(&conn, id, &ack)
+        .await
+        .map_err(Problem::store)?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found(format!("no finding {id} of connection {name:?}")))
 }
 
 #[derive(Deserialize, IntoParams)]

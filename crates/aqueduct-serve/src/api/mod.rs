@@ -43,6 +43,10 @@ pub fn routes(state: Arc<AppState>) -> Router {
             "/connections/{connection}/findings",
             get(connections::findings),
         )
+        .route(
+            "/connections/{connection}/findings/{id}/acknowledge",
+            post(connections::acknowledge_finding),
+        )
         .route("/connections/{connection}/sync", post(admin::start_sync))
         .route(
             "/connections/{connection}/code-mappings",

@@ -17,6 +17,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../../migrations/postgres/0010_work_queue.sql")),
     (11, include_str!("../../migrations/postgres/0011_access.sql")),
     (12, include_str!("../../migrations/postgres/0012_live_patient_index.sql")),
+    (13, include_str!("../../migrations/postgres/0013_finding_acknowledgement.sql")),
 ];
 
 /// Arbitrary constant shared by every Aqueduct process: "aqueduct" in ASCII, truncated.

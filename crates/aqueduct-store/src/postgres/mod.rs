@@ -448,6 +448,24 @@ impl Audit for PgStore {
     async fn list_findings(&self, conn: &ConnectionRef, limit: u32) -> StoreResult<Vec<Finding>> {
         tenant::list_findings(self, conn, limit).await
     }
+
+    async fn list_finding_records(
+        &self,
+        conn: &ConnectionRef,
+        acknowledged: Option<bool>,
+        limit: u32,
+    ) -> StoreResult<Vec<FindingRecord>> {
+        tenant::list_finding_records(self, conn, acknowledged, limit).await
+    }
+
+    async fn acknowledge_finding(
+        &self,
+        conn: &ConnectionRef,
+        id: i64,
+        ack: &Acknowledgement,
+    ) -> StoreResult<Option<FindingRecord>> {
+        tenant::acknowledge_finding(self, conn, id, ack).await
+    }
 }
 
 #[async_trait]
@@ -542,7 +560,14 @@ impl Inbox for PgStore {
     }
 
     async fn recent_refreshes(&self, org: &str, limit: u32) -> StoreResult<Vec<RefreshRecord>> {
-        queue::recent(self, org, limit).await
+        queue::recent(self, org, None, limit).await
+    }
+
+    async fn get_refresh(&self, org: &str, id: i64) -> StoreResult<Option<RefreshRecord>> {
+        Ok(queue::recent(self, org, Some(id), 1)
+            .await?
+            .into_iter()
+            .next())
     }
 
     async fn schedule_last_due(&self, conn: &ConnectionRef) -> StoreResult<Option<DateTime<Utc>>> {

@@ -181,14 +181,21 @@ pub(super) async fn finish(
     Ok(true)
 }
 
-pub(super) async fn recent(s: &PgStore, org: &str, limit: u32) -> StoreResult<Vec<RefreshRecord>> {
+/// The newest requests of `org` first; only request `id` when one is given.
+pub(super) async fn recent(
+    s: &PgStore,
+    org: &str,
+    id: Option<i64>,
+    limit: u32,
+) -> StoreResult<Vec<RefreshRecord>> {
     let c = s.client().await?;
     let rows = c
         .query(
             "SELECT id, patient_key, connection, reason, source, requested_at, claimed_by,
                 lease_until >= now(), attempts, handled_at, outcome, detail, run_ids, coalesced_into
-             FROM refresh_requests WHERE organization = $1 ORDER BY id DESC LIMIT $2",
-            &[&org, &(limit as i64)],
+             FROM refresh_requests WHERE organization = $1 AND ($3::BIGINT IS NULL OR id = $3)
+             ORDER BY id DESC LIMIT $2",
+            &[&org, &(limit as i64), &id],
         )
         .await
         .map_err(|e| map_err(&s.location, "list refresh requests", e))?;

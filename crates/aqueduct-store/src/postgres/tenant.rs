@@ -596,6 +596,92 @@ pub(super) async fn list_findings(
         .collect())
 }
 
+const FINDING_RECORD_COLUMNS: &str = "id, at, run_id, kind, severity, resource_type, detail,
+    acknowledged_at, acknowledged_by, acknowledgement_note";
+
+fn row_to_finding_record(r: &tokio_postgres::Row) -> FindingRecord {
+    let acknowledged_at: Option<DateTime<Utc>> = r.get(7);
+    FindingRecord {
+        id: r.get(0),
+        finding: Finding {
+            at: r.get(1),
+            run_id: r.get(2),
+            kind: r.get(3),
+            severity: r.get(4),
+            resource_type: r.get(5),
+            detail: r.get(6),
+        },
+        acknowledged: acknowledged_at.map(|at| Acknowledgement {
+            at,
+            by: r.get::<_, Option<String>>(8).unwrap_or_default(),
+            note: r.get(9),
+        }),
+    }
+}
+
+pub(super) async fn list_finding_records(
+    s: &PgStore,
+    conn: &ConnectionRef,
+    acknowledged: Option<bool>,
+    limit: u32,
+) -> StoreResult<Vec<FindingRecord>> {
+    let c = s.client().await?;
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {FINDING_RECORD_COLUMNS} FROM findings
+                 WHERE organization = $1 AND connection = $2
+                   AND ($3::BOOLEAN IS NULL OR (acknowledged_at IS NOT NULL) = $3)
+                 ORDER BY id DESC LIMIT $4"
+            ),
+            &[
+                &conn.organization,
+                &conn.connection,
+                &acknowledged,
+                &(limit as i64),
+            ],
+        )
+        .await
+        .map_err(|e| map_err(&s.location, "list findings", e))?;
+    Ok(rows.iter().map(row_to_finding_record).collect())
+}
+
+pub(super) async fn acknowledge_finding(
+    s: &PgStore,
+    conn: &ConnectionRef,
+    id: i64,
+    ack: &Acknowledgement,
+) -> StoreResult<Option<FindingRecord>> {
+    let c = s.client().await?;
+    let e = |err| map_err(&s.location, "acknowledge finding", err);
+    // only an open finding takes the acknowledgement: the first one stands
+    c.execute(
+        "UPDATE findings SET acknowledged_at = $4, acknowledged_by = $5, acknowledgement_note = $6
+         WHERE organization = $1 AND connection = $2 AND id = $3 AND acknowledged_at IS NULL",
+        &[
+            &conn.organization,
+            &conn.connection,
+            &id,
+            &ack.at,
+            &ack.by,
+            &ack.note,
+        ],
+    )
+    .await
+    .map_err(e)?;
+    let row = c
+        .query_opt(
+            &format!(
+                "SELECT {FINDING_RECORD_COLUMNS} FROM findings
+                 WHERE organization = $1 AND connection = $2 AND id = $3"
+            ),
+            &[&conn.organization, &conn.connection, &id],
+        )
+        .await
+        .map_err(e)?;
+    Ok(row.as_ref().map(row_to_finding_record))
+}
+
 pub(super) async fn status(s: &PgStore, org: &str) -> StoreResult<Vec<ConnectionStatus>> {
     let names: Vec<(String, Option<String>, Option<String>)> = {
         let c = s.client().await?;
@@ -628,7 +714,7 @@ pub(super) async fn status(s: &PgStore, org: &str) -> StoreResult<Vec<Connection
             .query_one(
                 "SELECT (SELECT COUNT(*) FROM sync_requests
                           WHERE organization = $1 AND connection = $2 AND error_kind IS NOT NULL),
-                        (SELECT COUNT(*) FROM findings WHERE organization = $1 AND connection = $2)",
+                        (SELECT COUNT(*) FROM findings WHERE organization = $1 AND connection = $2 AND acknowledged_at IS NULL)",
                 &[&conn.organization, &conn.connection],
             )
             .await

@@ -698,6 +698,28 @@ impl Audit for SqliteStore {
         self.read(move |c| tenant::list_findings(c, &loc, &cr, limit))
             .await
     }
+
+    async fn list_finding_records(
+        &self,
+        conn: &ConnectionRef,
+        acknowledged: Option<bool>,
+        limit: u32,
+    ) -> StoreResult<Vec<FindingRecord>> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        self.read(move |c| tenant::list_finding_records(c, &loc, &cr, acknowledged, limit))
+            .await
+    }
+
+    async fn acknowledge_finding(
+        &self,
+        conn: &ConnectionRef,
+        id: i64,
+        ack: &Acknowledgement,
+    ) -> StoreResult<Option<FindingRecord>> {
+        let (loc, cr, ack) = (self.location.clone(), conn.clone(), ack.clone());
+        self.write(move |c| tenant::acknowledge_finding(c, &loc, &cr, id, &ack))
+            .await
+    }
 }
 
 #[async_trait]
@@ -862,8 +884,15 @@ impl Inbox for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<RefreshRecord>> {
         let (loc, org) = (self.location.clone(), organization.to_string());
-        self.read(move |c| queue::recent(c, &loc, &org, limit))
+        self.read(move |c| queue::recent(c, &loc, &org, None, limit))
             .await
+    }
+
+    async fn get_refresh(&self, organization: &str, id: i64) -> StoreResult<Option<RefreshRecord>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| queue::recent(c, &loc, &org, Some(id), 1))
+            .await
+            .map(|v| v.into_iter().next())
     }
 
     async fn schedule_last_due(&self, conn: &ConnectionRef) -> StoreResult<Option<DateTime<Utc>>> {

@@ -227,20 +227,23 @@ pub(super) fn finish(
     Ok(true)
 }
 
+/// The newest requests of `org` first; only request `id` when one is given.
 pub(super) fn recent(
     c: &mut Connection,
     loc: &str,
     org: &str,
+    id: Option<i64>,
     limit: u32,
 ) -> StoreResult<Vec<RefreshRecord>> {
     let now = Utc::now();
     c.prepare_cached(
         "SELECT id, patient_key, connection, reason, source, requested_at, claimed_by,
             lease_until, attempts, handled_at, outcome, detail, run_ids, coalesced_into
-         FROM refresh_requests WHERE organization = ?1 ORDER BY id DESC LIMIT ?2",
+         FROM refresh_requests WHERE organization = ?1 AND (?3 IS NULL OR id = ?3)
+         ORDER BY id DESC LIMIT ?2",
     )
     .and_then(|mut s| {
-        s.query_map(params![org, limit], |r| {
+        s.query_map(params![org, limit, id], |r| {
             let claimed_by: Option<String> = r.get(6)?;
             let lease: Option<String> = r.get(7)?;
             let handled: Option<String> = r.get(9)?;

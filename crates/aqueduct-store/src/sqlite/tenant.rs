@@ -633,6 +633,93 @@ pub(super) fn list_findings(
     .map_err(|e| map_err(loc, "list findings", e))
 }
 
+const FINDING_RECORD_COLUMNS: &str = "id, at, run_id, kind, severity, resource_type, detail,
+    acknowledged_at, acknowledged_by, acknowledgement_note";
+
+fn row_to_finding_record(r: &rusqlite::Row) -> rusqlite::Result<FindingRecord> {
+    let acknowledged_at: Option<String> = r.get(7)?;
+    Ok(FindingRecord {
+        id: r.get(0)?,
+        finding: Finding {
+            at: parse_ts(&r.get::<_, String>(1)?),
+            run_id: r.get(2)?,
+            kind: r.get(3)?,
+            severity: r.get(4)?,
+            resource_type: r.get(5)?,
+            detail: r.get(6)?,
+        },
+        acknowledged: match acknowledged_at {
+            Some(at) => Some(Acknowledgement {
+                at: parse_ts(&at),
+                by: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                note: r.get(9)?,
+            }),
+            None => None,
+        },
+    })
+}
+
+pub(super) fn list_finding_records(
+    c: &mut Connection,
+    loc: &str,
+    conn: &ConnectionRef,
+    acknowledged: Option<bool>,
+    limit: u32,
+) -> StoreResult<Vec<FindingRecord>> {
+    c.prepare_cached(&format!(
+        "SELECT {FINDING_RECORD_COLUMNS} FROM findings
+         WHERE organization = ?1 AND connection = ?2
+           AND (?3 IS NULL OR (acknowledged_at IS NOT NULL) = ?3)
+         ORDER BY id DESC LIMIT ?4"
+    ))
+    .and_then(|mut s| {
+        s.query_map(
+            params![conn.organization, conn.connection, acknowledged, limit],
+            row_to_finding_record,
+        )?
+        .collect()
+    })
+    .map_err(|e| map_err(loc, "list findings", e))
+}
+
+pub(super) fn acknowledge_finding(
+    c: &mut Connection,
+    loc: &str,
+    conn: &ConnectionRef,
+    id: i64,
+    ack: &Acknowledgement,
+) -> StoreResult<Option<FindingRecord>> {
+    let e = |err| map_err(loc, "acknowledge finding", err);
+    let tx = c.transaction().map_err(e)?;
+    // only an open finding takes the acknowledgement: the first one stands
+    tx.execute(
+        "UPDATE findings SET acknowledged_at = ?4, acknowledged_by = ?5, acknowledgement_note = ?6
+         WHERE organization = ?1 AND connection = ?2 AND id = ?3 AND acknowledged_at IS NULL",
+        params![
+            conn.organization,
+            conn.connection,
+            id,
+            ts(ack.at),
+            ack.by,
+            ack.note
+        ],
+    )
+    .map_err(e)?;
+    let record = tx
+        .query_row(
+            &format!(
+                "SELECT {FINDING_RECORD_COLUMNS} FROM findings
+                 WHERE organization = ?1 AND connection = ?2 AND id = ?3"
+            ),
+            params![conn.organization, conn.connection, id],
+            row_to_finding_record,
+        )
+        .optional()
+        .map_err(e)?;
+    tx.commit().map_err(e)?;
+    Ok(record)
+}
+
 pub(super) fn status(
     c: &mut Connection,
     loc: &str,
@@ -669,7 +756,8 @@ pub(super) fn status(
             .map_err(e)?;
         let findings: i64 = c
             .query_row(
-                "SELECT COUNT(*) FROM findings WHERE organization = ?1 AND connection = ?2",
+                "SELECT COUNT(*) FROM findings
+                 WHERE organization = ?1 AND connection = ?2 AND acknowledged_at IS NULL",
                 params![conn.organization, conn.connection],
                 |r| r.get(0),
             )
