@@ -69,7 +69,8 @@ pub struct AppState {
     /// at most.
     pub overviews: cache::TtlCache<String, Arc<Vec<api::ConnectionView>>>,
     /// The connections the store knows per organization (every request checks one).
-    pub store_connections: cache::TtlCache<String, Arc<Vec<String>>>,
+    /// The connections the store knows per organization: (name, source base URL).
+    pub store_connections: cache::TtlCache<String, Arc<Vec<(String, String)>>>,
     /// Freshness of each source as the facade's Bundles carry it.
     pub freshness: cache::TtlCache<aqueduct_core::ConnectionRef, serde_json::Value>,
 }

@@ -970,4 +970,49 @@ async fn the_clean_view_adds_the_normalized_form_beside_what_the_source_sent() {
                 .is_none_or(|e| !e.to_string().contains("aqueduct.dev"))
         );
     }
+
+    // the clean view is written over the source's bytes: its order, its number text and its
+    // escapes stay; an absolute reference to the source (known from the store's connection
+    // record, not the configuration) becomes a facade reference
+    let base = s.env.sim.base_url();
+    let base = base.trim_end_matches('/');
+    let bytes = format!(
+        r#"{{"resourceType":"Observation","status":"final","valueQuantity":{{"value":7.10,"unit":"%","system":"http://unitsofmeasure.org","code":"%"}},"id":"spliced","subject":{{"reference":"{base}/Patient/{pid}"}},"note":[{{"text":"caf\u00e9 \"ok\""}}],"performer":[{{"reference":"https://elsewhere.example/Practitioner/9"}}]}}"#
+    );
+    store
+        .write_resources(
+            &acme,
+            &[RawResource {
+                resource_type: "Observation".into(),
+                logical_id: "spliced".into(),
+                version_id: None,
+                last_updated: None,
+                source_url: format!("{base}/Observation/spliced"),
+                patient_id: Some(pid.clone()),
+                parse_status: ParseStatus::Ok,
+                fetched_at: chrono::Utc::now(),
+                bytes: bytes.clone().into_bytes(),
+            }],
+        )
+        .await
+        .unwrap();
+    let (status, _, body) = s
+        .get(&s.acme_read, "/fhir/acme/Observation/epic.spliced")
+        .await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            r#"{{"resourceType":"Observation","status":"final","valueQuantity":{{"value":7.10,"unit":"%","system":"http://unitsofmeasure.org","code":"%"}},"id":"epic.spliced","subject":{{"reference":"Patient/epic.{pid}"}},"note":[{{"text":"caf\u00e9 \"ok\""}}],"performer":[{{"reference":"https://elsewhere.example/Practitioner/9"}}],"meta":{{"source":"urn:aqueduct:connection:epic"}}}}"#
+        )
+    );
+    let (_, _, raw_body) = s
+        .get(&s.acme_read, "/fhir/acme/raw/Observation/epic.spliced")
+        .await;
+    assert_eq!(
+        raw_body,
+        bytes.into_bytes(),
+        "the raw view is the bytes as stored"
+    );
 }

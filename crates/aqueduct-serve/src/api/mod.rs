@@ -107,7 +107,7 @@ pub(crate) async fn connection(
         || store_connections(state, org)
             .await?
             .iter()
-            .any(|c| c == name)
+            .any(|(c, _)| c == name)
     {
         Ok(ConnectionRef::new(org, name))
     } else {
@@ -115,22 +115,22 @@ pub(crate) async fn connection(
     }
 }
 
-/// The connections the store knows for `org` (HL7 feeds, connections no longer configured),
-/// at most `overview_cache_ms` old.
+/// The connections the store knows for `org` (HL7 feeds, connections no longer configured)
+/// with their source base URLs, at most `overview_cache_ms` old.
 pub(crate) async fn store_connections(
     state: &AppState,
     org: &str,
-) -> Result<Arc<Vec<String>>, Problem> {
+) -> Result<Arc<Vec<(String, String)>>, Problem> {
     if let Some(c) = state.store_connections.get(&org.to_string()) {
         return Ok(c);
     }
-    let names: Vec<String> = state
+    let names: Vec<(String, String)> = state
         .store
         .list_connections(org)
         .await
         .map_err(Problem::store)?
         .into_iter()
-        .map(|c| c.name)
+        .map(|c| (c.name, c.base_url))
         .collect();
     let names = Arc::new(names);
     state

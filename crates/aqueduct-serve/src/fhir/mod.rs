@@ -5,6 +5,7 @@
 
 mod audit_event;
 mod capability;
+mod clean;
 pub mod ids;
 pub mod params;
 pub mod refs;
@@ -62,8 +63,8 @@ pub const TYPES: &[&str] = &[
     "Specimen",
 ];
 
-/// Normalized rows by (connection, type, logical id).
-type Normalized = HashMap<(String, String, String), Vec<StoredNormalized>>;
+/// The normalized rows of each resource of an answer, in the answer's order.
+type Normalized = Vec<Vec<StoredNormalized>>;
 
 /// Rows scanned at most by one search page that names no patient and no id.
 const SCAN_BUDGET: usize = 20_000;
@@ -125,6 +126,9 @@ struct Ctx {
     /// The facade's base URL as the client reached it (for fullUrl and links).
     base: String,
     strict: bool,
+    /// Each connection's source base as this request found it (config, else the store's
+    /// record): one answer renders every resource of a connection the same way.
+    bases: std::sync::Mutex<HashMap<String, Option<String>>>,
 }
 
 impl Ctx {
@@ -169,14 +173,31 @@ impl Ctx {
             view,
             base,
             strict,
+            bases: Default::default(),
         })
+    }
+
+    fn remember_base(&self, conn: &str, base: Option<String>) {
+        let mut bases = self.bases.lock().unwrap_or_else(|p| p.into_inner());
+        bases.insert(conn.to_string(), base);
     }
 
     /// The organization's connection `name`, or 404.
     async fn connection(&self, name: &str) -> Result<ConnectionRef, Outcome> {
-        crate::api::connection(&self.state, &self.caller, name)
+        let conn = crate::api::connection(&self.state, &self.caller, name)
             .await
-            .map_err(Outcome::from)
+            .map_err(Outcome::from)?;
+        let base = match self.configured_base(name) {
+            Some(b) => Some(b),
+            None => crate::api::store_connections(&self.state, &self.org)
+                .await
+                .map_err(Outcome::from)?
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, b)| b.clone()),
+        };
+        self.remember_base(name, base);
+        Ok(conn)
     }
 
     async fn connections(&self) -> Result<Vec<ConnectionRef>, Outcome> {
@@ -194,7 +215,19 @@ impl Ctx {
             .await
             .map_err(store_outcome)?
         {
+            let base = self.configured_base(&c.name).or(Some(c.base_url));
+            self.remember_base(&c.name, base);
             names.insert(c.name);
+        }
+        for n in &names {
+            let known = self
+                .bases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(n);
+            if !known {
+                self.remember_base(n, self.configured_base(n));
+            }
         }
         Ok(names
             .into_iter()
@@ -202,54 +235,66 @@ impl Ctx {
             .collect())
     }
 
-    /// The source's FHIR base, to recognise absolute references to it.
-    fn source_base(&self, conn: &str) -> Option<String> {
+    fn configured_base(&self, conn: &str) -> Option<String> {
         self.state
             .config
             .organizations
             .get(&self.org)
             .and_then(|o| o.connections.get(conn))
-            .map(|c| {
-                let s = c.base_url.to_string();
-                if s.ends_with('/') { s } else { format!("{s}/") }
-            })
+            .map(|c| c.base_url.to_string())
     }
 
-    fn render(&self, r: &StoredResource, rows: &Normalized) -> Option<String> {
-        let base = self.source_base(&r.connection.connection);
-        let key = (
-            r.connection.connection.clone(),
-            r.resource_type.clone(),
-            r.logical_id.clone(),
-        );
-        let mine = rows.get(&key).map(Vec::as_slice).unwrap_or_default();
-        view::render(r, self.view, base.as_deref(), mine)
+    /// The source's FHIR base (ending in '/'), to recognise absolute references to it: from
+    /// the configuration, else as the store registered the connection, as this request's
+    /// connection checks found it.
+    fn source_base(&self, conn: &str) -> Option<String> {
+        let remembered = self
+            .bases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(conn)
+            .cloned();
+        let base = match remembered {
+            Some(b) => b,
+            None => self.configured_base(conn),
+        }
+        .filter(|b| !b.is_empty())?;
+        Some(if base.ends_with('/') {
+            base
+        } else {
+            format!("{base}/")
+        })
+    }
+
+    /// Appends `r` as the view shows it to `out`; false (and nothing appended) when it
+    /// cannot be shown as JSON. `base` is the source's base ([`Self::source_base`]).
+    fn render_into(
+        &self,
+        r: &StoredResource,
+        rows: &[StoredNormalized],
+        base: Option<&str>,
+        out: &mut String,
+    ) -> bool {
+        view::render_into(r, self.view, base, rows, out)
     }
 
     /// The normalized rows derived from the current version of each resource, for the clean
-    /// view (the raw view needs none): one query per connection and type.
+    /// view (the raw view needs none), in the order of `rs`: one query per connection and type.
     async fn normalized(&self, rs: &[&StoredResource]) -> Result<Normalized, Outcome> {
-        let mut out = Normalized::new();
+        let mut out: Normalized = vec![Vec::new(); rs.len()];
         if self.view == View::Raw {
             return Ok(out);
         }
-        let mut groups: HashMap<(&ConnectionRef, &str), Vec<String>> = Default::default();
-        let mut hashes: HashMap<(String, String, String), &str> = HashMap::new();
-        for r in rs {
+        // (connection, type) → logical id → position in `rs`
+        let mut groups: HashMap<(&ConnectionRef, &str), HashMap<&str, usize>> = HashMap::new();
+        for (i, r) in rs.iter().enumerate() {
             groups
                 .entry((&r.connection, r.resource_type.as_str()))
                 .or_default()
-                .push(r.logical_id.clone());
-            hashes.insert(
-                (
-                    r.connection.connection.clone(),
-                    r.resource_type.clone(),
-                    r.logical_id.clone(),
-                ),
-                &r.content_hash,
-            );
+                .insert(r.logical_id.as_str(), i);
         }
-        for ((conn, rtype), ids) in groups {
+        for ((conn, rtype), at) in groups {
+            let ids: Vec<String> = at.keys().map(|id| id.to_string()).collect();
             for row in self
                 .state
                 .store
@@ -257,14 +302,12 @@ impl Ctx {
                 .await
                 .map_err(store_outcome)?
             {
-                let key = (
-                    conn.connection.clone(),
-                    row.resource_type.clone(),
-                    row.logical_id.clone(),
-                );
+                let Some(&i) = at.get(row.logical_id.as_str()) else {
+                    continue;
+                };
                 // rows of an older version of the resource are not its normalized form
-                if hashes.get(&key) == Some(&row.content_hash.as_str()) {
-                    out.entry(key).or_default().push(row);
+                if rs[i].content_hash == row.content_hash {
+                    out[i].push(row);
                 }
             }
         }
@@ -356,9 +399,11 @@ async fn read(ctx: Ctx, rtype: String, fid: String) -> Result<Response, Outcome>
         ));
     }
     let rows = ctx.normalized(&[&r]).await?;
-    let body = ctx
-        .render(&r, &rows)
-        .ok_or_else(|| unreadable(&rtype, &fid))?;
+    let mut body = String::with_capacity(r.bytes.len() + 256);
+    let base = ctx.source_base(&r.connection.connection);
+    if !ctx.render_into(&r, &rows[0], base.as_deref(), &mut body) {
+        return Err(unreadable(&rtype, &fid));
+    }
     ctx.log(
         "read",
         "/fhir/{org}/{type}/{id}",
@@ -565,7 +610,11 @@ async fn search(ctx: Ctx, rtype: String, q: Option<String>) -> Result<Response, 
                     .await
                     .map_err(store_outcome)?
                 {
-                    let conn = ConnectionRef::new(&ctx.org, &hit.connection);
+                    // the identifier index is the organization's; the check also finds
+                    // the connection's source base for the clean view
+                    let Ok(conn) = ctx.connection(&hit.connection).await else {
+                        continue;
+                    };
                     if let Some(r) = store
                         .get_resource(&conn, "Patient", &hit.logical_id)
                         .await
@@ -883,14 +932,19 @@ async fn bundle(
     let rows = ctx
         .normalized(&entries.iter().map(|e| &e.r).collect::<Vec<_>>())
         .await?;
-    for e in entries {
-        let Some(body) = ctx.render(&e.r, &rows) else {
-            continue;
-        };
+    // one source base per connection of the answer, not per resource
+    let bases: HashMap<&str, Option<String>> = entries
+        .iter()
+        .map(|e| e.r.connection.connection.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|c| (c, ctx.source_base(c)))
+        .collect();
+    for (e, rows) in entries.iter().zip(&rows) {
+        let mark = out.len();
         if !first {
             out.push(',');
         }
-        first = false;
         let full = format!(
             "{}/{}/{}",
             ctx.base,
@@ -900,8 +954,18 @@ async fn bundle(
         out.push_str(r#"{"fullUrl":"#);
         out.push_str(&Value::String(full).to_string());
         out.push_str(r#","resource":"#);
-        out.push_str(&body);
-        out.push_str(&format!(r#","search":{{"mode":"{}"}}}}"#, e.mode));
+        let base = bases
+            .get(e.r.connection.connection.as_str())
+            .and_then(|b| b.as_deref());
+        if !ctx.render_into(&e.r, rows, base, &mut out) {
+            // not JSON: left out, as the store's check at arrival would have
+            out.truncate(mark);
+            continue;
+        }
+        first = false;
+        out.push_str(r#","search":{"mode":""#);
+        out.push_str(e.mode);
+        out.push_str(r#""}}"#);
     }
     if unreadable_held > 0 {
         if !first {

@@ -1,6 +1,7 @@
 //! The two views of a stored resource: `raw` (the bytes exactly as received) and `clean`
-//! (ids and references rewritten to facade ids, `meta.source` naming the connection). The
-//! store is never rewritten: the clean view is computed per answer.
+//! (ids and references rewritten to facade ids, `meta.source` naming the connection, the
+//! normalized form beside the source's). The store is never rewritten: the clean view is
+//! written per answer over the source's bytes ([`super::clean`]).
 
 use aqueduct_core::{StoredNormalized, StoredResource};
 use serde_json::Value;
@@ -20,7 +21,7 @@ pub fn source_uri(connection: &str) -> String {
 
 /// Rewrites a relative (`Type/id`, `Type/id/_history/n`) or same-server absolute reference
 /// to the facade id; contained (`#x`), logical and foreign references stay as they are.
-fn rewrite_reference(r: &str, connection: &str, base: Option<&str>) -> Option<String> {
+pub(super) fn rewrite_reference(r: &str, connection: &str, base: Option<&str>) -> Option<String> {
     let rel = match base {
         Some(b) if r.starts_with(b) => r[b.len()..].trim_start_matches('/'),
         _ if r.contains("://") || r.starts_with('#') || r.starts_with("urn:") => return None,
@@ -37,91 +38,80 @@ fn rewrite_reference(r: &str, connection: &str, base: Option<&str>) -> Option<St
     })
 }
 
-fn rewrite(v: &mut Value, connection: &str, base: Option<&str>) {
-    match v {
-        Value::Object(m) => {
-            if let Some(Value::String(r)) = m.get_mut("reference") {
-                if let Some(new) = rewrite_reference(r, connection, base) {
-                    *r = new;
-                }
-            }
-            for (_, child) in m.iter_mut() {
-                rewrite(child, connection, base);
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(|x| rewrite(x, connection, base)),
-        _ => {}
-    }
-}
-
 /// Marks what the clean view added to a resource, so a reader can tell it from the source's.
 pub const NORMALIZED_CODING: &str =
     "https://aqueduct.dev/fhir/StructureDefinition/normalized-coding";
 pub const NORMALIZED_STATUS: &str =
     "https://aqueduct.dev/fhir/StructureDefinition/normalized-status";
-const UCUM: &str = "http://unitsofmeasure.org";
+pub(super) const UCUM: &str = "http://unitsofmeasure.org";
 
-/// Adds the normalized form beside the source's: the standard coding a rule inferred or a
-/// reviewer mapped (marked with [`NORMALIZED_CODING`]), the UCUM code of a quantity's unit, and
-/// the normalized status ([`NORMALIZED_STATUS`]). Nothing the source sent is changed.
-fn enrich(v: &mut Value, resource_type: &str, rows: &[StoredNormalized]) {
-    let Some(primary) = rows.iter().find(|r| r.record.ordinal == 0) else {
-        return;
-    };
-    let rec = &primary.record;
-    if let (Some(system), Some(code), "inferred" | "mapped") =
-        (&rec.code_system, &rec.code, rec.resolution.as_str())
-    {
-        if let Some(path) = super::params::code_paths(resource_type).first() {
-            let cc = v
-                .as_object_mut()
-                .map(|o| o.entry(*path).or_insert_with(|| serde_json::json!({})));
-            if let Some(Value::Object(cc)) = cc {
-                let codings = cc
-                    .entry("coding")
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                if let Value::Array(list) = codings {
-                    let present = list.iter().any(|c| {
-                        c["system"].as_str() == Some(system) && c["code"].as_str() == Some(code)
-                    });
-                    if !present {
-                        let mut coding = serde_json::json!({
-                            "extension": [{"url": NORMALIZED_CODING, "valueCode": rec.resolution}],
-                            "system": system,
-                            "code": code,
-                            "userSelected": false,
-                        });
-                        if let Some(d) = &rec.display {
-                            coding["display"] = Value::String(d.clone());
-                        }
-                        list.push(coding);
-                    }
-                }
-            }
+/// The standard coding a rule inferred or a reviewer mapped, ready to be written.
+pub(super) struct AddedCoding {
+    pub system: String,
+    pub code: String,
+    /// The coding as JSON text, marked with [`NORMALIZED_CODING`].
+    pub json: String,
+}
+
+impl AddedCoding {
+    pub(super) fn new(system: &str, code: &str, display: Option<&str>, resolution: &str) -> Self {
+        let mut coding = serde_json::json!({
+            "extension": [{"url": NORMALIZED_CODING, "valueCode": resolution}],
+            "system": system,
+            "code": code,
+            "userSelected": false,
+        });
+        if let Some(d) = display {
+            coding["display"] = Value::String(d.to_string());
+        }
+        Self {
+            system: system.to_string(),
+            code: code.to_string(),
+            json: coding.to_string(),
         }
     }
-    // only two fields of the row are needed: read them without building the whole tree
-    let data: RowData = serde_json::from_str(&rec.data).unwrap_or_default();
-    // a detail of another shape (another kind of row) is simply not a quantity
-    let ucum = data
-        .detail
-        .and_then(|d| serde_json::from_str::<RowDetail>(d.get()).ok())
-        .and_then(|d| d.value)
-        .and_then(|v| v.ucum);
-    if let Some(ucum) = ucum {
-        if let Some(Value::Object(q)) = v.get_mut("valueQuantity") {
-            if !q.contains_key("system") && !q.contains_key("code") {
-                q.insert("system".into(), Value::String(UCUM.into()));
-                q.insert("code".into(), Value::String(ucum));
-            }
-        }
-    }
-    if let (Some(status), Some(obj)) = (data.status, v.as_object_mut()) {
-        let ext = obj
-            .entry("extension")
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if let Value::Array(list) = ext {
-            list.push(serde_json::json!({"url": NORMALIZED_STATUS, "valueCode": status}));
+}
+
+/// What the clean view adds beside what the source sent: the normalized coding, the UCUM code
+/// of a quantity's unit and the normalized status (as the JSON text of its extension).
+#[derive(Default)]
+pub(super) struct Additions {
+    pub coding: Option<AddedCoding>,
+    pub ucum: Option<String>,
+    pub status: Option<String>,
+}
+
+impl Additions {
+    /// From the resource's normalized rows (its first row is the one that speaks for it).
+    pub(super) fn of(rows: &[StoredNormalized]) -> Self {
+        let Some(primary) = rows.iter().find(|r| r.record.ordinal == 0) else {
+            return Self::default();
+        };
+        let rec = &primary.record;
+        let coding = match (&rec.code_system, &rec.code, rec.resolution.as_str()) {
+            (Some(system), Some(code), "inferred" | "mapped") => Some(AddedCoding::new(
+                system,
+                code,
+                rec.display.as_deref(),
+                &rec.resolution,
+            )),
+            _ => None,
+        };
+        // only two fields of the row are needed: read them without building the whole tree
+        let data: RowData = serde_json::from_str(&rec.data).unwrap_or_default();
+        // a detail of another shape (another kind of row) is simply not a quantity
+        let ucum = data
+            .detail
+            .and_then(|d| serde_json::from_str::<RowDetail>(d.get()).ok())
+            .and_then(|d| d.value)
+            .and_then(|v| v.ucum);
+        let status = data.status.map(|status| {
+            serde_json::json!({"url": NORMALIZED_STATUS, "valueCode": status}).to_string()
+        });
+        Self {
+            coding,
+            ucum,
+            status,
         }
     }
 }
@@ -144,44 +134,44 @@ struct RowValue {
     ucum: Option<String>,
 }
 
-/// The clean form of a stored resource; None when its bytes are not JSON.
-pub fn clean(
-    r: &StoredResource,
-    base_url: Option<&str>,
-    rows: &[StoredNormalized],
-) -> Option<Value> {
-    let mut v: Value = serde_json::from_slice(&r.bytes).ok()?;
-    enrich(&mut v, &r.resource_type, rows);
-    let conn = r.connection.connection.as_str();
-    rewrite(&mut v, conn, base_url);
-    let obj = v.as_object_mut()?;
-    obj.insert("id".into(), Value::String(facade_id(conn, &r.logical_id)));
-    let meta = obj
-        .entry("meta")
-        .or_insert_with(|| Value::Object(Default::default()));
-    if let Some(m) = meta.as_object_mut() {
-        m.insert("source".into(), Value::String(source_uri(conn)));
-    }
-    Some(v)
-}
-
-/// The resource as the view shows it, as JSON text; None when it cannot be shown as JSON.
-pub fn render(
+/// Appends the resource as the view shows it, as JSON text, to `out`; false (and nothing
+/// appended) when it cannot be shown as JSON.
+pub fn render_into(
     r: &StoredResource,
     view: View,
     base_url: Option<&str>,
     rows: &[StoredNormalized],
-) -> Option<String> {
+    out: &mut String,
+) -> bool {
+    let Ok(text) = std::str::from_utf8(&r.bytes) else {
+        return false;
+    };
     match view {
         View::Raw => {
             // served byte for byte; bytes that are not JSON cannot sit in a FHIR answer (the
             // fetcher judged them when they arrived; others are checked here)
-            if !matches!(r.parse_status, aqueduct_core::ParseStatus::Ok) {
-                serde_json::from_slice::<serde::de::IgnoredAny>(&r.bytes).ok()?;
+            if !matches!(r.parse_status, aqueduct_core::ParseStatus::Ok)
+                && serde_json::from_str::<serde::de::IgnoredAny>(text).is_err()
+            {
+                return false;
             }
-            std::str::from_utf8(&r.bytes).ok().map(str::to_string)
+            out.push_str(text);
+            true
         }
-        View::Clean => clean(r, base_url, rows).map(|v| v.to_string()),
+        View::Clean => {
+            let refs = super::clean::Refs {
+                connection: &r.connection.connection,
+                base: base_url,
+            };
+            super::clean::clean_into(
+                text,
+                &r.resource_type,
+                &r.logical_id,
+                &refs,
+                &Additions::of(rows),
+                out,
+            )
+        }
     }
 }
 
