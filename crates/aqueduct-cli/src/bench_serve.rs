@@ -4,8 +4,9 @@
 //! is started on it (audit log on: every read is committed before it is answered), and
 //! `--concurrency` client tasks in the same process send requests for `--seconds` per
 //! scenario. The clients share the machine with the server, so the figures are a floor for a
-//! server with the machine to itself. Prints requests/s, P50/P95/P99 latency, errors and the
-//! process's peak RSS.
+//! server with the machine to itself. Prints requests/s, P50/P95/P99 latency, errors, the
+//! CPU time per request of the whole process (server and clients: comparable between two
+//! versions even when other work shares the machine) and the process's peak RSS.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +19,7 @@ use aqueduct_store::ApiScope;
 use aqueduct_sync::{SyncMode, SyncOptions, Syncer};
 use clap::Args;
 
-use crate::rss::{peak_rss_mib, rss_mib};
+use crate::rss::{cpu_seconds, peak_rss_mib, rss_mib};
 
 #[derive(Args)]
 pub struct BenchServeArgs {
@@ -207,8 +208,8 @@ pub async fn run(args: BenchServeArgs) -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
     println!(
-        "  {:<40} {:>9} {:>9} {:>9} {:>9} {:>7}",
-        "scenario", "req/s", "P50 ms", "P95 ms", "P99 ms", "errors"
+        "  {:<40} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10}",
+        "scenario", "req/s", "P50 ms", "P95 ms", "P99 ms", "errors", "CPU us/req"
     );
     for sc in scenarios {
         if args
@@ -223,6 +224,7 @@ pub async fn run(args: BenchServeArgs) -> anyhow::Result<()> {
         let errors = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + Duration::from_secs(args.seconds);
         let started = Instant::now();
+        let cpu_before = cpu_seconds();
         let mut tasks = Vec::new();
         for _ in 0..args.concurrency {
             let (sc, counter, errors, http, key) = (
@@ -258,6 +260,12 @@ pub async fn run(args: BenchServeArgs) -> anyhow::Result<()> {
             lat.extend(t.await?);
         }
         let elapsed = started.elapsed().as_secs_f64();
+        let cpu_per_request = match (cpu_before, cpu_seconds()) {
+            (Some(a), Some(b)) if !lat.is_empty() => {
+                format!("{:.0}", (b - a) * 1e6 / lat.len() as f64)
+            }
+            _ => "-".to_string(),
+        };
         lat.sort_unstable();
         let q = |p: f64| {
             lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -265,13 +273,14 @@ pub async fn run(args: BenchServeArgs) -> anyhow::Result<()> {
                 .unwrap_or(0.0)
         };
         println!(
-            "  {:<40} {:>9.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+            "  {:<40} {:>9.0} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>10}",
             sc.name,
             lat.len() as f64 / elapsed,
             q(0.50),
             q(0.95),
             q(0.99),
-            errors.load(Ordering::Relaxed)
+            errors.load(Ordering::Relaxed),
+            cpu_per_request
         );
     }
     let audited = store.list_access("bench", None, None, 1).await?;
