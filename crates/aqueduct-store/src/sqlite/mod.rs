@@ -739,6 +739,23 @@ impl Inbox for SqliteStore {
             .await
     }
 
+    async fn complete_conversions(
+        &self,
+        organization: &str,
+        conversions: &[InboundConversion],
+    ) -> StoreResult<WriteSummary> {
+        if conversions.is_empty() {
+            return Ok(WriteSummary::default());
+        }
+        let (loc, org, conv) = (
+            self.location.clone(),
+            organization.to_string(),
+            conversions.to_vec(),
+        );
+        self.write(move |c| inbound::complete_conversions(c, &loc, &org, &conv))
+            .await
+    }
+
     async fn mark_inbound_processed(
         &self,
         organization: &str,

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::ToSqlOutput;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::{map_err, parse_ts, ts};
 use aqueduct_core::error::StoreResult;
@@ -40,6 +40,19 @@ pub(super) fn write(
 ) -> StoreResult<WriteSummary> {
     let e = |err| map_err(loc, "write resources", err);
     let tx = c.transaction().map_err(e)?;
+    let summary = write_in(&tx, loc, conn, batch)?;
+    tx.commit().map_err(e)?;
+    Ok(summary)
+}
+
+/// Writes a batch inside the caller's transaction (which commits it, or not).
+pub(super) fn write_in(
+    tx: &Transaction<'_>,
+    loc: &str,
+    conn: &ConnectionRef,
+    batch: &[RawResource],
+) -> StoreResult<WriteSummary> {
+    let e = |err| map_err(loc, "write resources", err);
     let mut summary = WriteSummary::default();
     {
         let mut lookup = tx
@@ -200,7 +213,6 @@ pub(super) fn write(
             }
         }
     }
-    tx.commit().map_err(e)?;
     Ok(summary)
 }
 
