@@ -238,11 +238,15 @@ async fn conversions_attempt(
     upsert_all: bool,
 ) -> Result<WriteSummary, Attempt> {
     let e = Attempt::Pg;
-    let ids: Vec<i64> = conversions.iter().map(|c| c.outcome.id).collect();
-    let errors: Vec<Option<&str>> = conversions
+    // a message listed twice counts once, as its first entry (as one by one: the second
+    // finds it processed)
+    let mut seen = std::collections::HashSet::new();
+    let firsts: Vec<&InboundConversion> = conversions
         .iter()
-        .map(|c| c.outcome.error.as_deref())
+        .filter(|c| seen.insert(c.outcome.id))
         .collect();
+    let ids: Vec<i64> = firsts.iter().map(|c| c.outcome.id).collect();
+    let errors: Vec<Option<&str>> = firsts.iter().map(|c| c.outcome.error.as_deref()).collect();
     let mut c = s.client().await.map_err(Attempt::Store)?;
     let tx = c.transaction().await.map_err(e)?;
     // only messages not completed before: one converted twice writes and queues nothing again
@@ -259,8 +263,8 @@ async fn conversions_attempt(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let todo: Vec<&InboundConversion> = conversions
-        .iter()
+    let todo: Vec<&InboundConversion> = firsts
+        .into_iter()
         .filter(|c| marked.contains(&c.outcome.id))
         .collect();
     // one set-based write per connection, each in message order (a key written twice keeps
