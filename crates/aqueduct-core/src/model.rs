@@ -489,6 +489,16 @@ pub struct InboundOutcome {
     pub refresh: Vec<RefreshRequest>,
 }
 
+/// A converted inbound message as [`crate::Inbox::complete_conversions`] records it: its
+/// outcome and the resources it converted to, filed under `connection` of the message's
+/// organization (none when conversion failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundConversion {
+    pub outcome: InboundOutcome,
+    pub connection: String,
+    pub resources: Vec<RawResource>,
+}
+
 /// One normalized row derived from a raw resource (a blood-pressure panel gives two). The store
 /// keeps the columns it indexes and the row itself as JSON; what the JSON holds is the
 /// normalize layer's business.

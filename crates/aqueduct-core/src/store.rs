@@ -267,6 +267,18 @@ pub trait Inbox: Send + Sync {
         organization: &str,
         outcomes: &[InboundOutcome],
     ) -> StoreResult<()>;
+    /// Records converted messages in ONE transaction, in the order given: each message not yet
+    /// processed has its resources written under its connection (exactly as
+    /// [`Resources::write_resources`] writes them: unchanged bytes are not rewritten, changed
+    /// ones move the stored copy to history first), is marked processed (with its error, if
+    /// any) and has its refresh requests queued. A crash leaves all of it or none, so a message
+    /// is never marked without its resources and refresh requests; a message already processed
+    /// is left alone, resources included. Returns what the resource writes did.
+    async fn complete_conversions(
+        &self,
+        organization: &str,
+        conversions: &[InboundConversion],
+    ) -> StoreResult<WriteSummary>;
     /// Records that a stored message was turned into resources and events (or why not).
     async fn mark_inbound_processed(
         &self,

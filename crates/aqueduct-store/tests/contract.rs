@@ -46,6 +46,7 @@ both_backends!(
     runs_whose_heartbeat_stopped_are_closed_as_failed,
     a_lease_has_one_holder_until_released_or_expired,
     converted_messages_and_their_refreshes_complete_together,
+    converted_messages_complete_with_their_resources,
     a_reused_control_id_with_other_content_is_a_new_message_and_a_finding,
     messages_stored_before_the_content_key_match_resends_by_bytes,
     a_patients_record_is_read_in_one_query,
@@ -1742,6 +1743,119 @@ async fn converted_messages_and_their_refreshes_complete_together(t: TestStore) 
             .processed_at
             .is_none()
     );
+}
+
+async fn converted_messages_complete_with_their_resources(t: TestStore) {
+    let stored = t
+        .store
+        .store_inbound_messages("acme", &[inbound("20"), inbound("21"), inbound("22")])
+        .await
+        .unwrap();
+    let req = |key: &str| RefreshRequest {
+        patient_key: Some(key.into()),
+        connection: None,
+        reason: "hl7:ORU^R01".into(),
+        source: "mllp://LAB^HOSP/20".into(),
+    };
+    let conversion = |id: i64, connection: &str, resources: Vec<RawResource>| InboundConversion {
+        outcome: InboundOutcome {
+            id,
+            error: None,
+            refresh: Vec::new(),
+        },
+        connection: connection.into(),
+        resources,
+    };
+    let mut first = conversion(
+        stored[0].id,
+        "hl7-HOSP",
+        vec![observation("o1", 1.0), observation("o2", 2.0)],
+    );
+    first.outcome.refresh = vec![req("urn:mrn|1")];
+    let mut failed = conversion(stored[1].id, "hl7-HOSP", Vec::new());
+    failed.outcome.error = Some("no PID segment".into());
+    // a later message of the same batch changes o1 again: both versions are kept, in order
+    let later = conversion(stored[2].id, "hl7-HOSP", vec![observation("o1", 1.5)]);
+    // the same message once more in the batch: its first entry completed it, this one is
+    // left alone (nothing written under hl7-CLINIC, nothing queued)
+    let mut twice = conversion(stored[2].id, "hl7-CLINIC", vec![observation("o9", 9.0)]);
+    twice.outcome.refresh = vec![req("urn:mrn|2")];
+    let batch = vec![first, failed, later, twice];
+
+    let s = t.store.complete_conversions("acme", &batch).await.unwrap();
+    assert_eq!((s.inserted, s.updated, s.unchanged), (2, 1, 0), "{s:?}");
+    let hosp = conn("acme", "hl7-HOSP");
+    let clinic = conn("acme", "hl7-CLINIC");
+    let o1 = t
+        .store
+        .get_resource(&hosp, "Observation", "o1")
+        .await
+        .unwrap();
+    assert_eq!(o1.unwrap().bytes, observation("o1", 1.5).bytes);
+    let history = t
+        .store
+        .resource_history(&hosp, "Observation", "o1")
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].bytes, observation("o1", 1.0).bytes);
+    let o9 = t
+        .store
+        .get_resource(&clinic, "Observation", "o9")
+        .await
+        .unwrap();
+    assert!(o9.is_none());
+    let listed = t.store.list_inbound_messages("acme", 0, 10).await.unwrap();
+    assert!(listed.iter().all(|m| m.processed_at.is_some()));
+    assert_eq!(listed[1].process_error.as_deref(), Some("no PID segment"));
+    assert_eq!(listed[2].process_error, None);
+    let keys = |p: Vec<(i64, RefreshRequest, chrono::DateTime<Utc>)>| -> Vec<String> {
+        p.into_iter().filter_map(|p| p.1.patient_key).collect()
+    };
+    assert_eq!(
+        keys(t.store.list_refresh_requests("acme", 10).await.unwrap()),
+        vec!["urn:mrn|1"]
+    );
+
+    // converted again (a restart before the queue drained): nothing written or queued twice
+    let s = t.store.complete_conversions("acme", &batch).await.unwrap();
+    assert_eq!(s, WriteSummary::default());
+    let history = t
+        .store
+        .resource_history(&hosp, "Observation", "o1")
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        t.store
+            .list_refresh_requests("acme", 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // another organization's message is not touched, nor are resources written for it
+    let theirs = t
+        .store
+        .store_inbound_messages("other", &[inbound("30")])
+        .await
+        .unwrap();
+    let foreign = conversion(theirs[0].id, "hl7-HOSP", vec![observation("o7", 7.0)]);
+    t.store
+        .complete_conversions("acme", &[foreign])
+        .await
+        .unwrap();
+    let other = t.store.list_inbound_messages("other", 0, 10).await.unwrap();
+    assert!(other[0].processed_at.is_none());
+    let o7 = t
+        .store
+        .get_resource(&hosp, "Observation", "o7")
+        .await
+        .unwrap();
+    assert!(o7.is_none());
+    let none = t.store.complete_conversions("acme", &[]).await.unwrap();
+    assert_eq!(none, WriteSummary::default());
 }
 
 async fn a_patients_record_is_read_in_one_query(t: TestStore) {

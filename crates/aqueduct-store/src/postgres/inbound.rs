@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::resources::Attempt;
 use super::{PgStore, map_err};
 use aqueduct_core::error::StoreResult;
 use aqueduct_core::model::*;
@@ -185,6 +186,16 @@ pub(super) async fn complete(
         .filter(|o| marked.contains(&o.id))
         .flat_map(|o| &o.refresh)
         .collect();
+    enqueue_in(&tx, org, &requests).await.map_err(e)?;
+    tx.commit().await.map_err(e)
+}
+
+/// Queues refresh requests inside the caller's transaction, in the order given.
+async fn enqueue_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    org: &str,
+    requests: &[&RefreshRequest],
+) -> Result<(), tokio_postgres::Error> {
     if !requests.is_empty() {
         let keys: Vec<Option<&str>> = requests.iter().map(|r| r.patient_key.as_deref()).collect();
         let connections: Vec<Option<&str>> =
@@ -199,10 +210,84 @@ pub(super) async fn complete(
              ORDER BY n",
             &[&org, &keys, &connections, &reasons, &sources],
         )
-        .await
-        .map_err(e)?;
+        .await?;
     }
-    tx.commit().await.map_err(e)
+    Ok(())
+}
+
+/// Records converted messages in one transaction (see `Inbox::complete_conversions`); redone
+/// with upserts when another writer inserted one of the resources meanwhile, as
+/// `resources::write` is.
+pub(super) async fn complete_conversions(
+    s: &PgStore,
+    org: &str,
+    conversions: &[InboundConversion],
+) -> StoreResult<WriteSummary> {
+    match conversions_attempt(s, org, conversions, false).await {
+        Err(a) if a.is_unique_violation() => conversions_attempt(s, org, conversions, true)
+            .await
+            .map_err(|a| a.into_store(&s.location)),
+        other => other.map_err(|a| a.into_store(&s.location)),
+    }
+}
+
+async fn conversions_attempt(
+    s: &PgStore,
+    org: &str,
+    conversions: &[InboundConversion],
+    upsert_all: bool,
+) -> Result<WriteSummary, Attempt> {
+    let e = Attempt::Pg;
+    // a message listed twice counts once, as its first entry (as one by one: the second
+    // finds it processed)
+    let mut seen = std::collections::HashSet::new();
+    let firsts: Vec<&InboundConversion> = conversions
+        .iter()
+        .filter(|c| seen.insert(c.outcome.id))
+        .collect();
+    let ids: Vec<i64> = firsts.iter().map(|c| c.outcome.id).collect();
+    let errors: Vec<Option<&str>> = firsts.iter().map(|c| c.outcome.error.as_deref()).collect();
+    let mut c = s.client().await.map_err(Attempt::Store)?;
+    let tx = c.transaction().await.map_err(e)?;
+    // only messages not completed before: one converted twice writes and queues nothing again
+    let marked: std::collections::HashSet<i64> = tx
+        .query(
+            "UPDATE inbound_messages m SET processed_at = now(), process_error = u.err
+             FROM UNNEST($2::bigint[], $3::text[]) AS u(id, err)
+             WHERE m.organization = $1 AND m.id = u.id AND m.processed_at IS NULL
+             RETURNING m.id",
+            &[&org, &ids, &errors],
+        )
+        .await
+        .map_err(e)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let todo: Vec<&InboundConversion> = firsts
+        .into_iter()
+        .filter(|c| marked.contains(&c.outcome.id))
+        .collect();
+    // one set-based write per connection, each in message order (a key written twice keeps
+    // every version, the last one current)
+    let mut by_connection: std::collections::BTreeMap<&str, Vec<RawResource>> =
+        std::collections::BTreeMap::new();
+    for conv in &todo {
+        if !conv.resources.is_empty() {
+            by_connection
+                .entry(conv.connection.as_str())
+                .or_default()
+                .extend(conv.resources.iter().cloned());
+        }
+    }
+    let mut summary = WriteSummary::default();
+    for (connection, batch) in by_connection {
+        let conn = ConnectionRef::new(org, connection);
+        summary.add(super::resources::write_in(&tx, &conn, &batch, upsert_all).await?);
+    }
+    let requests: Vec<&RefreshRequest> = todo.iter().flat_map(|c| &c.outcome.refresh).collect();
+    enqueue_in(&tx, org, &requests).await.map_err(e)?;
+    tx.commit().await.map_err(e)?;
+    Ok(summary)
 }
 
 pub(super) async fn list_messages(

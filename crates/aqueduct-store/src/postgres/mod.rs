@@ -485,6 +485,17 @@ impl Inbox for PgStore {
         inbound::complete(self, org, outcomes).await
     }
 
+    async fn complete_conversions(
+        &self,
+        org: &str,
+        conversions: &[InboundConversion],
+    ) -> StoreResult<WriteSummary> {
+        if conversions.is_empty() {
+            return Ok(WriteSummary::default());
+        }
+        inbound::complete_conversions(self, org, conversions).await
+    }
+
     async fn mark_inbound_processed(
         &self,
         org: &str,

@@ -81,24 +81,26 @@ pub(super) async fn write(
     batch: &[RawResource],
 ) -> StoreResult<WriteSummary> {
     match write_attempt(store, conn, batch, false).await {
-        Err(Attempt::Pg(e))
-            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
-        {
-            write_attempt(store, conn, batch, true)
-                .await
-                .map_err(|a| a.into_store(&store.location))
-        }
+        Err(a) if a.is_unique_violation() => write_attempt(store, conn, batch, true)
+            .await
+            .map_err(|a| a.into_store(&store.location)),
         other => other.map_err(|a| a.into_store(&store.location)),
     }
 }
 
-enum Attempt {
+/// Why a write attempt failed; a unique violation means another writer raced it and the
+/// attempt is worth redoing with upserts.
+pub(super) enum Attempt {
     Pg(tokio_postgres::Error),
     Store(aqueduct_core::error::StoreError),
 }
 
 impl Attempt {
-    fn into_store(self, loc: &str) -> aqueduct_core::error::StoreError {
+    pub(super) fn is_unique_violation(&self) -> bool {
+        matches!(self, Attempt::Pg(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
+    }
+
+    pub(super) fn into_store(self, loc: &str) -> aqueduct_core::error::StoreError {
         match self {
             Attempt::Pg(e) => map_err(loc, "write resources", e),
             Attempt::Store(e) => e,
@@ -112,9 +114,22 @@ async fn write_attempt(
     batch: &[RawResource],
     upsert_all: bool,
 ) -> Result<WriteSummary, Attempt> {
-    let e = Attempt::Pg;
     let mut client = store.client().await.map_err(Attempt::Store)?;
-    let tx = client.transaction().await.map_err(e)?;
+    let tx = client.transaction().await.map_err(Attempt::Pg)?;
+    let summary = write_in(&tx, conn, batch, upsert_all).await?;
+    tx.commit().await.map_err(Attempt::Pg)?;
+    Ok(summary)
+}
+
+/// Writes a batch inside the caller's transaction (which commits it, or not); `upsert_all`
+/// after a race, as [`write`] explains.
+pub(super) async fn write_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    conn: &ConnectionRef,
+    batch: &[RawResource],
+    upsert_all: bool,
+) -> Result<WriteSummary, Attempt> {
+    let e = Attempt::Pg;
     let mut summary = WriteSummary::default();
     let now = Utc::now();
     for round in rounds(batch) {
@@ -266,7 +281,6 @@ async fn write_attempt(
             .map_err(e)?;
         }
     }
-    tx.commit().await.map_err(e)?;
     Ok(summary)
 }
 

@@ -181,6 +181,64 @@ pub(super) fn complete(
     tx.commit().map_err(e)
 }
 
+pub(super) fn complete_conversions(
+    c: &mut Connection,
+    loc: &str,
+    org: &str,
+    conversions: &[InboundConversion],
+) -> StoreResult<WriteSummary> {
+    let e = |err| map_err(loc, "complete converted messages", err);
+    let now = ts(Utc::now());
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(e)?;
+    let mut summary = WriteSummary::default();
+    {
+        let mut enqueue = tx
+            .prepare_cached(
+                "INSERT INTO refresh_requests (organization, patient_key, connection, reason, source, requested_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(e)?;
+        let mut mark = tx
+            .prepare_cached(
+                "UPDATE inbound_messages SET processed_at = ?3, process_error = ?4
+                 WHERE organization = ?1 AND id = ?2 AND processed_at IS NULL",
+            )
+            .map_err(e)?;
+        for conv in conversions {
+            let o = &conv.outcome;
+            // a message already completed (converted twice) writes and queues nothing again
+            if mark.execute(params![org, o.id, now, o.error]).map_err(e)? == 0 {
+                continue;
+            }
+            if !conv.resources.is_empty() {
+                let conn = ConnectionRef::new(org, conv.connection.clone());
+                summary.add(super::resources::write_in(
+                    &tx,
+                    loc,
+                    &conn,
+                    &conv.resources,
+                )?);
+            }
+            for r in &o.refresh {
+                enqueue
+                    .execute(params![
+                        org,
+                        r.patient_key,
+                        r.connection,
+                        r.reason,
+                        r.source,
+                        now
+                    ])
+                    .map_err(e)?;
+            }
+        }
+    }
+    tx.commit().map_err(e)?;
+    Ok(summary)
+}
+
 pub(super) fn list_messages(
     c: &mut Connection,
     loc: &str,

@@ -146,9 +146,15 @@ impl SqliteStore {
             .map(|_| open_connection(path, &location, false))
             .collect::<StoreResult<Vec<_>>>()?;
         // the checkpoint thread keeps the WAL short; the writer only steps in if it falls far
-        // behind (256 MiB of WAL)
+        // behind (256 MiB of WAL). The writer also trims the WAL file, at the first commit
+        // after each restart, down to journal_size_limit: at the 64 MiB the readers keep, a
+        // steady stream of writes grew it past that between checkpoints, so every restart cut
+        // it back and the file system then allocated the same blocks again. Up to the backstop
+        // the file is reused in place.
         writer
-            .execute_batch("PRAGMA wal_autocheckpoint = 16384;")
+            .execute_batch(
+                "PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 268435456;",
+            )
             .map_err(|e| map_err(&location, "configure", e))?;
         let checkpointer = Checkpointer::start(open_connection(path, &location, false)?);
         Ok(Self {
@@ -808,6 +814,23 @@ impl Inbox for SqliteStore {
             outcomes.to_vec(),
         );
         self.write(move |c| inbound::complete(c, &loc, &org, &out))
+            .await
+    }
+
+    async fn complete_conversions(
+        &self,
+        organization: &str,
+        conversions: &[InboundConversion],
+    ) -> StoreResult<WriteSummary> {
+        if conversions.is_empty() {
+            return Ok(WriteSummary::default());
+        }
+        let (loc, org, conv) = (
+            self.location.clone(),
+            organization.to_string(),
+            conversions.to_vec(),
+        );
+        self.write(move |c| inbound::complete_conversions(c, &loc, &org, &conv))
             .await
     }
 

@@ -1,7 +1,8 @@
 //! Raw resources, history and tombstones in SQLite.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::types::ToSqlOutput;
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::{map_err, parse_ts, ts};
 use aqueduct_core::error::StoreResult;
@@ -39,11 +40,24 @@ pub(super) fn write(
 ) -> StoreResult<WriteSummary> {
     let e = |err| map_err(loc, "write resources", err);
     let tx = c.transaction().map_err(e)?;
+    let summary = write_in(&tx, loc, conn, batch)?;
+    tx.commit().map_err(e)?;
+    Ok(summary)
+}
+
+/// Writes a batch inside the caller's transaction (which commits it, or not).
+pub(super) fn write_in(
+    tx: &Transaction<'_>,
+    loc: &str,
+    conn: &ConnectionRef,
+    batch: &[RawResource],
+) -> StoreResult<WriteSummary> {
+    let e = |err| map_err(loc, "write resources", err);
     let mut summary = WriteSummary::default();
     {
         let mut lookup = tx
             .prepare_cached(
-                "SELECT id, content_hash, deleted_at FROM resources
+                "SELECT id, content_hash, deleted_at, patient_id FROM resources
                  WHERE organization = ?1 AND connection = ?2 AND resource_type = ?3 AND logical_id = ?4",
             )
             .map_err(e)?;
@@ -55,15 +69,23 @@ pub(super) fn write(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 1, NULL, ?13)",
             )
             .map_err(e)?;
+        // The stored copy goes to history as a read and a single-row INSERT rather than one
+        // INSERT ... SELECT: SQLite gives a statement that may write several rows a statement
+        // journal, a temporary file that copied every page the statement touched (16 KiB each)
+        // and was truncated again after it, for every changed resource.
+        let mut stored = tx
+            .prepare_cached(
+                "SELECT version_id, last_updated, fetched_at, content_hash, source_url, patient_id,
+                    parse_status, parse_error, version_seq, deleted_at, raw
+                 FROM resources WHERE id = ?1",
+            )
+            .map_err(e)?;
         let mut to_history = tx
             .prepare_cached(
                 "INSERT INTO resource_history (organization, connection, resource_type, logical_id,
                     version_id, last_updated, fetched_at, content_hash, source_url, patient_id,
                     parse_status, parse_error, version_seq, deleted_at, raw, superseded_at)
-                 SELECT organization, connection, resource_type, logical_id, version_id,
-                    last_updated, fetched_at, content_hash, source_url, patient_id, parse_status,
-                    parse_error, version_seq, deleted_at, raw, ?2
-                 FROM resources WHERE id = ?1",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )
             .map_err(e)?;
         let mut update = tx
@@ -75,13 +97,24 @@ pub(super) fn write(
                  WHERE id = ?1",
             )
             .map_err(e)?;
+        // The same update when the resource stays live with the same patient: a column that
+        // is assigned makes SQLite rewrite every index holding it, so leaving patient_id and
+        // deleted_at out spares the patient index an entry deleted and put back as it was.
+        let mut update_content = tx
+            .prepare_cached(
+                "UPDATE resources SET version_id = ?2, last_updated = ?3, fetched_at = ?4,
+                    content_hash = ?5, source_url = ?6, parse_status = ?7, parse_error = ?8,
+                    version_seq = version_seq + 1, raw = ?9
+                 WHERE id = ?1",
+            )
+            .map_err(e)?;
         let mut revive = tx
             .prepare_cached("UPDATE resources SET deleted_at = NULL, fetched_at = ?2 WHERE id = ?1")
             .map_err(e)?;
 
         for r in batch {
             let hash = content_hash(&r.bytes);
-            let existing: Option<(i64, String, Option<String>)> = lookup
+            let existing: Option<(i64, String, Option<String>, Option<String>)> = lookup
                 .query_row(
                     params![
                         conn.organization,
@@ -89,7 +122,7 @@ pub(super) fn write(
                         r.resource_type,
                         r.logical_id
                     ],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
                 )
                 .optional()
                 .map_err(e)?;
@@ -115,33 +148,71 @@ pub(super) fn write(
                         .map_err(e)?;
                     summary.inserted += 1;
                 }
-                Some((_, old_hash, None)) if old_hash == hash => summary.unchanged += 1,
-                Some((id, old_hash, Some(_))) if old_hash == hash => {
+                Some((_, old_hash, None, _)) if old_hash == hash => summary.unchanged += 1,
+                Some((id, old_hash, Some(_), _)) if old_hash == hash => {
                     revive.execute(params![id, fetched]).map_err(e)?;
                     summary.updated += 1;
                 }
-                Some((id, _, _)) => {
-                    to_history.execute(params![id, fetched]).map_err(e)?;
-                    update
-                        .execute(params![
-                            id,
-                            r.version_id,
-                            r.last_updated,
-                            fetched,
-                            hash,
-                            r.source_url,
-                            r.patient_id,
-                            r.parse_status.code(),
-                            r.parse_status.detail(),
-                            r.bytes,
-                        ])
+                Some((id, _, deleted, old_patient)) => {
+                    stored
+                        .query_row(params![id], |old| {
+                            let col = |i| old.get_ref(i).map(ToSqlOutput::Borrowed);
+                            to_history.execute(params![
+                                conn.organization,
+                                conn.connection,
+                                r.resource_type,
+                                r.logical_id,
+                                col(0)?,
+                                col(1)?,
+                                col(2)?,
+                                col(3)?,
+                                col(4)?,
+                                col(5)?,
+                                col(6)?,
+                                col(7)?,
+                                col(8)?,
+                                col(9)?,
+                                col(10)?,
+                                fetched,
+                            ])
+                        })
                         .map_err(e)?;
+                    let same_patient = r.patient_id.is_none() || r.patient_id == old_patient;
+                    if deleted.is_none() && same_patient {
+                        update_content
+                            .execute(params![
+                                id,
+                                r.version_id,
+                                r.last_updated,
+                                fetched,
+                                hash,
+                                r.source_url,
+                                r.parse_status.code(),
+                                r.parse_status.detail(),
+                                r.bytes,
+                            ])
+                            .map_err(e)?;
+                    } else {
+                        update
+                            .execute(params![
+                                id,
+                                r.version_id,
+                                r.last_updated,
+                                fetched,
+                                hash,
+                                r.source_url,
+                                r.patient_id,
+                                r.parse_status.code(),
+                                r.parse_status.detail(),
+                                r.bytes,
+                            ])
+                            .map_err(e)?;
+                    }
                     summary.updated += 1;
                 }
             }
         }
     }
-    tx.commit().map_err(e)?;
     Ok(summary)
 }
 
