@@ -399,6 +399,17 @@ pub trait Normalized: Send + Sync {
         resource_type: &str,
         logical_ids: &[String],
     ) -> StoreResult<Vec<StoredNormalized>>;
+    /// A patient's page of one type, as [`Resources::patient_resources_page`] reads it, with
+    /// the normalized rows of the page's resources, as [`Normalized::normalized_of`] reads
+    /// them: the facade's clean search by patient in one trip to the store.
+    async fn patient_page_with_normalized(
+        &self,
+        conn: &ConnectionRef,
+        patient_id: &str,
+        resource_type: &str,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<(Vec<StoredResource>, u64, Vec<StoredNormalized>)>;
     /// Codes resolved as "unmapped", grouped with their counts, most frequent first.
     async fn unmapped_codes(
         &self,

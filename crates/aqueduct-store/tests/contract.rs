@@ -1924,6 +1924,61 @@ async fn a_patients_record_is_read_in_one_query(t: TestStore) {
         .await
         .unwrap();
     assert_eq!(rest.len(), 6);
+    // the page with its normalized rows in one trip: the same page, and the rows of exactly
+    // its resources
+    t.store
+        .write_normalized(
+            &c,
+            &[
+                NormalizedSource {
+                    identifiers: Vec::new(),
+                    resource_type: "Observation".into(),
+                    logical_id: "o1".into(),
+                    content_hash: "h-o1".into(),
+                    records: vec![row(
+                        0,
+                        "observation",
+                        "standard",
+                        Some("8480-6"),
+                        "2026-01-02T00:00:00Z",
+                    )],
+                },
+                NormalizedSource {
+                    identifiers: Vec::new(),
+                    resource_type: "Observation".into(),
+                    logical_id: "q5".into(),
+                    content_hash: "h-q5".into(),
+                    records: vec![row(
+                        0,
+                        "observation",
+                        "standard",
+                        Some("8462-4"),
+                        "2026-01-02T00:00:00Z",
+                    )],
+                },
+            ],
+            "rules-1",
+        )
+        .await
+        .unwrap();
+    let (page, total, rows) = t
+        .store
+        .patient_page_with_normalized(&c, "p1", "Observation", None, 3)
+        .await
+        .unwrap();
+    assert_eq!((page, total), (first, 9));
+    assert_eq!(
+        rows.iter()
+            .map(|r| r.logical_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["o1"]
+    );
+    let (_, _, none) = t
+        .store
+        .patient_page_with_normalized(&conn("other", "epic"), "p1", "Observation", None, 3)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
     // another organization's connection of the same name sees nothing
     assert!(
         t.store

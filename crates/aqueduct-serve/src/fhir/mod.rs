@@ -129,6 +129,9 @@ struct Ctx {
     /// Each connection's source base as this request found it (config, else the store's
     /// record): one answer renders every resource of a connection the same way.
     bases: std::sync::Mutex<HashMap<String, Option<String>>>,
+    /// Normalized rows read together with a page (connection, type, rows), so that
+    /// [`Self::normalized`] need not read them again.
+    prefetched: std::sync::Mutex<Option<(ConnectionRef, String, Vec<StoredNormalized>)>>,
 }
 
 impl Ctx {
@@ -174,6 +177,7 @@ impl Ctx {
             base,
             strict,
             bases: Default::default(),
+            prefetched: Default::default(),
         })
     }
 
@@ -293,15 +297,25 @@ impl Ctx {
                 .or_default()
                 .insert(r.logical_id.as_str(), i);
         }
+        let mut prefetched = self
+            .prefetched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         for ((conn, rtype), at) in groups {
-            let ids: Vec<String> = at.keys().map(|id| id.to_string()).collect();
-            for row in self
-                .state
-                .store
-                .normalized_of(conn, rtype, &ids)
-                .await
-                .map_err(store_outcome)?
-            {
+            let rows = match prefetched.take() {
+                Some((c, t, rows)) if &c == conn && t == rtype => rows,
+                other => {
+                    prefetched = other;
+                    let ids: Vec<String> = at.keys().map(|id| id.to_string()).collect();
+                    self.state
+                        .store
+                        .normalized_of(conn, rtype, &ids)
+                        .await
+                        .map_err(store_outcome)?
+                }
+            };
+            for row in rows {
                 let Some(&i) = at.get(row.logical_id.as_str()) else {
                     continue;
                 };
@@ -515,10 +529,27 @@ async fn search(ctx: Ctx, rtype: String, q: Option<String>) -> Result<Response, 
                         .to_string(),
                 ),
             };
-            let (page, total) = store
-                .patient_resources_page(&conn, &pid, &rtype, after.as_deref(), count as u32)
-                .await
-                .map_err(store_outcome)?;
+            let (page, total) = if ctx.view == View::Clean {
+                // the page and its normalized rows in one trip to the store
+                let (page, total, rows) = store
+                    .patient_page_with_normalized(
+                        &conn,
+                        &pid,
+                        &rtype,
+                        after.as_deref(),
+                        count as u32,
+                    )
+                    .await
+                    .map_err(store_outcome)?;
+                *ctx.prefetched.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((conn.clone(), rtype.clone(), rows));
+                (page, total)
+            } else {
+                store
+                    .patient_resources_page(&conn, &pid, &rtype, after.as_deref(), count as u32)
+                    .await
+                    .map_err(store_outcome)?
+            };
             let mut page: Vec<StoredResource> = page;
             let full = page.len() == count;
             let next = page

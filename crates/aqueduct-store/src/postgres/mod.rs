@@ -638,6 +638,21 @@ impl Normalized for PgStore {
         normalized::of_sources(self, conn, resource_type, logical_ids).await
     }
 
+    async fn patient_page_with_normalized(
+        &self,
+        conn: &ConnectionRef,
+        patient_id: &str,
+        resource_type: &str,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<(Vec<StoredResource>, u64, Vec<StoredNormalized>)> {
+        let (page, total) =
+            resources::patient_page(self, conn, patient_id, resource_type, after_id, limit).await?;
+        let ids: Vec<String> = page.iter().map(|r| r.logical_id.clone()).collect();
+        let rows = self.normalized_of(conn, resource_type, &ids).await?;
+        Ok((page, total, rows))
+    }
+
     async fn unmapped_codes(
         &self,
         org: &str,

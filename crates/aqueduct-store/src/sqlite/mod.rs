@@ -1059,6 +1059,32 @@ impl Normalized for SqliteStore {
             .await
     }
 
+    async fn patient_page_with_normalized(
+        &self,
+        conn: &ConnectionRef,
+        patient_id: &str,
+        resource_type: &str,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<(Vec<StoredResource>, u64, Vec<StoredNormalized>)> {
+        let (loc, cr) = (self.location.clone(), conn.clone());
+        let (p, t) = (patient_id.to_string(), resource_type.to_string());
+        let after = after_id.map(str::to_string);
+        // one blocking trip and one read transaction for both
+        self.read(move |c| {
+            let (page, total) =
+                resources::patient_page(c, &loc, &cr, &p, &t, after.as_deref(), limit)?;
+            let ids: Vec<String> = page.iter().map(|r| r.logical_id.clone()).collect();
+            let rows = if ids.is_empty() {
+                Vec::new()
+            } else {
+                normalized::of_sources(c, &loc, &cr, &t, &ids)?
+            };
+            Ok((page, total, rows))
+        })
+        .await
+    }
+
     async fn unmapped_codes(
         &self,
         organization: &str,
