@@ -11,6 +11,16 @@ use aqueduct_core::model::*;
 /// it has no hash), received at.
 type Earlier = (i64, Option<String>, Option<Vec<u8>>, String);
 
+/// Queues one refresh request: the same row whatever raised it.
+pub(super) const ENQUEUE_REFRESH: &str = "INSERT INTO refresh_requests
+     (organization, patient_key, connection, reason, source, requested_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// Marks a stored message processed, with its error if any; a message already processed is
+/// left alone (0 rows), so a second conversion queues nothing again.
+const MARK_PROCESSED: &str = "UPDATE inbound_messages SET processed_at = ?3, process_error = ?4
+     WHERE organization = ?1 AND id = ?2 AND processed_at IS NULL";
+
 pub(super) fn store_messages(
     c: &mut Connection,
     loc: &str,
@@ -147,18 +157,8 @@ pub(super) fn complete(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(e)?;
     {
-        let mut enqueue = tx
-            .prepare_cached(
-                "INSERT INTO refresh_requests (organization, patient_key, connection, reason, source, requested_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .map_err(e)?;
-        let mut mark = tx
-            .prepare_cached(
-                "UPDATE inbound_messages SET processed_at = ?3, process_error = ?4
-                 WHERE organization = ?1 AND id = ?2 AND processed_at IS NULL",
-            )
-            .map_err(e)?;
+        let mut enqueue = tx.prepare_cached(ENQUEUE_REFRESH).map_err(e)?;
+        let mut mark = tx.prepare_cached(MARK_PROCESSED).map_err(e)?;
         for o in outcomes {
             // a message already completed (converted twice) queues nothing again
             if mark.execute(params![org, o.id, now, o.error]).map_err(e)? == 0 {
@@ -194,18 +194,8 @@ pub(super) fn complete_conversions(
         .map_err(e)?;
     let mut summary = WriteSummary::default();
     {
-        let mut enqueue = tx
-            .prepare_cached(
-                "INSERT INTO refresh_requests (organization, patient_key, connection, reason, source, requested_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .map_err(e)?;
-        let mut mark = tx
-            .prepare_cached(
-                "UPDATE inbound_messages SET processed_at = ?3, process_error = ?4
-                 WHERE organization = ?1 AND id = ?2 AND processed_at IS NULL",
-            )
-            .map_err(e)?;
+        let mut enqueue = tx.prepare_cached(ENQUEUE_REFRESH).map_err(e)?;
+        let mut mark = tx.prepare_cached(MARK_PROCESSED).map_err(e)?;
         for conv in conversions {
             let o = &conv.outcome;
             // a message already completed (converted twice) writes and queues nothing again
@@ -277,9 +267,15 @@ pub(super) fn enqueue_refresh(
     r: &RefreshRequest,
 ) -> StoreResult<i64> {
     c.execute(
-        "INSERT INTO refresh_requests (organization, patient_key, connection, reason, source, requested_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![org, r.patient_key, r.connection, r.reason, r.source, ts(Utc::now())],
+        ENQUEUE_REFRESH,
+        params![
+            org,
+            r.patient_key,
+            r.connection,
+            r.reason,
+            r.source,
+            ts(Utc::now())
+        ],
     )
     .map(|_| c.last_insert_rowid())
     .map_err(|e| map_err(loc, "enqueue refresh", e))

@@ -325,8 +325,7 @@ pub(super) fn fire_schedule(
         return Ok(None);
     }
     tx.execute(
-        "INSERT INTO refresh_requests (organization, patient_key, connection, reason, source, requested_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        super::inbound::ENQUEUE_REFRESH,
         params![
             conn.organization,
             request.patient_key,
