@@ -5,6 +5,7 @@
 //! `bulk/last/{level}` (the `transactionTime` of the last complete export, for
 //! `--incremental`).
 
+use aqueduct_core::BoxFuture;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -310,7 +311,11 @@ impl BulkExporter {
 
     /// Runs (or resumes) the import. Errors only for store failures or a concurrent import;
     /// what the server does wrong ends in the report (outcome partial or failed).
-    pub async fn run(&self) -> Result<BulkReport, BulkError> {
+    pub fn run(&self) -> BoxFuture<'_, Result<BulkReport, BulkError>> {
+        Box::pin(self.run_unboxed())
+    }
+
+    async fn run_unboxed(&self) -> Result<BulkReport, BulkError> {
         let started = Instant::now();
         self.close_stale_runs().await?;
         let holder = format!(
@@ -902,15 +907,17 @@ impl BulkExporter {
         part: usize,
         manifest: &Manifest,
     ) -> Result<BTreeSet<String>, BulkError> {
-        let files: Vec<(usize, &ManifestFile)> = manifest.files.iter().enumerate().collect();
-        ctx.totals().files += files.len();
-        // results arrive in completion order: each carries its file
-        let results: Vec<(&ManifestFile, Result<FileProgress, BulkError>)> =
-            futures_util::stream::iter(files.iter())
-                .map(|(n, f)| async move {
+        ctx.totals().files += manifest.files.len();
+        // results arrive in completion order: each carries its file's index. The items are
+        // indices, not borrowed files: a closure over a borrowed item is not general enough
+        // for the boxed `run`'s `Send` (rust-lang/rust#102211).
+        let results: Vec<(usize, Result<FileProgress, BulkError>)> =
+            futures_util::stream::iter(0..manifest.files.len())
+                .map(|n| async move {
+                    let f = &manifest.files[n];
                     (
-                        *f,
-                        self.download(ctx, part, *n, f, manifest.requires_access_token)
+                        n,
+                        self.download(ctx, part, n, f, manifest.requires_access_token)
                             .await,
                     )
                 })
@@ -918,7 +925,8 @@ impl BulkExporter {
                 .collect()
                 .await;
         let mut expired = BTreeSet::new();
-        for (f, r) in results {
+        for (n, r) in results {
+            let f = &manifest.files[n];
             let p = r?;
             if p.expired {
                 expired.insert(f.resource_type.clone());

@@ -8,12 +8,14 @@
 //! depend on it, never the other way round, so a layer that only needs a type or the store's
 //! contract does not compile SQLite and PostgreSQL.
 
+pub mod boxed;
 pub mod error;
 pub mod hash;
 pub mod model;
 pub mod store;
 pub mod token;
 
+pub use boxed::BoxFuture;
 pub use error::{StoreError, StoreResult};
 pub use hash::content_hash;
 pub use model::*;

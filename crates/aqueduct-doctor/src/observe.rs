@@ -1,6 +1,7 @@
 //! The probes. Each is one or a few requests; a probe that cannot be made is recorded as a
 //! problem, never a panic, and never stops the others.
 
+use aqueduct_core::BoxFuture;
 use std::sync::Arc;
 
 use aqueduct_client::fhir::{Bundle, Entry};
@@ -47,7 +48,16 @@ const RATE_HEADERS: &[&str] = &[
 
 /// Probes `base` with the assumed `profile` (its extra headers and pacing are used; its claims
 /// about the server are not trusted).
-pub async fn probe(
+pub fn probe<'a>(
+    base: &'a Url,
+    profile: &'a VendorProfile,
+    auth: Arc<dyn AccessTokenSource>,
+    opts: ProbeOptions,
+) -> BoxFuture<'a, DoctorReport> {
+    Box::pin(probe_unboxed(base, profile, auth, opts))
+}
+
+async fn probe_unboxed(
     base: &Url,
     profile: &VendorProfile,
     auth: Arc<dyn AccessTokenSource>,

@@ -3,6 +3,7 @@
 //! changed) and the silent-failure checks. A sync that only looks successful is the failure
 //! Aqueduct exists to catch, so these run every time, not on request.
 
+use aqueduct_core::BoxFuture;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -20,7 +21,16 @@ pub struct AfterSync {
     pub findings: Vec<Finding>,
 }
 
-pub async fn after_sync(
+pub fn after_sync<'a>(
+    store: &'a dyn Store,
+    conn: &'a ConnectionRef,
+    run: RunId,
+    config: Option<&'a Config>,
+) -> BoxFuture<'a, Result<AfterSync, EngineError>> {
+    Box::pin(after_sync_unboxed(store, conn, run, config))
+}
+
+async fn after_sync_unboxed(
     store: &dyn Store,
     conn: &ConnectionRef,
     run: RunId,

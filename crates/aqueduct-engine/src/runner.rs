@@ -3,6 +3,7 @@
 //! `poll_interval` (or until stopped). When stopped it claims nothing more, lets the syncs in
 //! flight checkpoint and close as interrupted, gives their requests back, and returns.
 
+use aqueduct_core::BoxFuture;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -25,15 +26,25 @@ pub struct RunSummary {
     pub errors: Vec<String>,
 }
 
+/// When [`Engine::run_until`] stops: asked after each pass with what ran so far.
+type DoneWhen = dyn Fn(&RunSummary) -> bool + Send + Sync;
+
 impl Engine {
     /// Runs until [`Engine::stop`] (or the sender of [`Engine::stopper`]) is called.
-    pub async fn run(self: &Arc<Self>) -> RunSummary {
-        self.run_until(|_| false).await
+    pub fn run(self: &Arc<Self>) -> BoxFuture<'_, RunSummary> {
+        self.run_until(|_| false)
     }
 
     /// Runs until stopped or `done(summary)` says so after a pass (tests: "until the queue is
     /// drained").
-    pub async fn run_until(self: &Arc<Self>, done: impl Fn(&RunSummary) -> bool) -> RunSummary {
+    pub fn run_until(
+        self: &Arc<Self>,
+        done: impl Fn(&RunSummary) -> bool + Send + Sync + 'static,
+    ) -> BoxFuture<'_, RunSummary> {
+        Box::pin(self.run_until_unboxed(Box::new(done)))
+    }
+
+    async fn run_until_unboxed(self: &Arc<Self>, done: Box<DoneWhen>) -> RunSummary {
         let mut summary = RunSummary::default();
         let mut in_flight: JoinSet<Result<WorkDone, EngineError>> = JoinSet::new();
         let mut stop = self.stop.clone();

@@ -5,6 +5,7 @@
 
 use aqueduct_client::FhirClient;
 use aqueduct_config::AuthConfig;
+use aqueduct_core::BoxFuture;
 use aqueduct_sync::{SyncMode, SyncOptions, SyncReport, Syncer};
 use serde::Serialize;
 
@@ -38,7 +39,14 @@ pub struct SyncJob {
 impl Engine {
     /// Syncs one connection end to end. Errors only when no run could be recorded at all or
     /// the store failed; a server that misbehaves gives a partial or failed report instead.
-    pub async fn sync_connection(&self, request: &SyncRequest) -> Result<SyncJob, EngineError> {
+    pub fn sync_connection<'a>(
+        &'a self,
+        request: &'a SyncRequest,
+    ) -> BoxFuture<'a, Result<SyncJob, EngineError>> {
+        Box::pin(self.sync_connection_unboxed(request))
+    }
+
+    async fn sync_connection_unboxed(&self, request: &SyncRequest) -> Result<SyncJob, EngineError> {
         let resolved = ResolvedConnection::from_config(&self.config, &request.connection)?;
         resolved.register(self.store.as_ref()).await?;
         let conn = resolved.conn.clone();

@@ -16,6 +16,7 @@
 //! (with the error when conversion fails). Unprocessed messages left by an earlier run are
 //! converted at start-up.
 
+use aqueduct_core::BoxFuture;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -447,13 +448,34 @@ impl Listener {
 
 /// Binds `bind` and serves MLLP until [`Listener::shutdown`]. Messages are stored for
 /// `organization` through `store`.
-pub async fn listen(
-    bind: impl ToSocketAddrs,
+pub fn listen<'a>(
+    bind: impl ToSocketAddrs + Send + 'a,
+    store: Arc<dyn Store>,
+    organization: String,
+    options: ListenerOptions,
+) -> BoxFuture<'a, Result<Listener, Hl7Error>> {
+    Box::pin(async move {
+        let socket = TcpListener::bind(bind).await?;
+        listen_on(socket, store, organization, options).await
+    })
+}
+
+/// [`listen`] on a socket already bound.
+pub fn listen_on(
+    socket: TcpListener,
+    store: Arc<dyn Store>,
+    organization: String,
+    options: ListenerOptions,
+) -> BoxFuture<'static, Result<Listener, Hl7Error>> {
+    Box::pin(listen_on_unboxed(socket, store, organization, options))
+}
+
+async fn listen_on_unboxed(
+    socket: TcpListener,
     store: Arc<dyn Store>,
     organization: String,
     options: ListenerOptions,
 ) -> Result<Listener, Hl7Error> {
-    let socket = TcpListener::bind(bind).await?;
     let local_addr = socket.local_addr()?;
     if options.tls.is_none() && !options.allow_plain_remote && !local_addr.ip().is_loopback() {
         return Err(Hl7Error::PlainNotLoopback(local_addr));

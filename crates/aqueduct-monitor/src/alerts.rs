@@ -1,6 +1,7 @@
 //! Alert rules, their evaluation with de-duplication (an alert fires once, stays quiet while
 //! firing, resolves once) and the sinks that are told about each transition.
 
+use aqueduct_core::BoxFuture;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -84,7 +85,16 @@ struct Active {
 /// state with [`Store::upsert_alert`] and returns the transitions: an alert that starts firing
 /// (or fires again after it resolved) and one that resolves. An alert that keeps firing gives
 /// no transition. Sinks are told with [`notify_pending`].
-pub async fn evaluate_alerts(
+pub fn evaluate_alerts<'a>(
+    store: &'a dyn Store,
+    organization: &'a str,
+    rules: &'a AlertRules,
+    now: DateTime<Utc>,
+) -> BoxFuture<'a, Result<Vec<AlertTransition>, MonitorError>> {
+    Box::pin(evaluate_alerts_unboxed(store, organization, rules, now))
+}
+
+async fn evaluate_alerts_unboxed(
     store: &dyn Store,
     organization: &str,
     rules: &AlertRules,

@@ -2,6 +2,7 @@
 //! the past (previous runs of the same kind), with the ledger's in-band evidence, with the
 //! run's own summary and with what US Core says a resource must carry?
 
+use aqueduct_core::BoxFuture;
 use std::collections::{BTreeMap, BTreeSet};
 
 use aqueduct_core::{
@@ -128,7 +129,16 @@ pub const FINDING_KINDS: &[&str] = &[
 /// Volume comparisons (types dropping to zero or falling, patients' totals falling) use
 /// previous complete or partial runs of the same `kind`; they are skipped for failed runs
 /// (a "run-failed" finding says it) and for incremental runs (which fetch only changes).
-pub async fn assess_run(
+pub fn assess_run<'a>(
+    store: &'a dyn Store,
+    conn: &'a ConnectionRef,
+    run: RunId,
+    cfg: &'a MonitorConfig,
+) -> BoxFuture<'a, Result<Vec<Finding>, MonitorError>> {
+    Box::pin(assess_run_unboxed(store, conn, run, cfg))
+}
+
+async fn assess_run_unboxed(
     store: &dyn Store,
     conn: &ConnectionRef,
     run: RunId,

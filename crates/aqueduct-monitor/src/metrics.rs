@@ -4,6 +4,7 @@
 //! in memory between scrapes), so request figures are exported as gauges ("in the window"),
 //! not as monotonic counters.
 
+use aqueduct_core::BoxFuture;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -87,7 +88,15 @@ struct Series {
 
 /// Renders the organization's metrics over the last `window` from the ledger, the auth audit
 /// log and the store's freshness figures.
-pub async fn render_metrics(
+pub fn render_metrics<'a>(
+    store: &'a dyn Store,
+    organization: &'a str,
+    window: Duration,
+) -> BoxFuture<'a, Result<String, MonitorError>> {
+    Box::pin(render_metrics_unboxed(store, organization, window))
+}
+
+async fn render_metrics_unboxed(
     store: &dyn Store,
     organization: &str,
     window: Duration,

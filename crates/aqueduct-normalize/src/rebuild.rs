@@ -1,5 +1,6 @@
 //! Re-deriving normalized data from the raw archive, page by page, and the glue to the store.
 
+use aqueduct_core::BoxFuture;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aqueduct_core::{
@@ -327,7 +328,16 @@ pub struct RebuildOptions {
 }
 
 /// The general form of [`rebuild`] and [`refresh`].
-pub async fn rebuild_with(
+pub fn rebuild_with<'a>(
+    store: &'a dyn Store,
+    conn: &'a ConnectionRef,
+    ctx: &'a NormalizeContext,
+    options: &'a RebuildOptions,
+) -> BoxFuture<'a, Result<RebuildReport, NormalizeError>> {
+    Box::pin(rebuild_with_unboxed(store, conn, ctx, options))
+}
+
+async fn rebuild_with_unboxed(
     store: &dyn Store,
     conn: &ConnectionRef,
     ctx: &NormalizeContext,

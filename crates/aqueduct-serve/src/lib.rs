@@ -26,6 +26,7 @@ pub mod security;
 pub mod settings;
 pub mod tls;
 
+use aqueduct_core::BoxFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,10 +150,18 @@ async fn ready(
 
 /// Serves `router(state)` on `listener` until `shutdown` completes, then lets the requests in
 /// flight finish. With `[serve] tls_cert` and `tls_key`, HTTPS only.
-pub async fn serve(
+pub fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> BoxFuture<'static, Result<(), ServeError>> {
+    Box::pin(serve_unboxed(listener, state, Box::pin(shutdown)))
+}
+
+async fn serve_unboxed(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: BoxFuture<'static, ()>,
 ) -> Result<(), ServeError> {
     let tls = state.settings.tls_files()?;
     let app = router(state).into_make_service_with_connect_info::<tls::ClientAddr>();

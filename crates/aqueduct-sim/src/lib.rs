@@ -24,6 +24,7 @@ mod side;
 mod store;
 mod truth;
 
+use futures_util::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -148,12 +149,17 @@ pub struct Simulator;
 
 impl Simulator {
     /// Start on 127.0.0.1 with an ephemeral port.
-    pub async fn start(config: SimConfig) -> Result<SimServer, SimError> {
-        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
+    pub fn start(config: SimConfig) -> BoxFuture<'static, Result<SimServer, SimError>> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), config)
     }
 
-    pub async fn start_on(addr: SocketAddr, config: SimConfig) -> Result<SimServer, SimError> {
-        server::start(addr, config).await
+    /// Boxed so that the server's whole async tree is compiled here, once, not again in every
+    /// crate and test binary that starts a simulator.
+    pub fn start_on(
+        addr: SocketAddr,
+        config: SimConfig,
+    ) -> BoxFuture<'static, Result<SimServer, SimError>> {
+        Box::pin(server::start(addr, config))
     }
 }
 

@@ -2,6 +2,7 @@
 //! only once the launch is over, with what became of it: complete, denied by the server (with
 //! its error), or failed.
 
+use aqueduct_core::BoxFuture;
 use std::time::Duration;
 
 use axum::Router;
@@ -141,15 +142,29 @@ async fn callback(
 /// authorization URL and hands it to `on_url` (print it, open a browser, or GET it in a
 /// test), waits for the redirect carrying our `state`, completes the exchange and stores the
 /// tokens in the vault. Requests with another state are answered 400 and ignored.
-pub async fn run_standalone_launch<F>(
+pub fn run_standalone_launch<'a, F>(
+    client: &'a SmartClient,
+    connection: &'a SmartConnection,
+    options: LoopbackOptions,
+    on_url: F,
+) -> BoxFuture<'a, Result<Authorized, SmartError>>
+where
+    F: FnOnce(&str) + Send + 'a,
+{
+    Box::pin(run_standalone_launch_unboxed(
+        client,
+        connection,
+        options,
+        Box::new(on_url),
+    ))
+}
+
+async fn run_standalone_launch_unboxed(
     client: &SmartClient,
     connection: &SmartConnection,
     options: LoopbackOptions,
-    on_url: F,
-) -> Result<Authorized, SmartError>
-where
-    F: FnOnce(&str),
-{
+    on_url: Box<dyn FnOnce(&str) + Send + '_>,
+) -> Result<Authorized, SmartError> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
         .await
         .map_err(|e| {

@@ -3,6 +3,7 @@
 //! references in [`crate::resolve`]) and closes the run with the outcome the rule in
 //! [`crate::outcome`] gives.
 
+use aqueduct_core::BoxFuture;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -424,7 +425,15 @@ impl Syncer {
     /// Syncs the patients' records. Errors only for store failures or when another sync of
     /// the connection holds its lease; everything the server does wrong ends up in the report
     /// and the ledger (outcome partial or failed).
-    pub async fn sync_patients(
+    pub fn sync_patients<'a>(
+        &'a self,
+        patient_ids: &'a [String],
+        mode: SyncMode,
+    ) -> BoxFuture<'a, Result<SyncReport, SyncError>> {
+        Box::pin(self.sync_patients_unboxed(patient_ids, mode))
+    }
+
+    async fn sync_patients_unboxed(
         &self,
         patient_ids: &[String],
         mode: SyncMode,
