@@ -43,6 +43,10 @@ fn entry(at: chrono::DateTime<Utc>, url: &str, status: u16, error: Option<&str>)
 }
 
 async fn server() -> Server {
+    server_with(ServeSettings::default()).await
+}
+
+async fn server_with(settings: ServeSettings) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = aqueduct_store::open(dir.path().join("s.db").to_str().unwrap())
         .await
@@ -123,11 +127,7 @@ async fn server() -> Server {
         store.create_api_key(&rec).await.unwrap();
         keys.push((rec.id, k));
     }
-    let state = AppState::new(
-        store.clone(),
-        Arc::new(Default::default()),
-        ServeSettings::default(),
-    );
+    let state = AppState::new(store.clone(), Arc::new(Default::default()), settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -169,8 +169,8 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
-    /// Signs in with `key`: the session cookie (`aqueduct_session=…`) and the CSRF token.
-    async fn login(&self, key: &str) -> (String, String) {
+    /// Posts the sign-in form with `field` = `value` (and its double-submit token).
+    async fn sign_in(&self, field: &str, value: &str) -> reqwest::Response {
         let form = self
             .http
             .get(self.url("/dashboard/login"))
@@ -179,14 +179,21 @@ impl Server {
             .unwrap();
         let (login_cookie, _) = set_cookie(&form, "aqueduct_login").unwrap();
         let token = hidden_csrf(&form.text().await.unwrap());
-        let r = self
-            .http
+        self.http
             .post(self.url("/dashboard/login"))
             .header("cookie", &login_cookie)
-            .form(&[("csrf", token.as_str()), ("api_key", key)])
+            .form(&[("csrf", token.as_str()), (field, value)])
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Signs in with `key`: the session cookie (`aqueduct_session=…`) and the CSRF token.
+    async fn login(&self, key: &str) -> (String, String) {
+        self.session_of(self.sign_in("api_key", key).await).await
+    }
+
+    async fn session_of(&self, r: reqwest::Response) -> (String, String) {
         assert_eq!(r.status(), 303, "signed in");
         let (session, whole) = set_cookie(&r, "aqueduct_session").unwrap();
         assert!(
@@ -494,4 +501,103 @@ async fn revoking_the_key_ends_its_sessions() {
             .unwrap()
     );
     assert_eq!(s.get(&session, "/dashboard/").await.0, 303);
+}
+
+#[tokio::test]
+async fn the_admin_password_signs_in_to_its_organization_and_wrong_ones_are_throttled() {
+    let password = "correct horse battery staple";
+    let s = server_with(ServeSettings {
+        dashboard_admin: Some(aqueduct_serve::settings::DashboardAdmin {
+            organization: "acme".into(),
+            password: aqueduct_config::SecretRef::Inline(password.into()),
+        }),
+        ..Default::default()
+    })
+    .await;
+    let r = s.sign_in("password", "correct horse battery stapl").await;
+    assert_eq!(r.status(), 401);
+    assert!(set_cookie(&r, "aqueduct_session").is_none());
+    assert!(r.text().await.unwrap().contains("password is wrong"));
+
+    let (session, csrf) = s.session_of(s.sign_in("password", password).await).await;
+    assert_eq!(s.get(&session, "/dashboard/connections/ehr").await.0, 200);
+    assert_eq!(s.get(&session, "/dashboard/connections/other").await.0, 404);
+    // the admin scope acts; the audit names the password, not a key
+    assert_eq!(
+        s.post(
+            &session,
+            "/dashboard/connections/ehr/sync",
+            &[("csrf", &csrf)]
+        )
+        .await
+        .0,
+        303
+    );
+    let raised = s.store.recent_refreshes("acme", 10).await.unwrap();
+    assert_eq!(raised[0].request.source, "dashboard-admin");
+
+    // five wrong passwords a minute, then even the right one waits
+    for _ in 1..aqueduct_serve::dashboard::session::MAX_FAILURES_PER_MINUTE {
+        assert_eq!(
+            s.sign_in("password", "guess guess guess").await.status(),
+            401
+        );
+    }
+    assert_eq!(
+        s.sign_in("password", "guess guess guess").await.status(),
+        429
+    );
+    assert_eq!(s.sign_in("password", password).await.status(), 429);
+    // an API key still signs in
+    s.login(&s.write_key).await;
+}
+
+#[tokio::test]
+async fn without_an_admin_password_configured_no_password_signs_in() {
+    let s = server().await;
+    let r = s.sign_in("password", "").await;
+    assert_eq!(r.status(), 401);
+    assert!(set_cookie(&r, "aqueduct_session").is_none());
+}
+
+#[test]
+fn the_admin_password_is_checked_when_the_server_starts() {
+    let settings = |toml: &str| {
+        let config = aqueduct_config::parse(toml, "test").unwrap();
+        ServeSettings::from_config(&config).map(|s| s.dashboard_admin.is_some())
+    };
+    let org = "[organizations.acme.connections.ehr]\nbase_url = \"https://ehr.example/fhir\"\n";
+    let admin = |pw: &str, org_name: &str| {
+        format!(
+            "[serve.dashboard_admin]\norganization = \"{org_name}\"\npassword = {{ value = \"{pw}\" }}\n"
+        )
+    };
+    let ok = format!(
+        "allow_inline_secrets = true\n{}{org}",
+        admin("long enough passphrase", "acme")
+    );
+    assert_eq!(settings(&ok).unwrap(), true);
+    for (bad, why) in [
+        (
+            format!("{}{org}", admin("long enough passphrase", "acme")),
+            "inline",
+        ),
+        (
+            format!(
+                "allow_inline_secrets = true\n{}{org}",
+                admin("short", "acme")
+            ),
+            "12 characters",
+        ),
+        (
+            format!(
+                "allow_inline_secrets = true\n{}{org}",
+                admin("long enough passphrase", "globex")
+            ),
+            "no organization",
+        ),
+    ] {
+        let e = settings(&bad).unwrap_err().to_string();
+        assert!(e.contains(why), "{e}");
+    }
 }

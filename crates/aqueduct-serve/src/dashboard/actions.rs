@@ -1,6 +1,7 @@
 //! What a person does: sign in and out, start a sync, acknowledge a finding, map a code. Every
 //! POST but the login is a [`Posted`] form (its CSRF token checked first); the login form has
-//! a double-submit token of its own, since there is no session yet.
+//! a double-submit token of its own, since there is no session yet. Sign-in is with an API key
+//! or with the admin password of `[serve.dashboard_admin]`.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::html::{Page, esc, seg};
-use super::session::{self, IDLE, LOGIN_COOKIE, SESSION_COOKIE, random_token, set_cookie};
+use super::session::{self, LOGIN_COOKIE, SESSION_COOKIE, random_token, set_cookie};
 use super::{Dash, DashError, Posted};
 use crate::api::extract::P;
 
@@ -43,12 +44,24 @@ fn login_page(dash: &Dash, status: StatusCode, message: Option<&str>) -> Respons
          <label for=\"api_key\">API key</label>\
          <input type=\"password\" id=\"api_key\" name=\"api_key\" autocomplete=\"off\" required \
           placeholder=\"aqk_…\">\
-         <button type=\"submit\">Sign in</button></form>\
+         <button type=\"submit\" id=\"sign-in-key\">Sign in</button></form>\
          <p class=\"muted\">The key's organization and scope are the session's: a read key \
           shows, a write key also starts syncs, maps codes and acknowledges findings. Create \
           one with <code>aqueduct api-keys create --org ORG --scope write</code>.</p>",
         esc(&token)
     ));
+    if let Some(a) = &dash.app.settings.dashboard_admin {
+        body.push_str(&format!(
+            "<h2>Or as the administrator of {}</h2>\
+             <form method=\"post\" action=\"/dashboard/login\" class=\"login\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <label for=\"password\">Admin password</label>\
+             <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
+             <button type=\"submit\" id=\"sign-in-password\">Sign in</button></form>",
+            esc(&a.organization),
+            esc(&token)
+        ));
+    }
     let mut p = Page::new("Sign in", body);
     p.status = status;
     let mut r = p.into_response();
@@ -83,6 +96,9 @@ pub async fn login(State(dash): State<Arc<Dash>>, req: Request) -> Response {
         )
         .into_response();
     }
+    if let Some(password) = fields.get("password") {
+        return password_login(&dash, password).await;
+    }
     let key = fields.get("api_key").map(|k| k.trim()).unwrap_or_default();
     let refused = |dash: &Dash| {
         login_page(
@@ -109,20 +125,78 @@ pub async fn login(State(dash): State<Arc<Dash>>, req: Request) -> Response {
         Err(p) if p.status == StatusCode::UNAUTHORIZED => return refused(&dash),
         Err(p) => return DashError::from(p).into_response(),
     };
+    signed_in(&dash, principal, Some(key_id))
+}
+
+/// Signs in with the admin password: its organization, admin scope. Wrong passwords are
+/// throttled (429 once there were too many in the last minute, whoever sent them).
+async fn password_login(dash: &Dash, given: &str) -> Response {
+    let admin = match (
+        &dash.app.settings.dashboard_admin,
+        dash.app.settings.admin_password(),
+    ) {
+        (Some(a), Ok(Some(p))) => (a.organization.clone(), p),
+        (None, _) | (_, Ok(None)) => {
+            return login_page(
+                dash,
+                StatusCode::UNAUTHORIZED,
+                Some("Password sign-in is not configured here; use an API key."),
+            );
+        }
+        (_, Err(e)) => {
+            tracing::error!(error = %e, "the dashboard's admin password cannot be read");
+            return DashError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The admin password cannot be read on the server; use an API key.",
+            )
+            .into_response();
+        }
+    };
+    if !dash.password_failures.open() {
+        return login_page(
+            dash,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("Too many wrong passwords in the last minute; wait a minute, or use an API key."),
+        );
+    }
+    // hashed first so the comparison takes the same time whatever the lengths
+    use sha2::Digest as _;
+    let (a, b) = (sha2::Sha256::digest(given), sha2::Sha256::digest(&admin.1));
+    if aws_lc_rs::constant_time::verify_slices_are_equal(&a, &b).is_err() {
+        dash.password_failures.failed();
+        tracing::warn!("a wrong admin password for the dashboard");
+        return login_page(
+            dash,
+            StatusCode::UNAUTHORIZED,
+            Some("That password is wrong."),
+        );
+    }
+    signed_in(
+        dash,
+        crate::auth::Principal {
+            organization: admin.0,
+            scope: ApiScope::Admin,
+            name: "dashboard-admin".into(),
+        },
+        None,
+    )
+}
+
+/// A new session: its cookie set, the login cookie cleared, on to the overview.
+fn signed_in(dash: &Dash, principal: crate::auth::Principal, key_id: Option<String>) -> Response {
     let Some((id, _)) = dash.sessions.create(principal, key_id) else {
         return no_randomness().into_response();
     };
     let mut r = Redirect::to("/dashboard/").into_response();
     let h = r.headers_mut();
     for c in [
-        set_cookie(SESSION_COOKIE, &id, session::LIFETIME, secure(&dash)),
-        set_cookie(LOGIN_COOKIE, "", std::time::Duration::ZERO, secure(&dash)),
+        set_cookie(SESSION_COOKIE, &id, session::LIFETIME, secure(dash)),
+        set_cookie(LOGIN_COOKIE, "", std::time::Duration::ZERO, secure(dash)),
     ] {
         if let Ok(v) = HeaderValue::from_str(&c) {
             h.append(header::SET_COOKIE, v);
         }
     }
-    let _ = IDLE;
     r
 }
 

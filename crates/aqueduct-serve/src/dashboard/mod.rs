@@ -4,7 +4,8 @@
 //! findings (acknowledge) and alerts; patients and their record per source; the terminology
 //! review queue (map a code); a sync button; charts as SVG written by the server.
 //!
-//! Sign-in is with an API key (the organization and scope are the key's, as on the API); the
+//! Sign-in is with an API key (the organization and scope are the key's, as on the API), or
+//! with the admin password of `[serve.dashboard_admin]` (its organization, admin scope); the
 //! session is held by the server ([`session`]) behind an HttpOnly, SameSite=Strict cookie, and
 //! every POST carries the session's CSRF token, checked before anything is done. There is no
 //! script at all: pages send a strict content security policy, and a page waiting for a sync
@@ -41,6 +42,7 @@ use session::{Session, Sessions};
 pub struct Dash {
     pub app: Arc<AppState>,
     pub sessions: Sessions,
+    pub password_failures: session::Throttle,
 }
 
 type St = State<Arc<Dash>>;
@@ -51,6 +53,7 @@ pub fn routes(app: Arc<AppState>) -> Router {
     let dash = Arc::new(Dash {
         app,
         sessions: Sessions::default(),
+        password_failures: session::Throttle::default(),
     });
     let signed_in = Router::new()
         .route("/dashboard/", get(pages::overview))
@@ -152,13 +155,15 @@ async fn require_session(State(dash): St, mut req: Request, next: Next) -> Respo
             error_page(StatusCode::UNAUTHORIZED, "Sign in first.").into_response()
         };
     };
-    match dash.app.store.get_api_key(&session.key_id).await {
-        Ok(Some(k)) if k.revoked_at.is_none() => {}
-        Ok(_) => {
-            dash.sessions.remove(&id);
-            return Redirect::to("/dashboard/login").into_response();
+    if let Some(key_id) = &session.key_id {
+        match dash.app.store.get_api_key(key_id).await {
+            Ok(Some(k)) if k.revoked_at.is_none() => {}
+            Ok(_) => {
+                dash.sessions.remove(&id);
+                return Redirect::to("/dashboard/login").into_response();
+            }
+            Err(e) => return DashError::from(Problem::store(e)).into_response(),
         }
-        Err(e) => return DashError::from(Problem::store(e)).into_response(),
     }
     let client_addr = req
         .extensions()

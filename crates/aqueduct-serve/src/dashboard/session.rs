@@ -3,6 +3,10 @@
 //! after a fixed lifetime, whatever happens. Each session has its own CSRF token, which every
 //! form posts back (a synchronizer token). Sessions live in memory: a restart signs everyone
 //! out, which is the safe way to lose them.
+//!
+//! Wrong admin passwords are counted ([`Throttle`]): past a few a minute, password sign-in is
+//! refused for everyone until the minute is over (an API key cannot be guessed; a password
+//! can).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,8 +34,8 @@ const MAX_SESSIONS: usize = 10_000;
 pub struct Session {
     pub principal: Principal,
     /// The API key's id, checked against the store on every request (a revoked key ends
-    /// its sessions at once).
-    pub key_id: String,
+    /// its sessions at once); None for the admin password.
+    pub key_id: Option<String>,
     pub csrf: String,
     created: Instant,
     seen: Instant,
@@ -78,7 +82,11 @@ pub fn set_cookie(name: &str, value: &str, max_age: Duration, secure: bool) -> S
 impl Sessions {
     /// A new session for `principal`: its id (for the cookie), or None if the system's random
     /// source failed.
-    pub fn create(&self, principal: Principal, key_id: String) -> Option<(String, Session)> {
+    pub fn create(
+        &self,
+        principal: Principal,
+        key_id: Option<String>,
+    ) -> Option<(String, Session)> {
         let id = random_token()?;
         let now = Instant::now();
         let s = Session {
@@ -126,6 +134,37 @@ impl Sessions {
     }
 }
 
+/// Wrong passwords allowed per minute, all callers together.
+pub const MAX_FAILURES_PER_MINUTE: usize = 5;
+
+/// The wrong admin passwords of the last minute.
+#[derive(Default)]
+pub struct Throttle {
+    failures: Mutex<std::collections::VecDeque<Instant>>,
+}
+
+impl Throttle {
+    /// Whether a password may be tried now.
+    pub fn open(&self) -> bool {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        while f
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            f.pop_front();
+        }
+        f.len() < MAX_FAILURES_PER_MINUTE
+    }
+
+    pub fn failed(&self) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(Instant::now());
+    }
+}
+
 fn live(s: &Session, now: Instant) -> bool {
     now.duration_since(s.seen) < IDLE && now.duration_since(s.created) < LIFETIME
 }
@@ -146,8 +185,8 @@ mod tests {
     #[test]
     fn sessions_are_random_and_end_on_logout() {
         let s = Sessions::default();
-        let (a, sa) = s.create(p(), "1".into()).unwrap();
-        let (b, sb) = s.create(p(), "1".into()).unwrap();
+        let (a, sa) = s.create(p(), Some("1".into())).unwrap();
+        let (b, sb) = s.create(p(), Some("1".into())).unwrap();
         assert_ne!(a, b);
         assert_ne!(sa.csrf, sb.csrf);
         assert_eq!(a.len(), 43);
@@ -161,20 +200,34 @@ mod tests {
     #[test]
     fn an_idle_or_old_session_is_over() {
         let s = Sessions::default();
-        let (id, _) = s.create(p(), "1".into()).unwrap();
+        let (id, _) = s.create(p(), Some("1".into())).unwrap();
         {
             let mut map = s.map.lock().unwrap();
             let e = map.get_mut(&id).unwrap();
             e.seen = Instant::now() - IDLE - Duration::from_secs(1);
         }
         assert!(s.get(&id).is_none(), "idle too long");
-        let (id, _) = s.create(p(), "1".into()).unwrap();
+        let (id, _) = s.create(p(), Some("1".into())).unwrap();
         {
             let mut map = s.map.lock().unwrap();
             let e = map.get_mut(&id).unwrap();
             e.created = Instant::now() - LIFETIME - Duration::from_secs(1);
         }
         assert!(s.get(&id).is_none(), "past its lifetime");
+    }
+
+    #[test]
+    fn wrong_passwords_close_the_door_for_a_minute() {
+        let t = Throttle::default();
+        for _ in 0..MAX_FAILURES_PER_MINUTE {
+            assert!(t.open());
+            t.failed();
+        }
+        assert!(!t.open());
+        t.failures.lock().unwrap().iter_mut().for_each(|f| {
+            *f = Instant::now().checked_sub(Duration::from_secs(61)).unwrap();
+        });
+        assert!(t.open(), "a minute later");
     }
 
     #[test]
