@@ -22,8 +22,14 @@ use crate::problem::Problem;
 
 type R = Result<Response, DashError>;
 
-/// How far back the charts look.
-const CHART_DAYS: i64 = 7;
+/// The windows the charts look back over, longest first: the first that holds at most
+/// [`CHART_REQUESTS`] requests is drawn (the store answers oldest first, so a window that
+/// holds more would end in the past).
+const CHART_WINDOWS: &[(i64, &str)] = &[
+    (7 * 24 * 3600, "the last 7 days"),
+    (24 * 3600, "the last 24 hours"),
+    (3600, "the last hour"),
+];
 /// Ledger entries read for the charts at most.
 const CHART_REQUESTS: u32 = 50_000;
 /// Time buckets of a chart.
@@ -66,23 +72,31 @@ async fn last_complete(
         .and_then(|r| r.finished_at))
 }
 
-/// The organization's ledger of the last days, by connection.
+/// The organization's recent ledger by connection, and the window it covers.
 async fn recent_requests(
     dash: &Dash,
     org: &str,
-) -> Result<BTreeMap<String, Vec<LedgerEntry>>, DashError> {
-    let since = Utc::now() - chrono::Duration::days(CHART_DAYS);
+) -> Result<(BTreeMap<String, Vec<LedgerEntry>>, &'static str), DashError> {
+    let now = Utc::now();
     let mut by: BTreeMap<String, Vec<LedgerEntry>> = BTreeMap::new();
-    for (c, e) in dash
-        .app
-        .store
-        .requests_since(org, since, CHART_REQUESTS)
-        .await
-        .map_err(store_err)?
-    {
-        by.entry(c).or_default().push(e);
+    let mut window = CHART_WINDOWS[0].1;
+    for (i, (secs, name)) in CHART_WINDOWS.iter().enumerate() {
+        let got = dash
+            .app
+            .store
+            .requests_since(org, now - chrono::Duration::seconds(*secs), CHART_REQUESTS)
+            .await
+            .map_err(store_err)?;
+        window = name;
+        if got.len() < CHART_REQUESTS as usize || i + 1 == CHART_WINDOWS.len() {
+            by.clear();
+            for (c, e) in got {
+                by.entry(c).or_default().push(e);
+            }
+            break;
+        }
     }
-    Ok(by)
+    Ok((by, window))
 }
 
 fn source_charts(name: &str, entries: &[LedgerEntry]) -> String {
@@ -158,10 +172,13 @@ pub async fn overview(State(dash): State<Arc<Dash>>, who: Signed) -> R {
         "<section><h2>Resources per type</h2>{}</section>",
         chart::bar_chart("Resources held, all sources", &bars)
     );
-    body.push_str("<section><h2>Latency and errors per source</h2>");
-    let by = recent_requests(&dash, org).await?;
+    let (by, window) = recent_requests(&dash, org).await?;
+    let _ = write!(
+        body,
+        "<section><h2>Latency and errors per source, {window}</h2>"
+    );
     if by.is_empty() {
-        body.push_str("<p class=\"muted\">No requests in the last 7 days.</p>");
+        let _ = write!(body, "<p class=\"muted\">No requests in {window}.</p>");
     }
     for (name, entries) in &by {
         body.push_str(&source_charts(name, entries));
@@ -248,10 +265,10 @@ pub async fn connection(State(dash): State<Arc<Dash>>, who: Signed, P(name): P<S
         ));
     }
     body.push_str("</section>");
-    let by = recent_requests(&dash, org).await?;
+    let (by, window) = recent_requests(&dash, org).await?;
     let _ = write!(
         body,
-        "<section><h2>Latency and errors</h2>{}</section>",
+        "<section><h2>Latency and errors, {window}</h2>{}</section>",
         source_charts(&name, by.get(&name).map(Vec::as_slice).unwrap_or_default())
     );
     body.push_str(
