@@ -829,6 +829,7 @@ pub async fn terminology(
         "</section><section><h2>Mappings</h2><table id=\"mappings\"><thead><tr><th>Connection</th>\
                    <th>Local code</th><th>Standard code</th><th>Display</th></tr></thead><tbody>",
     );
+    let mut mapped = 0;
     for name in names(&dash, org).await? {
         let conn = ConnectionRef::new(org, &name);
         for m in dash
@@ -848,9 +849,14 @@ pub async fn terminology(
                 esc(&m.target_code),
                 esc(m.target_display.as_deref().unwrap_or("")),
             );
+            mapped += 1;
         }
     }
-    body.push_str("</tbody></table></section>");
+    body.push_str("</tbody></table>");
+    if mapped == 0 {
+        body.push_str("<p class=\"muted\">No local code is mapped yet.</p>");
+    }
+    body.push_str("</section>");
     Ok(who.page("Terminology review", body).into_response())
 }
 
