@@ -576,7 +576,7 @@ fn the_admin_password_is_checked_when_the_server_starts() {
         "allow_inline_secrets = true\n{}{org}",
         admin("long enough passphrase", "acme")
     );
-    assert_eq!(settings(&ok).unwrap(), true);
+    assert!(settings(&ok).unwrap());
     for (bad, why) in [
         (
             format!("{}{org}", admin("long enough passphrase", "acme")),
