@@ -64,7 +64,7 @@ async fn server_with(settings: ServeSettings) -> Server {
     }
     let conn = ConnectionRef::new("acme", "ehr");
     let patient = format!(
-        r#"{{"resourceType":"Patient","id":"p1","name":[{{"family":"{}","given":["Eve\" onmouseover=\"x"]}}]}}"#,
+        r#"{{"resourceType":"Patient","id":"p1","identifier":[{{"system":"urn:mrn","value":"42"}}],"name":[{{"family":"{}","given":["Eve\" onmouseover=\"x"]}}]}}"#,
         HOSTILE.replace('"', "\\\"")
     );
     store
@@ -84,6 +84,43 @@ async fn server_with(settings: ServeSettings) -> Server {
         )
         .await
         .unwrap();
+    // the same person at a second source of acme, found through the identifier index
+    let lab = ConnectionRef::new("acme", "lab");
+    store
+        .upsert_connection(&ConnectionRecord {
+            organization: "acme".into(),
+            name: "lab".into(),
+            base_url: "https://lab.example/fhir".into(),
+            profile: "generic".into(),
+        })
+        .await
+        .unwrap();
+    store
+        .write_resources(
+            &lab,
+            &[RawResource {
+                resource_type: "Patient".into(),
+                logical_id: "p9".into(),
+                version_id: None,
+                last_updated: None,
+                source_url: "https://lab.example/fhir/Patient/p9".into(),
+                patient_id: Some("p9".into()),
+                parse_status: ParseStatus::Ok,
+                fetched_at: Utc::now(),
+                bytes: br#"{"resourceType":"Patient","id":"p9","identifier":[{"system":"urn:mrn","value":"42"}]}"#.to_vec(),
+            }],
+        )
+        .await
+        .unwrap();
+    for c in [&conn, &lab] {
+        let terms = Arc::new(aqueduct_normalize::Terminology::embedded());
+        let ctx = aqueduct_normalize::context_for(store.as_ref(), c, terms)
+            .await
+            .unwrap();
+        aqueduct_normalize::rebuild(store.as_ref(), c, &ctx, &["Patient".to_string()])
+            .await
+            .unwrap();
+    }
     let run = store.begin_run(&conn, "sync").await.unwrap();
     let now = Utc::now();
     store
@@ -461,6 +498,10 @@ async fn hostile_data_is_text_and_other_organizations_are_not_there() {
     assert!(
         patient.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
         "{patient}"
+    );
+    assert!(
+        patient.contains("href=\"/dashboard/connections/lab/patients/p9\""),
+        "the same MRN at the other source: {patient}"
     );
     let (_, run) = s.get(&session, "/dashboard/connections/ehr/runs/1").await;
     // failures first: the 503 row comes before the 200 row

@@ -692,6 +692,28 @@ pub async fn patient(
         esc(&s.facade_id),
         esc(&opt_time(last_complete(&dash, &conn).await?.as_ref())),
     );
+    let elsewhere = other_sources(&dash, who.caller.org(), &name, &pid, &patient.bytes).await?;
+    body.push_str("<section><h2>The same patient at other sources</h2>");
+    if elsewhere.is_empty() {
+        body.push_str(
+            "<p class=\"muted\">No other source holds a patient with one of these identifiers.</p>",
+        );
+    } else {
+        body.push_str("<ul id=\"elsewhere\">");
+        for (c, id, ident) in &elsewhere {
+            let _ = write!(
+                body,
+                "<li><a href=\"/dashboard/connections/{}/patients/{}\">{} at {}</a> (identifier {})</li>",
+                seg(c),
+                seg(id),
+                esc(id),
+                esc(c),
+                esc(ident)
+            );
+        }
+        body.push_str("</ul>");
+    }
+    body.push_str("</section>");
     let bars: Vec<(String, u64)> = counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
     body.push_str(&chart::bar_chart("The record by type", &bars));
     body.push_str(
@@ -715,6 +737,57 @@ pub async fn patient(
             body,
         )
         .into_response())
+}
+
+/// Identifiers of a patient looked up at most (a record with hundreds is junk, not a person).
+const MAX_IDENTIFIERS: usize = 20;
+
+/// The patients of the organization's other sources that share an identifier (system and
+/// value) with this one, through the identifier index normalization keeps: (connection,
+/// source id, `system|value`).
+async fn other_sources(
+    dash: &Dash,
+    org: &str,
+    conn: &str,
+    pid: &str,
+    bytes: &[u8],
+) -> Result<Vec<(String, String, String)>, DashError> {
+    #[derive(Deserialize)]
+    struct Ident {
+        system: Option<String>,
+        value: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Pat {
+        #[serde(default)]
+        identifier: Vec<Ident>,
+    }
+    let Ok(p) = serde_json::from_slice::<Pat>(bytes) else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<(String, String, String)> = Vec::new();
+    for i in p.identifier.iter().take(MAX_IDENTIFIERS) {
+        let (Some(system), Some(value)) = (&i.system, &i.value) else {
+            continue;
+        };
+        for hit in dash
+            .app
+            .store
+            .find_by_identifier(org, "Patient", system, value)
+            .await
+            .map_err(store_err)?
+        {
+            let here = hit.connection == conn && hit.logical_id == pid;
+            if !here
+                && !out
+                    .iter()
+                    .any(|(c, id, _)| *c == hit.connection && *id == hit.logical_id)
+            {
+                out.push((hit.connection, hit.logical_id, format!("{system}|{value}")));
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]
