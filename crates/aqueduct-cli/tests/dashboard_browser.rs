@@ -2,8 +2,9 @@
 //! from npm, pinned in `tests/dashboard_browser/package-lock.json`): `aqueduct serve` with its
 //! engine on a store filled by `aqueduct sync` from the simulator (with injected 500s), then in
 //! the browser: a wrong key refused, sign in, open the connection, follow a failed request,
-//! open a patient's record, map a local code from the review queue, start a sync and see it finish, a POST without the
-//! CSRF token refused with 403, sign out. Afterwards the store must hold what the clicks did.
+//! open a patient's record, map a local code from the review queue, start a sync and see it
+//! finish, a POST without the CSRF token refused with 403, sign out. Afterwards the store must
+//! hold what the clicks did.
 //!
 //! Needs node, npm and chromium (`AQUEDUCT_CHROMIUM` names another binary); playwright-core is
 //! installed into the kit (`tests/dashboard_browser/node_modules`, gitignored) from the lock

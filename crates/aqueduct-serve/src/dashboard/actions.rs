@@ -200,8 +200,13 @@ fn signed_in(dash: &Dash, principal: crate::auth::Principal, key_id: Option<Stri
     r
 }
 
-pub async fn logout(State(dash): State<Arc<Dash>>, headers: HeaderMap, form: Posted) -> Response {
-    let _ = form;
+/// Ends the session on the server and clears its cookie (a POST with the CSRF token, so no
+/// other site can sign a person out).
+pub async fn logout(
+    State(dash): State<Arc<Dash>>,
+    headers: HeaderMap,
+    _checked: Posted,
+) -> Response {
     if let Some(id) = session::cookie(&headers, SESSION_COOKIE) {
         dash.sessions.remove(id);
     }
