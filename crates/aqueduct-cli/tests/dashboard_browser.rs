@@ -2,9 +2,9 @@
 //! from npm, pinned in `tests/dashboard_browser/package-lock.json`): `aqueduct serve` with its
 //! engine on a store filled by `aqueduct sync` from the simulator (with injected 500s), then in
 //! the browser: a wrong key refused, sign in, open the connection, follow a failed request,
-//! open a patient's record, map a local code from the review queue, start a sync and see it
-//! finish, a POST without the CSRF token refused with 403, sign out. Afterwards the store must
-//! hold what the clicks did.
+//! open a patient's record (and one whose name is `<script>`: shown as text, nothing runs),
+//! map a local code from the review queue, start a sync and see it finish, a POST without the
+//! CSRF token refused with 403, sign out. Afterwards the store must hold what the clicks did.
 //!
 //! Needs node, npm and chromium (`AQUEDUCT_CHROMIUM` names another binary); playwright-core is
 //! installed into the kit (`tests/dashboard_browser/node_modules`, gitignored) from the lock
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use aqueduct_store::{ConnectionRef, RefreshOutcome};
+use aqueduct_store::{ConnectionRef, ParseStatus, RawResource, RefreshOutcome};
 use aqueduct_testkit::process::start_sim;
 
 const INSTALL_HINT: &str = "install node, npm and chromium with `apt-get install nodejs npm \
@@ -145,6 +145,30 @@ auth = {{ method = "client-credentials", client_id = "sim-confidential-app", cli
         String::from_utf8_lossy(&synced.stdout),
         String::from_utf8_lossy(&synced.stderr)
     );
+    // a patient whose name is markup: the browser must show it as text and run nothing
+    {
+        let store = aqueduct_store::open(dir.path().join("store.db").to_str().unwrap())
+            .await
+            .unwrap();
+        let bytes = br#"{"resourceType":"Patient","id":"hostile","name":[{"family":"<script>alert(1)</script>","given":["<img src=x onerror=alert(2)>"]}]}"#;
+        store
+            .write_resources(
+                &ConnectionRef::new("acme", "ehr"),
+                &[RawResource {
+                    resource_type: "Patient".into(),
+                    logical_id: "hostile".into(),
+                    version_id: None,
+                    last_updated: None,
+                    source_url: format!("{base}/Patient/hostile"),
+                    patient_id: Some("hostile".into()),
+                    parse_status: ParseStatus::Ok,
+                    fetched_at: chrono::Utc::now(),
+                    bytes: bytes.to_vec(),
+                }],
+            )
+            .await
+            .unwrap();
+    }
     let key = aqueduct(
         dir.path(),
         &["api-keys", "create", "--org", "acme", "--scope", "write"],
@@ -182,7 +206,7 @@ auth = {{ method = "client-credentials", client_id = "sim-confidential-app", cli
 
     let flow = Command::new("node")
         .arg(kit().join("flow.mjs"))
-        .args([&origin, &key, "ehr", &chromium()])
+        .args([&origin, &key, "ehr", &chromium(), "hostile"])
         .current_dir(kit())
         .output()
         .unwrap();
@@ -198,6 +222,7 @@ auth = {{ method = "client-credentials", client_id = "sim-confidential-app", cli
     assert_eq!(seen["csrf_refused"], serde_json::json!([403, 403]));
     assert_eq!(seen["failed_request"]["outcome"], "failed");
     assert_eq!(seen["still_unmapped"], 0, "the mapped code left the queue");
+    assert_eq!(seen["dialogs"], 0, "no script ran");
 
     // what the clicks did, in the store
     let store = aqueduct_store::open(dir.path().join("store.db").to_str().unwrap())

@@ -3,10 +3,10 @@
 // code from the review queue, start a sync and see it finish, and a POST without the session's
 // CSRF token is refused with 403. Prints what it saw as JSON; any surprise exits non-zero.
 //
-// usage: node flow.mjs BASE_URL API_KEY CONNECTION CHROMIUM_PATH
+// usage: node flow.mjs BASE_URL API_KEY CONNECTION CHROMIUM_PATH HOSTILE_PATIENT_ID
 import { chromium } from 'playwright-core';
 
-const [base, key, connection, executablePath] = process.argv.slice(2);
+const [base, key, connection, executablePath, hostile] = process.argv.slice(2);
 const seen = {};
 const fail = (what) => { throw new Error(what); };
 const check = (ok, what) => { if (!ok) fail(what); };
@@ -21,6 +21,9 @@ try {
   const context = await browser.newContext();
   const page = await context.newPage();
   page.setDefaultTimeout(20000);
+  // patient data is hostile: no page may ever run a script or open a dialog
+  seen.dialogs = 0;
+  page.on('dialog', async (d) => { seen.dialogs += 1; await d.dismiss(); });
 
   // 1. not signed in: the sign-in page; a wrong key is refused
   await page.goto(`${base}/dashboard/`);
@@ -71,10 +74,16 @@ try {
   // 4b. the connection's patients, and one patient's record at this source
   await page.goto(`${base}/dashboard/connections/${connection}`);
   await Promise.all([page.waitForURL(/\/patients$/), page.click('a:text-is("Patients")')]);
-  await Promise.all([page.waitForURL(/\/patients\/[^/]+$/), page.locator('#patients tbody a').first().click()]);
+  await Promise.all([page.waitForURL(/\/patients\/[^/]+$/), page.locator('#patients tbody a:not([href$="/hostile"])').first().click()]);
   seen.patient = (await page.textContent('#patient-name')).trim();
   seen.record_rows = await page.locator('#record tbody tr').count();
   check(seen.record_rows > 0, 'the patient record is empty');
+
+  // 4c. a patient whose name is markup: shown as text, nothing runs
+  await page.goto(`${base}/dashboard/connections/${connection}/patients/${hostile}`);
+  seen.hostile_name = (await page.textContent('#patient-name')).trim();
+  check(seen.hostile_name.includes('<script>alert(1)</script>'), `the hostile name: ${seen.hostile_name}`);
+  check(await page.locator('main img').count() === 0, 'markup from patient data became an element');
 
   // 5. map a code from the terminology review queue
   await page.click('nav a:text-is("Terminology")');
@@ -117,6 +126,7 @@ try {
   await page.goto(`${base}/dashboard/`);
   seen.after_logout = new URL(page.url()).pathname;
   check(seen.after_logout === '/dashboard/login', `after logout: ${page.url()}`);
+  check(seen.dialogs === 0, `${seen.dialogs} dialog(s) opened: patient data ran as script`);
 } finally {
   await browser.close();
 }
