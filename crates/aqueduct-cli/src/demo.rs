@@ -70,7 +70,27 @@ struct Outcome {
     scopes: Option<String>,
 }
 
-pub async fn run_demo(store_location: &str, patients: usize, json: bool) -> anyhow::Result<()> {
+/// What a source's connection needs in a configuration, so the engine can sync it again
+/// (`aqueduct demo --serve`).
+struct Registered {
+    connection: &'static str,
+    base: String,
+    profile: &'static str,
+    overrides: &'static str,
+    client_id: String,
+    key: aqueduct_smart::SigningKey,
+    alg: &'static str,
+}
+
+/// `--serve ADDR`: after the reports, the simulators keep running and `aqueduct serve` (API,
+/// facade, dashboard, and the engine, which can sync the demo sources again) runs on the
+/// demo store until stopped.
+pub async fn run_demo(
+    store_location: &str,
+    patients: usize,
+    json: bool,
+    serve: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
     let store = aqueduct_store::open(store_location)
         .await
         .with_context(|| format!("opening the store at {store_location}"))?;
@@ -80,10 +100,10 @@ pub async fn run_demo(store_location: &str, patients: usize, json: bool) -> anyh
             display_name: Some("Aqueduct demo".into()),
         })
         .await?;
-    let smart = Arc::new(SmartClient::new(
-        store.clone(),
-        demo_vault_key(store_location)?,
-    )?);
+    let vault_key = demo_vault_key(store_location)?;
+    let vault_b64 = vault_key.to_base64();
+    let smart = Arc::new(SmartClient::new(store.clone(), vault_key)?);
+    let mut registered = Vec::new();
 
     let mut sims: Vec<SimServer> = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -119,6 +139,18 @@ pub async fn run_demo(store_location: &str, patients: usize, json: bool) -> anyh
         let key = generate_key(src.alg)?;
         let client_id = format!("aqueduct-demo-{}", src.connection);
         sim.register_backend_client(&client_id, &jwks(std::slice::from_ref(&key)).to_string())?;
+        registered.push(Registered {
+            connection: src.connection,
+            base: base.clone(),
+            profile: src.profile,
+            overrides: src.overrides,
+            client_id: client_id.clone(),
+            key: key.clone(),
+            alg: match src.alg {
+                KeyAlgorithm::RS384 => "RS384",
+                _ => "ES384",
+            },
+        });
         let mut sc = SmartConnection::new(conn.clone(), base.clone(), client_id);
         sc.credentials = ClientCredentials::PrivateKey(key);
         sc.backend_services = true;
@@ -223,6 +255,26 @@ pub async fn run_demo(store_location: &str, patients: usize, json: bool) -> anyh
             "store: {store_location}  (inspect with `aqueduct status`, `aqueduct findings --org demo`)"
         );
     }
+    if let Some(bind) = serve {
+        let config = Arc::new(demo_config(store_location, &vault_b64, &registered)?);
+        let (record, key) = aqueduct_serve::generate_key(
+            ORG,
+            aqueduct_store::ApiScope::Write,
+            Some("aqueduct demo --serve".into()),
+        )
+        .map_err(|_| anyhow::anyhow!("the system's random source failed"))?;
+        store.create_api_key(&record).await?;
+        let settings = aqueduct_serve::ServeSettings {
+            bind,
+            ..Default::default()
+        };
+        settings.check()?;
+        let banner = vec![
+            format!("  sign in with the API key {key}"),
+            "  (organization demo, write scope; shown once). Ctrl-C stops the server and the simulators.".into(),
+        ];
+        crate::serve_cmd::run_server(store.clone(), config, settings, true, &banner).await?;
+    }
     for sim in sims {
         sim.shutdown().await;
     }
@@ -261,4 +313,66 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         opts.mode(0o600);
     }
     opts.open(path)?.write_all(bytes)
+}
+
+/// The configuration of the demo's sources (inline secrets: the demo's own throwaway keys),
+/// so the engine in `aqueduct demo --serve` can sync them again when the dashboard asks.
+fn demo_config(
+    store_location: &str,
+    vault_key: &str,
+    sources: &[Registered],
+) -> anyhow::Result<aqueduct_config::Config> {
+    use toml::{Table, Value};
+    let s = |v: &str| Value::String(v.to_string());
+    let mut connections = Table::new();
+    for r in sources {
+        let mut auth = Table::new();
+        auth.insert("method".into(), s("smart-backend"));
+        auth.insert("client_id".into(), s(&r.client_id));
+        auth.insert("algorithm".into(), s(r.alg));
+        auth.insert("key_id".into(), s(r.key.kid()));
+        auth.insert(
+            "private_key".into(),
+            Value::Table(Table::from_iter([(
+                "value".to_string(),
+                s(r.key.to_pkcs8_pem()),
+            )])),
+        );
+        let mut c = Table::new();
+        c.insert("base_url".into(), s(&r.base));
+        c.insert("profile".into(), s(r.profile));
+        c.insert("auth".into(), Value::Table(auth));
+        c.insert(
+            "overrides".into(),
+            Value::Table(toml::from_str::<Table>(r.overrides)?),
+        );
+        connections.insert(r.connection.to_string(), Value::Table(c));
+    }
+    let mut org = Table::new();
+    org.insert("display_name".into(), s("Aqueduct demo"));
+    org.insert("connections".into(), Value::Table(connections));
+    let mut root = Table::new();
+    root.insert("allow_inline_secrets".into(), Value::Boolean(true));
+    root.insert(
+        "store".into(),
+        Value::Table(Table::from_iter([(
+            "location".to_string(),
+            s(store_location),
+        )])),
+    );
+    root.insert(
+        "vault".into(),
+        Value::Table(Table::from_iter([(
+            "key".to_string(),
+            Value::Table(Table::from_iter([("value".to_string(), s(vault_key))])),
+        )])),
+    );
+    root.insert(
+        "organizations".into(),
+        Value::Table(Table::from_iter([(ORG.to_string(), Value::Table(org))])),
+    );
+    Ok(aqueduct_config::parse(
+        &toml::to_string(&root)?,
+        "aqueduct demo --serve",
+    )?)
 }

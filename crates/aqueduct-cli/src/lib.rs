@@ -218,6 +218,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &ctx.store_location(config.as_ref()),
                 args.patients,
                 args.json,
+                args.serve.then_some(args.bind),
             )
             .await?;
             Ok(ExitCode::SUCCESS)
@@ -250,6 +251,14 @@ struct DemoArgs {
     /// Print the reports as JSON.
     #[arg(long)]
     json: bool,
+    /// Then leave the API, the FHIR facade and the dashboard running on the demo store (the
+    /// simulators keep running too, so the dashboard's sync button works) and print the URL
+    /// and an API key to sign in with; Ctrl-C stops it.
+    #[arg(long)]
+    serve: bool,
+    /// Where `--serve` listens.
+    #[arg(long, default_value = "127.0.0.1:8080", requires = "serve")]
+    bind: std::net::SocketAddr,
 }
 
 #[cfg(feature = "simulator")]

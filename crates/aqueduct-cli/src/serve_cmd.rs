@@ -30,17 +30,30 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         settings.bind = b;
         settings.check()?;
     }
+    let with_engine = !args.no_engine && !config.organizations.is_empty();
+    run_server(store, config, settings, with_engine, &[]).await
+}
+
+/// Serves the API, the facade and the dashboard on `settings.bind` (with the engine unless
+/// `with_engine` is false) until SIGINT or SIGTERM; `banner` lines are printed after the URLs.
+pub async fn run_server(
+    store: Arc<dyn aqueduct_store::Store>,
+    config: Arc<aqueduct_config::Config>,
+    settings: aqueduct_serve::ServeSettings,
+    with_engine: bool,
+    banner: &[String],
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
         .with_context(|| format!("cannot listen on {}", settings.bind))?;
     let addr = listener.local_addr()?;
-    let engine = if args.no_engine || config.organizations.is_empty() {
-        None
-    } else {
+    let engine = if with_engine {
         Some(Arc::new(aqueduct_engine::Engine::new(
             Arc::clone(&config),
             Arc::clone(&store),
         )?))
+    } else {
+        None
     };
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -51,12 +64,17 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         let e = Arc::clone(e);
         tokio::spawn(async move { e.run().await })
     });
+    let scheme = if settings.is_tls() { "https" } else { "http" };
     let state = aqueduct_serve::AppState::new(store, config, settings);
-    println!("aqueduct serve: listening on http://{addr}");
-    println!("  API          http://{addr}/api/v1/connections");
-    println!("  FHIR facade  http://{addr}/fhir/{{organization}}/metadata");
+    println!("aqueduct serve: listening on {scheme}://{addr}");
+    println!("  dashboard    {scheme}://{addr}/dashboard/");
+    println!("  API          {scheme}://{addr}/api/v1/connections");
+    println!("  FHIR facade  {scheme}://{addr}/fhir/{{organization}}/metadata");
     if engine.is_none() {
         println!("  engine       not running here (--no-engine or no organizations configured)");
+    }
+    for line in banner {
+        println!("{line}");
     }
     let mut shutdown_rx = stop_rx.clone();
     let shutdown = async move {

@@ -128,3 +128,78 @@ fn the_demo_syncs_every_source_honestly_and_repeats_without_false_alarms() {
         3
     );
 }
+
+/// README: `aqueduct demo --serve` leaves the API and the dashboard running on the demo store,
+/// prints the URL and a key, and its engine can sync a demo source again when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_leaves_the_dashboard_running_and_its_sync_button_works() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = aqueduct_testkit::process::Killed(
+        Command::new(env!("CARGO_BIN_EXE_aqueduct"))
+            .args(["demo", "--patients", "2", "--serve", "--bind"])
+            .arg(format!("127.0.0.1:{port}"))
+            .current_dir(dir.path())
+            .env_remove("AQUEDUCT_VAULT_KEY")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let (mut dashboard, mut key) = (None, None);
+    while key.is_none() {
+        let line = lines.next().expect("demo --serve exited").unwrap();
+        if let Some(u) = line.trim().strip_prefix("dashboard") {
+            dashboard = Some(u.trim().to_string());
+        }
+        if let Some(k) = line.trim().strip_prefix("sign in with the API key ") {
+            key = Some(k.trim().to_string());
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let dashboard = dashboard.unwrap();
+    let key = key.unwrap();
+    assert_eq!(dashboard, format!("http://127.0.0.1:{port}/dashboard/"));
+    let http = reqwest::Client::new();
+    let login = http.get(format!("{dashboard}login")).send().await.unwrap();
+    assert_eq!(login.status(), 200);
+    let origin = format!("http://127.0.0.1:{port}");
+    let raised: serde_json::Value = http
+        .post(format!("{origin}/api/v1/connections/payer-bluebird/sync"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!("{origin}{}", raised["status_url"].as_str().unwrap());
+    let started = std::time::Instant::now();
+    let done = loop {
+        let r: serde_json::Value = http
+            .get(&url)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["state"] == "done" {
+            break r;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{r}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(done["outcome"], "complete", "{done}");
+}

@@ -18,6 +18,7 @@ pub mod access_log;
 pub mod api;
 pub mod auth;
 pub mod cache;
+pub mod dashboard;
 pub mod fhir;
 pub mod jwt;
 pub mod openapi;
@@ -118,6 +119,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/openapi.json", axum::routing::get(openapi::document))
         .nest("/api/v1", api::routes(Arc::clone(&state)))
         .merge(fhir::routes(Arc::clone(&state)))
+        .merge(dashboard::routes(Arc::clone(&state)))
         .fallback(|| async { Problem::not_found("no such route") })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(

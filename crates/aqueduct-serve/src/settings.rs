@@ -40,7 +40,22 @@ pub struct ServeSettings {
     pub overview_cache_ms: u64,
     /// OAuth 2 issuers whose bearer JWTs are accepted besides API keys.
     pub jwt_issuers: Vec<crate::jwt::JwtIssuer>,
+    /// Dashboard sign-in with a password besides API keys: one organization, admin scope.
+    pub dashboard_admin: Option<DashboardAdmin>,
 }
+
+/// `[serve.dashboard_admin]`: who signs in to the dashboard with a password.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardAdmin {
+    /// The organization the password signs in to (with the admin scope).
+    pub organization: String,
+    /// At least 12 characters, by reference (`{ env = "VAR" }` or `{ file = "path" }`).
+    pub password: aqueduct_config::SecretRef,
+}
+
+/// The shortest admin password accepted.
+pub const MIN_ADMIN_PASSWORD: usize = 12;
 
 impl Default for ServeSettings {
     fn default() -> Self {
@@ -56,6 +71,7 @@ impl Default for ServeSettings {
             key_cache_secs: 30,
             overview_cache_ms: 2000,
             jwt_issuers: Vec::new(),
+            dashboard_admin: None,
         }
     }
 }
@@ -66,6 +82,22 @@ impl ServeSettings {
     pub fn from_config(config: &Config) -> Result<Self, ServeError> {
         let s: ServeSettings = config.typed_table(&["serve"], &config.serve)?;
         s.check()?;
+        if let Some(a) = &s.dashboard_admin {
+            if a.password.is_inline() && !config.allow_inline_secrets {
+                return Err(ServeError::Settings(
+                    "[serve.dashboard_admin] password: inline secret values are refused; use { env = \"VAR\" } or { file = \"path\" }, or set allow_inline_secrets = true".into(),
+                ));
+            }
+            if !config.organizations.is_empty()
+                && !config.organizations.contains_key(&a.organization)
+            {
+                return Err(ServeError::Settings(format!(
+                    "[serve.dashboard_admin] organization: no organization {:?} in the configuration",
+                    a.organization
+                )));
+            }
+            s.admin_password()?;
+        }
         Ok(s)
     }
 
@@ -107,6 +139,21 @@ impl ServeSettings {
                 .map_err(|e| ServeError::Settings(format!("[serve] {what} = {}: {e}", p.display())))
         };
         Ok(Some((read(cert, "tls_cert")?, read(key, "tls_key")?)))
+    }
+
+    /// The dashboard's admin password, read now (an env var or a file may change); None
+    /// without `[serve.dashboard_admin]`.
+    pub fn admin_password(&self) -> Result<Option<String>, ServeError> {
+        let Some(a) = &self.dashboard_admin else {
+            return Ok(None);
+        };
+        let p = a.password.resolve("[serve.dashboard_admin] password")?;
+        if p.chars().count() < MIN_ADMIN_PASSWORD {
+            return Err(ServeError::Settings(format!(
+                "[serve.dashboard_admin] password: at least {MIN_ADMIN_PASSWORD} characters"
+            )));
+        }
+        Ok(Some(p))
     }
 
     pub fn is_tls(&self) -> bool {

@@ -1,5 +1,5 @@
 //! HTTPS from configured certificate files (made by rcgen at test time): a client that trusts
-//! the CA gets the facade with HSTS; plain HTTP on the same port gets nothing; half a TLS
+//! the CA gets the facade with HSTS (and the dashboard's cookies are Secure); plain HTTP on the same port gets nothing; half a TLS
 //! configuration or a non-loopback bind without TLS is refused before listening.
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -82,6 +82,17 @@ async fn the_facade_is_served_over_tls_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // the dashboard's cookies are Secure over TLS
+    let login = trusting
+        .get(format!("https://localhost:{port}/dashboard/login"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.starts_with("aqueduct_login=") && cookie.contains("; Secure"),
+        "{cookie}"
+    );
     // plain HTTP on the TLS port gets no answer
     let plain = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{port}/fhir/acme/metadata"))

@@ -54,12 +54,12 @@ pub struct PatientsQuery {
 #[derive(Serialize, ToSchema)]
 pub struct PatientSummary {
     /// The id at the source.
-    id: String,
+    pub(crate) id: String,
     /// The id in the FHIR facade.
-    facade_id: String,
-    name: Option<String>,
-    birth_date: Option<String>,
-    gender: Option<String>,
+    pub(crate) facade_id: String,
+    pub(crate) name: Option<String>,
+    pub(crate) birth_date: Option<String>,
+    pub(crate) gender: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -69,7 +69,7 @@ pub struct PatientsPage {
     next_after: Option<String>,
 }
 
-fn summary(conn: &str, id: &str, bytes: &[u8]) -> PatientSummary {
+pub(crate) fn summary(conn: &str, id: &str, bytes: &[u8]) -> PatientSummary {
     let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
     let name = v["name"].get(0).map(|n| {
         let given: Vec<&str> = n["given"]
