@@ -119,6 +119,29 @@ fn problems(config: &Config) -> Vec<ConfigError> {
                     format!("not a usable {} private key: {e}", alg.as_str()),
                 ));
             }
+            if let AuthConfig::SmartBackend { retired_keys, .. } = &cc.auth {
+                for r in retired_keys {
+                    let usable = match (
+                        r.private_key.resolve("retired_keys.private_key"),
+                        r.algorithm.parse::<aqueduct_smart::KeyAlgorithm>(),
+                    ) {
+                        (Ok(pem), Ok(alg)) => {
+                            aqueduct_smart::SigningKey::from_pkcs8_pem(alg, r.key_id.clone(), &pem)
+                                .map(|_| ())
+                                .map_err(|e| e.to_string())
+                        }
+                        (Err(e), _) => Err(e.to_string()),
+                        (_, Err(_)) => Err("algorithm must be RS384 or ES384".into()),
+                    };
+                    if let Err(e) = usable {
+                        out.push(problem(
+                            config,
+                            &at(&["auth", "retired_keys"]),
+                            format!("a retired key `/.well-known/jwks.json` cannot publish: {e}"),
+                        ));
+                    }
+                }
+            }
         }
     }
     if let Err(e) = config.typed_table::<MonitorConfig>(&["monitor"], &config.monitor) {

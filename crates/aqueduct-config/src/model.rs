@@ -169,6 +169,11 @@ pub enum AuthConfig {
         algorithm: String,
         key_id: Option<String>,
         scopes: Option<String>,
+        /// Keys replaced by a rotation: `/.well-known/jwks.json` on `aqueduct serve` keeps
+        /// publishing each until its `published_until`, so assertions signed with it just
+        /// before the rotation still verify at the EHR.
+        #[serde(default)]
+        retired_keys: Vec<RetiredKey>,
     },
     /// A confidential client with a shared secret, client_credentials grant.
     ClientCredentials {
@@ -176,6 +181,20 @@ pub enum AuthConfig {
         client_secret: SecretRef,
         scopes: Option<String>,
     },
+}
+
+/// A backend-services key replaced by a rotation, still published for a while.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredKey {
+    /// PKCS#8 PEM private key (only its public half is published).
+    pub private_key: SecretRef,
+    /// "RS384" or "ES384".
+    #[serde(default = "default_alg")]
+    pub algorithm: String,
+    pub key_id: Option<String>,
+    /// RFC 3339 time after which the key is no longer published.
+    pub published_until: chrono::DateTime<chrono::Utc>,
 }
 
 /// The algorithms a backend-services assertion may be signed with (SMART requires an
@@ -456,7 +475,17 @@ impl AuthConfig {
             | AuthConfig::SmartEhr { client_secret, .. } => {
                 client_secret.iter().map(|s| ("client_secret", s)).collect()
             }
-            AuthConfig::SmartBackend { private_key, .. } => vec![("private_key", private_key)],
+            AuthConfig::SmartBackend {
+                private_key,
+                retired_keys,
+                ..
+            } => std::iter::once(("private_key", private_key))
+                .chain(
+                    retired_keys
+                        .iter()
+                        .map(|r| ("retired_keys.private_key", &r.private_key)),
+                )
+                .collect(),
             AuthConfig::ClientCredentials { client_secret, .. } => {
                 vec![("client_secret", client_secret)]
             }

@@ -134,6 +134,7 @@ impl ResolvedConnection {
                 algorithm,
                 key_id,
                 scopes: s,
+                ..
             } => {
                 let alg: KeyAlgorithm = algorithm
                     .parse()

@@ -25,6 +25,7 @@ pub mod openapi;
 pub mod problem;
 pub mod security;
 pub mod settings;
+pub mod smart;
 pub mod tls;
 
 use aqueduct_core::BoxFuture;
@@ -75,6 +76,8 @@ pub struct AppState {
     pub store_connections: cache::TtlCache<String, Arc<Vec<(String, String)>>>,
     /// Freshness of each source as the facade's Bundles carry it.
     pub freshness: cache::TtlCache<aqueduct_core::ConnectionRef, serde_json::Value>,
+    /// The SMART client of `/smart/launch` and `/smart/callback`, and the published keys.
+    pub smart: smart::SmartEndpoints,
 }
 
 impl AppState {
@@ -89,6 +92,7 @@ impl AppState {
             access: AccessLog::start(Arc::clone(&store)),
             overviews: cache::TtlCache::new(Duration::from_millis(settings.overview_cache_ms)),
             freshness: cache::TtlCache::new(Duration::from_millis(settings.overview_cache_ms)),
+            smart: smart::SmartEndpoints::default(),
             store_connections: cache::TtlCache::new(Duration::from_millis(
                 settings.overview_cache_ms,
             )),
@@ -120,6 +124,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/api/v1", api::routes(Arc::clone(&state)))
         .merge(fhir::routes(Arc::clone(&state)))
         .merge(dashboard::routes(Arc::clone(&state)))
+        .merge(smart::routes(Arc::clone(&state)))
         .fallback(|| async { Problem::not_found("no such route") })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(

@@ -42,6 +42,10 @@ pub struct ServeSettings {
     pub jwt_issuers: Vec<crate::jwt::JwtIssuer>,
     /// Dashboard sign-in with a password besides API keys: one organization, admin scope.
     pub dashboard_admin: Option<DashboardAdmin>,
+    /// The address browsers and EHRs reach this server at (behind a proxy it is not `bind`):
+    /// SMART launches redirect to `{public_url}/smart/callback`, which is what the EHR has
+    /// registered. Default: `http(s)://{bind}`.
+    pub public_url: Option<url::Url>,
 }
 
 /// `[serve.dashboard_admin]`: who signs in to the dashboard with a password.
@@ -72,6 +76,7 @@ impl Default for ServeSettings {
             overview_cache_ms: 2000,
             jwt_issuers: Vec::new(),
             dashboard_admin: None,
+            public_url: None,
         }
     }
 }
