@@ -116,11 +116,18 @@ pub fn select(views: Vec<NamedView>, names: &[String]) -> Result<Vec<NamedView>,
     if names.is_empty() {
         return Ok(views);
     }
-    let known = views.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ");
+    let known = views
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut pool: Vec<Option<NamedView>> = views.into_iter().map(Some).collect();
     let mut out = Vec::new();
     for n in names {
-        let Some(slot) = pool.iter_mut().find(|v| v.as_ref().is_some_and(|v| &v.name == n)) else {
+        let Some(slot) = pool
+            .iter_mut()
+            .find(|v| v.as_ref().is_some_and(|v| &v.name == n))
+        else {
             return Err(CatalogError::Unknown {
                 name: n.clone(),
                 known,

@@ -22,8 +22,8 @@
 //! the store, HTTP, organizations or sources (the caller decides what to read and where
 //! tables go), or any vendor.
 
-mod cell;
 pub mod catalog;
+mod cell;
 pub mod csv;
 pub mod fhirpath;
 #[cfg(feature = "parquet")]

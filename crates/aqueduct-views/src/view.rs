@@ -173,12 +173,16 @@ impl Compiler<'_> {
                     .map(|c| (c.name.clone(), c.fhir_type.clone()))
                     .collect();
                 let same = theirs.len() == names.len()
-                    && theirs.iter().zip(&names).all(|((n, t), (m, u))| {
-                        n == m && (t.is_none() || u.is_none() || t == u)
-                    });
+                    && theirs
+                        .iter()
+                        .zip(&names)
+                        .all(|((n, t), (m, u))| n == m && (t.is_none() || u.is_none() || t == u));
                 if !same {
                     let list = |v: &[(String, Option<String>)]| {
-                        v.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                        v.iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     };
                     return Err(invalid(
                         &bat,
@@ -315,12 +319,13 @@ fn constant(at: &str, v: &Value) -> Result<(String, Item<'static>), ViewError> {
         return Err(invalid(at, "a constant needs a `name`"));
     };
     if !valid_name(name) {
-        return Err(invalid(at, format!("constant name `{name}` is not a valid name")));
+        return Err(invalid(
+            at,
+            format!("constant name `{name}` is not a valid name"),
+        ));
     }
-    let values: Vec<(&String, &Value)> = obj
-        .iter()
-        .filter(|(k, _)| k.starts_with("value"))
-        .collect();
+    let values: Vec<(&String, &Value)> =
+        obj.iter().filter(|(k, _)| k.starts_with("value")).collect();
     let [(key, value)] = values.as_slice() else {
         return Err(invalid(
             at,
@@ -328,7 +333,12 @@ fn constant(at: &str, v: &Value) -> Result<(String, Item<'static>), ViewError> {
         ));
     };
     let suffix = &key["value".len()..];
-    let bad = || invalid(at, format!("constant `{name}`: {key} has the wrong JSON type"));
+    let bad = || {
+        invalid(
+            at,
+            format!("constant `{name}`: {key} has the wrong JSON type"),
+        )
+    };
     let item = match suffix {
         "Boolean" => Item::Bool(value.as_bool().ok_or_else(bad)?),
         "Integer" | "PositiveInt" | "UnsignedInt" | "Integer64" => {
@@ -403,7 +413,10 @@ impl View {
         }
         let selects = array("ViewDefinition", obj, "select")?;
         if selects.is_empty() {
-            return Err(invalid("select", "is missing: a view needs at least one select"));
+            return Err(invalid(
+                "select",
+                "is missing: a view needs at least one select",
+            ));
         }
         let mut compiler = Compiler {
             constants: &constants,
@@ -522,12 +535,10 @@ impl<'a> Run<'_, 'a> {
         focus: &[Item<'a>],
         row_index: i64,
     ) -> Result<Vec<Item<'a>>, ViewError> {
-        fhirpath::evaluate(e, focus, &self.env(row_index)).map_err(
-            |source| ViewError::Eval {
-                at: "a path".to_string(),
-                source,
-            },
-        )
+        fhirpath::evaluate(e, focus, &self.env(row_index)).map_err(|source| ViewError::Eval {
+            at: "a path".to_string(),
+            source,
+        })
     }
 
     fn null_row(&self) -> Row {
@@ -596,7 +607,11 @@ impl<'a> Run<'_, 'a> {
                 for b in &sel.union_all {
                     branches.extend(self.select(b, &f, idx)?);
                 }
-                let width = sel.union_all.first().map(|b| b.width.as_slice()).unwrap_or(&[]);
+                let width = sel
+                    .union_all
+                    .first()
+                    .map(|b| b.width.as_slice())
+                    .unwrap_or(&[]);
                 partial = self.product(partial, &branches, width)?;
             }
             rows.extend(partial);
@@ -605,7 +620,12 @@ impl<'a> Run<'_, 'a> {
     }
 
     /// Every row of `left` combined with every row of `right` (which fills `width`).
-    fn product(&mut self, left: Vec<Row>, right: &[Row], width: &[usize]) -> Result<Vec<Row>, ViewError> {
+    fn product(
+        &mut self,
+        left: Vec<Row>,
+        right: &[Row],
+        width: &[usize],
+    ) -> Result<Vec<Row>, ViewError> {
         let n = left.len().saturating_mul(right.len());
         self.rows_made = self.rows_made.saturating_add(n);
         if self.rows_made > MAX_ROWS {

@@ -300,7 +300,12 @@ fn equal(a: &Item<'_>, b: &Item<'_>) -> bool {
 fn equivalent(a: &Item<'_>, b: &Item<'_>) -> bool {
     match (a.prim(), b.prim()) {
         (Prim::S(x), Prim::S(y)) => {
-            let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+            let norm = |s: &str| {
+                s.split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .to_lowercase()
+            };
             norm(x) == norm(y)
         }
         _ => equal(a, b),
@@ -499,13 +504,14 @@ fn binary<'a>(
             }
         }
         Equiv | NotEquiv => {
-            let same = l.len() == r.len()
-                && l.iter().all(|x| r.iter().any(|y| equivalent(x, y)));
+            let same = l.len() == r.len() && l.iter().all(|x| r.iter().any(|y| equivalent(x, y)));
             vec![Item::Bool(same == (op == Equiv))]
         }
         Lt | Le | Gt | Ge => {
-            let (Some(x), Some(y)) = (singleton(&l, "a comparison")?, singleton(&r, "a comparison")?)
-            else {
+            let (Some(x), Some(y)) = (
+                singleton(&l, "a comparison")?,
+                singleton(&r, "a comparison")?,
+            ) else {
                 return Ok(Vec::new());
             };
             match compare(x, y) {
@@ -730,8 +736,8 @@ fn call<'a>(
         }
         "ofType" | "is" | "as" => {
             arity(name, args, 1, 1)?;
-            let ty = type_name(&args[0])
-                .ok_or_else(|| err(format!("{name}() takes a type name")))?;
+            let ty =
+                type_name(&args[0]).ok_or_else(|| err(format!("{name}() takes a type name")))?;
             if name == "ofType" {
                 input.iter().filter(|i| i.is_type(&ty)).cloned().collect()
             } else {
@@ -838,7 +844,10 @@ pub(crate) fn reference_key(r: &str) -> Option<(Option<&str>, &str)> {
     if r.starts_with('#') {
         return None;
     }
-    if let Some(uuid) = r.strip_prefix("urn:uuid:").or_else(|| r.strip_prefix("urn:oid:")) {
+    if let Some(uuid) = r
+        .strip_prefix("urn:uuid:")
+        .or_else(|| r.strip_prefix("urn:oid:"))
+    {
         return (!uuid.is_empty()).then_some((None, uuid));
     }
     let path = r.split(['?', '#']).next().unwrap_or(r);
@@ -885,9 +894,18 @@ mod tests {
     fn choice_elements_are_found_by_their_type_suffix() {
         let obs = json!({"resourceType": "Observation", "valueQuantity": {"value": 5.4, "unit": "mg"},
                          "status": "final", "statusReason": {"text": "x"}});
-        assert_eq!(eval_on("value.ofType(Quantity).value", &obs).unwrap(), vec![json!(5.4)]);
-        assert_eq!(eval_on("value.ofType(string)", &obs).unwrap(), Vec::<Value>::new());
-        assert_eq!(eval_on("Observation.status", &obs).unwrap(), vec![json!("final")]);
+        assert_eq!(
+            eval_on("value.ofType(Quantity).value", &obs).unwrap(),
+            vec![json!(5.4)]
+        );
+        assert_eq!(
+            eval_on("value.ofType(string)", &obs).unwrap(),
+            Vec::<Value>::new()
+        );
+        assert_eq!(
+            eval_on("Observation.status", &obs).unwrap(),
+            vec![json!("final")]
+        );
         assert_eq!(eval_on("value.unit", &obs).unwrap(), vec![json!("mg")]);
     }
 
@@ -905,8 +923,14 @@ mod tests {
     #[test]
     fn three_valued_logic_and_arithmetic() {
         let p = json!({"resourceType": "Patient", "active": true});
-        assert_eq!(eval_on("active and deceased", &p).unwrap(), Vec::<Value>::new());
-        assert_eq!(eval_on("active or deceased", &p).unwrap(), vec![json!(true)]);
+        assert_eq!(
+            eval_on("active and deceased", &p).unwrap(),
+            Vec::<Value>::new()
+        );
+        assert_eq!(
+            eval_on("active or deceased", &p).unwrap(),
+            vec![json!(true)]
+        );
         assert_eq!(eval_on("3 / 2", &p).unwrap(), vec![json!(1.5)]);
         assert_eq!(eval_on("7 div 2 + 7 mod 2", &p).unwrap(), vec![json!(4)]);
         assert_eq!(eval_on("1 / 0", &p).unwrap(), Vec::<Value>::new());

@@ -525,7 +525,9 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_fhirpath() {
-        for bad in ["@@", "", "a.", "a(", "name[0", "'open", "1 +", "a..b", "%", "$foo"] {
+        for bad in [
+            "@@", "", "a.", "a(", "name[0", "'open", "1 +", "a..b", "%", "$foo",
+        ] {
             assert!(parse(bad).is_err(), "{bad} should not parse");
         }
         let deep = "(".repeat(500) + "1" + &")".repeat(500);
