@@ -7,8 +7,37 @@ use thiserror::Error;
 
 use crate::{View, ViewError};
 
-/// The views shipped with Aqueduct: `(name, ViewDefinition JSON)`, one per US Core type.
-pub const BUILTIN: [(&str, &str); 0] = [];
+/// The views shipped with Aqueduct: `(name, ViewDefinition JSON)`, one per US Core type
+/// (and `observation_component`). The files are in the crate's `views/`; copy one to start
+/// a view of your own.
+pub const BUILTIN: [(&str, &str); 11] = [
+    (
+        "allergy_intolerance",
+        include_str!("../views/allergy_intolerance.json"),
+    ),
+    ("condition", include_str!("../views/condition.json")),
+    (
+        "diagnostic_report",
+        include_str!("../views/diagnostic_report.json"),
+    ),
+    (
+        "document_reference",
+        include_str!("../views/document_reference.json"),
+    ),
+    ("encounter", include_str!("../views/encounter.json")),
+    ("immunization", include_str!("../views/immunization.json")),
+    (
+        "medication_request",
+        include_str!("../views/medication_request.json"),
+    ),
+    ("observation", include_str!("../views/observation.json")),
+    (
+        "observation_component",
+        include_str!("../views/observation_component.json"),
+    ),
+    ("patient", include_str!("../views/patient.json")),
+    ("procedure", include_str!("../views/procedure.json")),
+];
 
 /// Why views could not be loaded.
 #[derive(Debug, Error)]
@@ -138,4 +167,77 @@ pub fn select(views: Vec<NamedView>, names: &[String]) -> Result<Vec<NamedView>,
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_shipped_view_compiles_and_is_named_after_its_file() {
+        let views = builtin().unwrap();
+        assert_eq!(views.len(), BUILTIN.len());
+        for (v, (file, _)) in views.iter().zip(BUILTIN) {
+            assert_eq!(v.name, file);
+        }
+        let types: Vec<&str> = views.iter().map(|v| v.view.resource()).collect();
+        for t in [
+            "Patient",
+            "Observation",
+            "Condition",
+            "Encounter",
+            "MedicationRequest",
+            "Immunization",
+            "Procedure",
+            "AllergyIntolerance",
+            "DiagnosticReport",
+            "DocumentReference",
+        ] {
+            assert!(types.contains(&t), "no view of {t}");
+        }
+    }
+
+    #[test]
+    fn the_observation_views_flatten_a_blood_pressure() {
+        let views = select(
+            builtin().unwrap(),
+            &["observation".into(), "observation_component".into()],
+        )
+        .unwrap();
+        let bp = json!({
+            "resourceType": "Observation", "id": "bp1", "status": "final",
+            "subject": {"reference": "Patient/p1"},
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "effectiveDateTime": "2024-05-01T10:00:00Z",
+            "component": [
+                {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                 "valueQuantity": {"value": 120, "unit": "mmHg", "code": "mm[Hg]"}},
+                {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                 "valueQuantity": {"value": 80.5, "unit": "mmHg", "code": "mm[Hg]"}}
+            ]
+        });
+        let obs = views[0].view.rows(&bp).unwrap();
+        assert_eq!(obs.len(), 1);
+        let cols = views[0].view.columns();
+        let cell = |name: &str| {
+            let i = cols.iter().position(|c| c.name == name).unwrap();
+            obs[0][i].clone()
+        };
+        assert_eq!(cell("patient_id"), crate::Cell::Str("p1".into()));
+        assert_eq!(cell("category"), crate::Cell::Str("vital-signs".into()));
+        assert_eq!(cell("component_count"), crate::Cell::Int(2));
+        let comps = views[1].view.rows(&bp).unwrap();
+        assert_eq!(comps.len(), 2);
+        assert_eq!(comps[1][3], crate::Cell::Int(1));
+        assert_eq!(comps[1][5], crate::Cell::Str("8462-4".into()));
+        assert_eq!(comps[1][7], crate::Cell::Dec(80.5));
+    }
+
+    #[test]
+    fn unknown_view_names_are_refused_with_the_known_ones() {
+        let err = select(builtin().unwrap(), &["patients".into()]).unwrap_err();
+        assert!(err.to_string().contains("patient, "), "{err}");
+    }
 }
