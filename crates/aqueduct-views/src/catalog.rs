@@ -73,6 +73,8 @@ pub enum CatalogError {
 pub struct NamedView {
     pub name: String,
     pub view: View,
+    /// The definition as loaded (an export's fingerprint includes it).
+    pub definition: Value,
 }
 
 fn named(origin: &str, definition: &Value) -> Result<NamedView, CatalogError> {
@@ -85,7 +87,11 @@ fn named(origin: &str, definition: &Value) -> Result<NamedView, CatalogError> {
             origin: origin.to_string(),
         });
     };
-    Ok(NamedView { name, view })
+    Ok(NamedView {
+        name,
+        view,
+        definition: definition.clone(),
+    })
 }
 
 /// Every shipped view, compiled.
