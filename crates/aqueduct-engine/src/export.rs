@@ -314,7 +314,7 @@ async fn fingerprint_sources(
 enum Table {
     Csv(CsvWriter<BufWriter<File>>),
     #[cfg(feature = "parquet")]
-    Parquet(aqueduct_views::parquet::ParquetWriter<BufWriter<File>>),
+    Parquet(Box<aqueduct_views::parquet::ParquetWriter<BufWriter<File>>>),
 }
 
 impl Table {
@@ -325,14 +325,14 @@ impl Table {
                 CsvWriter::new(f, v.view.columns()).map_err(io(path))?,
             )),
             #[cfg(feature = "parquet")]
-            Format::Parquet => Ok(Table::Parquet(
-                aqueduct_views::parquet::ParquetWriter::new(f, &v.name, v.view.columns()).map_err(
-                    |source| ExportError::Parquet {
-                        path: path.to_path_buf(),
-                        source,
-                    },
-                )?,
-            )),
+            Format::Parquet => {
+                let w = aqueduct_views::parquet::ParquetWriter::new(f, &v.name, v.view.columns())
+                    .map_err(|source| ExportError::Parquet {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Ok(Table::Parquet(Box::new(w)))
+            }
             #[cfg(not(feature = "parquet"))]
             Format::Parquet => Err(ExportError::NoParquet),
         }
