@@ -137,7 +137,8 @@ enum BenchCommand {
     #[cfg(feature = "simulator")]
     Chaos(bench_chaos::ChaosArgs),
     /// A Bulk Data export of ~385,000 resources in gzip NDJSON into SQLite (and PostgreSQL
-    /// with --postgres): wall time, CPU, peak RSS, MB/s.
+    /// with --postgres): wall time, CPU, peak RSS, MB/s; then the Parquet export of the clean
+    /// views of the SQLite store (CSV without the parquet feature): rows/s, file sizes.
     #[cfg(feature = "simulator")]
     Bulk(bench_bulk::BenchBulkArgs),
     /// Patient matching: precision, recall and F1 on the FEBRL data sets or a synthetic noisy
