@@ -6,6 +6,10 @@
 //! the peak RSS (VmHWM, reset between passes through /proc/self/clear_refs) are the client's
 //! alone. Wall time includes the simulator generating the population and gzipping each file
 //! on first request.
+//!
+//! Then the export of that SQLite store through the shipped views in their clean form
+//! (`aqueduct export parquet --clean`; CSV in a build without the `parquet` feature): rows,
+//! rows/s, CPU, peak RSS and each view's file size.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -212,6 +216,12 @@ pub async fn run(args: BenchBulkArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let mut ok = r.outcome == RunOutcome::Complete;
+    export_pass(
+        sqlite.to_str().context("temp path is not UTF-8")?,
+        "bench",
+        &dir.path().join("export"),
+    )
+    .await?;
     if let Some(pg) = &args.postgres {
         let org = format!("bench-bulk-{}", chrono::Utc::now().timestamp());
         let r = pass(
@@ -231,4 +241,72 @@ pub async fn run(args: BenchBulkArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The clean views of the SQLite store into files, as `aqueduct export` writes them.
+async fn export_pass(location: &str, org: &str, out: &std::path::Path) -> anyhow::Result<()> {
+    use aqueduct_engine::export::{ExportOptions, Form, Format, export};
+    let store = aqueduct_store::open(location).await?;
+    let views = aqueduct_views::catalog::builtin()?;
+    let format = if cfg!(feature = "parquet") {
+        Format::Parquet
+    } else {
+        Format::Csv
+    };
+    let render = |r: &aqueduct_core::StoredResource,
+                  base: Option<&str>,
+                  rows: &[aqueduct_core::StoredNormalized],
+                  out: &mut String| {
+        aqueduct_serve::fhir::view::render_into(
+            r,
+            aqueduct_serve::fhir::view::View::Clean,
+            base,
+            rows,
+            out,
+        )
+    };
+    let opts = ExportOptions {
+        organization: org.to_string(),
+        format,
+        form: Form::Clean,
+        out: out.to_path_buf(),
+        clean: Some(&render),
+    };
+    reset_peak_rss();
+    let cpu0 = cpu_secs().unwrap_or(0.0);
+    let report = export(store.as_ref(), &views, &opts).await?;
+    let cpu = cpu_secs().unwrap_or(0.0) - cpu0;
+    let rows = report.rows_written();
+    let resources: u64 = report.partitions.iter().map(|p| p.state.resources).sum();
+    let bytes: u64 = report.partitions.iter().map(|p| p.state.bytes).sum();
+    println!(
+        "  export of the clean views to {} ({} views)",
+        format.extension(),
+        views.len()
+    );
+    println!(
+        "    rows             {rows} from {resources} resources in {:.2} s ({:.0} rows/s, {:.0} resources/s)",
+        report.seconds,
+        rows as f64 / report.seconds.max(1e-9),
+        resources as f64 / report.seconds.max(1e-9)
+    );
+    println!("    CPU (user+sys)   {cpu:.2} s of this process");
+    if let Some(m) = crate::rss::peak_rss_mib() {
+        println!("    peak RSS         {m:.0} MiB (VmHWM of this process)");
+    }
+    println!("    files            {:.1} MB in all", bytes as f64 / 1e6);
+    for p in &report.partitions {
+        println!(
+            "      {:<22} {:>9} rows {:>10.2} MB{}",
+            p.view,
+            p.state.rows,
+            p.state.bytes as f64 / 1e6,
+            if p.state.failed > 0 {
+                format!("  ({} resources failed)", p.state.failed)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
 }

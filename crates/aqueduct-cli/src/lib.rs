@@ -26,6 +26,7 @@ pub mod demo;
 pub mod demo_key;
 pub mod doctor_cmd;
 pub mod events_cmd;
+pub mod export_cmd;
 pub mod hl7_cli;
 pub mod keys;
 pub mod monitor_cli;
@@ -71,6 +72,9 @@ enum Command {
     /// Sync one configured connection (whole records, checkpointed, every request in the
     /// ledger); exits 0 when complete, 2 when partial, 1 when failed.
     Sync(sync_cmd::SyncArgs),
+    /// Tables for the warehouse: `export parquet|csv --org ORG --out DIR` writes the store's
+    /// resources through SQL on FHIR views, one file per view and source, incrementally.
+    Export(export_cmd::ExportArgs),
     /// FHIR Bulk Data: `bulk export CONNECTION` imports a `$export` into the store
     /// (resumable; exits 0 complete, 2 partial, 1 failed).
     #[command(subcommand)]
@@ -133,7 +137,8 @@ enum BenchCommand {
     #[cfg(feature = "simulator")]
     Chaos(bench_chaos::ChaosArgs),
     /// A Bulk Data export of ~385,000 resources in gzip NDJSON into SQLite (and PostgreSQL
-    /// with --postgres): wall time, CPU, peak RSS, MB/s.
+    /// with --postgres): wall time, CPU, peak RSS, MB/s; then the Parquet export of the clean
+    /// views of the SQLite store (CSV without the parquet feature): rows/s, file sizes.
     #[cfg(feature = "simulator")]
     Bulk(bench_bulk::BenchBulkArgs),
     /// Patient matching: precision, recall and F1 on the FEBRL data sets or a synthetic noisy
@@ -200,6 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "simulator")]
         Command::Bench(BenchCommand::Bulk(args)) => bench_bulk::run(args).await,
         Command::Bulk(cmd) => bulk_cmd::run(&ctx, cmd).await,
+        Command::Export(args) => export_cmd::run(&ctx, args).await,
         #[cfg(feature = "simulator")]
         Command::Bench(BenchCommand::Sync(args)) => {
             bench_sync::run_bench_sync(

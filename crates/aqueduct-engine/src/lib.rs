@@ -8,6 +8,9 @@
 //!   schedules, Subscriptions, the API all raise requests) consumed under a lease so several
 //!   processes on one store do each request once, with coalescing, retries and an outcome
 //!   recorded per request; and every connection's schedule, fired once per slot.
+//! - [`export::export`]: tables for the warehouse, the store's resources (raw or clean)
+//!   through SQL on FHIR views into CSV or Parquet files per view, organization and source,
+//!   rewriting only the partitions whose resources changed.
 //!
 //! It owns the order of those steps and the glue between crates that do not know each other
 //! (config → vendor profile → SMART settings → token source). It must not know how it is
@@ -17,6 +20,7 @@
 mod after_sync;
 mod connection;
 mod error;
+pub mod export;
 mod refresh;
 mod runner;
 mod schedule;
