@@ -528,6 +528,10 @@ pub trait Identities: Send + Sync {
     ) -> StoreResult<Vec<StoredIdentityEvent>>;
     /// Pairs awaiting a reviewer, strongest first.
     async fn review_queue(&self, organization: &str, limit: u32) -> StoreResult<Vec<ReviewPair>>;
+    /// The connections of the organization that hold Patient resources, registered or not
+    /// (an HL7 facility's `hl7-...` connection is not), in name order: where identity reads
+    /// its records.
+    async fn patient_sources(&self, organization: &str) -> StoreResult<Vec<String>>;
     /// Reviewer decisions, newest first (the audit).
     async fn match_decisions(
         &self,

@@ -17,6 +17,7 @@
 mod after_sync;
 mod connection;
 mod error;
+mod identity;
 mod refresh;
 mod runner;
 mod schedule;
@@ -26,6 +27,9 @@ mod sync_job;
 pub use after_sync::{AfterSync, after_sync, monitor_config, terminology};
 pub use connection::{ResolvedConnection, vault_key};
 pub use error::EngineError;
+pub use identity::{
+    IdentityReport, StoreIdentity, TRAIN_AT, decide_pair, explain_pair, update_identity,
+};
 pub use refresh::{RefreshTarget, WorkDone};
 pub use runner::RunSummary;
 pub use schedule::due_slot;

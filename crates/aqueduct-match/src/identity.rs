@@ -220,6 +220,11 @@ impl<S: IdentityStore> Identity<S> {
         &self.store
     }
 
+    /// The store, to add what the caller keeps beside identity (an adapter's bookkeeping).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     /// The person a record belongs to.
     pub fn person(&self, record: &str) -> Option<PersonId> {
         self.person_of.get(record).copied()

@@ -706,7 +706,13 @@ fn a_restored_identity_keeps_its_persons_and_matches_only_what_is_new() {
     // a reviewer's word on a Smith record touches the Smiths: their links, not kept in memory,
     // are worked out again rather than taken for a split
     let events = later
-        .decide(&robert.id, &ana.id, Verdict::Unlink, "reviewer@example", at(9))
+        .decide(
+            &robert.id,
+            &ana.id,
+            Verdict::Unlink,
+            "reviewer@example",
+            at(9),
+        )
         .expect("decide");
     assert!(
         !events

@@ -2252,6 +2252,39 @@ fn review(a: &str, b: &str, weight: f64) -> ReviewPair {
 }
 
 async fn identity_rounds_are_kept_per_organization(t: TestStore) {
+    // where identity reads its records: every connection holding Patients, registered or not
+    let patient = |id: &str| {
+        resource(
+            "Patient",
+            id,
+            &format!(r#"{{"resourceType":"Patient","id":"{id}"}}"#),
+        )
+    };
+    t.store
+        .write_resources(&conn("acme", "hl7-lab"), &[patient("h1")])
+        .await
+        .unwrap();
+    t.store
+        .write_resources(
+            &conn("acme", "epic"),
+            &[patient("e1"), observation("o1", 1.0)],
+        )
+        .await
+        .unwrap();
+    t.store
+        .write_resources(&conn("acme", "labs"), &[observation("o2", 1.0)])
+        .await
+        .unwrap();
+    t.store
+        .write_resources(&conn("other", "payer"), &[patient("x1")])
+        .await
+        .unwrap();
+    assert_eq!(
+        t.store.patient_sources("acme").await.unwrap(),
+        vec!["epic", "hl7-lab"]
+    );
+    assert!(t.store.patient_sources("nobody").await.unwrap().is_empty());
+
     let empty = t.store.identity_state("acme").await.unwrap();
     assert_eq!(empty.next_person, 1);
     assert!(empty.records.is_empty() && empty.model.is_none());

@@ -375,3 +375,25 @@ pub(super) async fn decisions(
         .map_err(|e| map_err(&s.location, "list match decisions", e))?;
     Ok(rows.iter().map(row_to_decision).collect())
 }
+
+pub(super) async fn patient_sources(s: &PgStore, org: &str) -> StoreResult<Vec<String>> {
+    // one index probe per connection (a loose index scan), not a scan of the organization
+    let c = s.client().await?;
+    let rows = c
+        .query(
+            "WITH RECURSIVE c(name) AS (
+             SELECT MIN(connection) FROM resources WHERE organization = $1
+             UNION ALL
+             SELECT (SELECT MIN(connection) FROM resources
+                     WHERE organization = $1 AND connection > c.name)
+             FROM c WHERE c.name IS NOT NULL
+         )
+         SELECT name FROM c WHERE name IS NOT NULL AND EXISTS (
+             SELECT 1 FROM resources r WHERE r.organization = $1 AND r.connection = c.name
+                 AND r.resource_type = 'Patient')",
+            &[&org],
+        )
+        .await
+        .map_err(|e| map_err(&s.location, "list patient sources", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

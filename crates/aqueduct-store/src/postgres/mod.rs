@@ -770,6 +770,10 @@ impl Identities for PgStore {
         identity::review_queue(self, organization, limit).await
     }
 
+    async fn patient_sources(&self, organization: &str) -> StoreResult<Vec<String>> {
+        identity::patient_sources(self, organization).await
+    }
+
     async fn match_decisions(
         &self,
         organization: &str,

@@ -360,3 +360,25 @@ pub(super) fn decisions(
     .and_then(|mut s| s.query_map(params![org, limit], row_to_decision)?.collect())
     .map_err(|e| map_err(loc, "list match decisions", e))
 }
+
+pub(super) fn patient_sources(
+    c: &mut Connection,
+    loc: &str,
+    org: &str,
+) -> StoreResult<Vec<String>> {
+    // one index probe per connection (a loose index scan), not a scan of the organization
+    c.prepare_cached(
+        "WITH RECURSIVE c(name) AS (
+             SELECT MIN(connection) FROM resources WHERE organization = ?1
+             UNION ALL
+             SELECT (SELECT MIN(connection) FROM resources
+                     WHERE organization = ?1 AND connection > c.name)
+             FROM c WHERE c.name IS NOT NULL
+         )
+         SELECT name FROM c WHERE name IS NOT NULL AND EXISTS (
+             SELECT 1 FROM resources r WHERE r.organization = ?1 AND r.connection = c.name
+                 AND r.resource_type = 'Patient')",
+    )
+    .and_then(|mut s| s.query_map(params![org], |r| r.get(0))?.collect())
+    .map_err(|e| map_err(loc, "list patient sources", e))
+}

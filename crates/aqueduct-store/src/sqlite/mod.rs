@@ -1191,40 +1191,6 @@ impl Monitoring for SqliteStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use rusqlite::StatementStatus;
-
-    /// A cached statement runs with new values without being compiled again: a facade
-    /// search is two of them per request.
-    #[test]
-    fn cached_statements_with_order_by_are_not_prepared_again_per_binding() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let mut c = super::open_connection(&path, "test", true).unwrap();
-        super::migrate::migrate(&mut c, "test").unwrap();
-        let sql = "SELECT logical_id FROM resources
-                   WHERE organization = ?1 AND connection = ?2 AND patient_id = ?3
-                     AND resource_type = ?4 AND deleted_at IS NULL AND logical_id > ?5
-                   ORDER BY logical_id LIMIT ?6";
-        for i in 0..5 {
-            let mut st = c.prepare_cached(sql).unwrap();
-            let rows: Vec<String> = st
-                .query_map(
-                    rusqlite::params!["acme", "epic", format!("p{i}"), "Observation", "", 20],
-                    |r| r.get(0),
-                )
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-            assert!(rows.is_empty());
-            assert_eq!(st.get_status(StatementStatus::RePrepare), 0, "run {i}");
-        }
-    }
-}
-
 #[async_trait]
 impl Identities for SqliteStore {
     async fn identity_state(&self, organization: &str) -> StoreResult<IdentityState> {
@@ -1290,6 +1256,12 @@ impl Identities for SqliteStore {
             .await
     }
 
+    async fn patient_sources(&self, organization: &str) -> StoreResult<Vec<String>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| identity::patient_sources(c, &loc, &org))
+            .await
+    }
+
     async fn match_decisions(
         &self,
         organization: &str,
@@ -1298,5 +1270,39 @@ impl Identities for SqliteStore {
         let (loc, org) = (self.location.clone(), organization.to_string());
         self.read(move |c| identity::decisions(c, &loc, &org, limit))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use rusqlite::StatementStatus;
+
+    /// A cached statement runs with new values without being compiled again: a facade
+    /// search is two of them per request.
+    #[test]
+    fn cached_statements_with_order_by_are_not_prepared_again_per_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut c = super::open_connection(&path, "test", true).unwrap();
+        super::migrate::migrate(&mut c, "test").unwrap();
+        let sql = "SELECT logical_id FROM resources
+                   WHERE organization = ?1 AND connection = ?2 AND patient_id = ?3
+                     AND resource_type = ?4 AND deleted_at IS NULL AND logical_id > ?5
+                   ORDER BY logical_id LIMIT ?6";
+        for i in 0..5 {
+            let mut st = c.prepare_cached(sql).unwrap();
+            let rows: Vec<String> = st
+                .query_map(
+                    rusqlite::params!["acme", "epic", format!("p{i}"), "Observation", "", 20],
+                    |r| r.get(0),
+                )
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(rows.is_empty());
+            assert_eq!(st.get_status(StatementStatus::RePrepare), 0, "run {i}");
+        }
     }
 }
