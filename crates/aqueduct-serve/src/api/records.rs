@@ -69,7 +69,7 @@ pub struct PatientsPage {
     next_after: Option<String>,
 }
 
-fn summary(conn: &str, id: &str, bytes: &[u8]) -> PatientSummary {
+pub(crate) fn summary(conn: &str, id: &str, bytes: &[u8]) -> PatientSummary {
     let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
     let name = v["name"].get(0).map(|n| {
         let given: Vec<&str> = n["given"]
