@@ -20,8 +20,9 @@ use crate::identity::IdentityReport;
 pub struct AfterSync {
     pub normalized: RebuildReport,
     pub findings: Vec<Finding>,
-    /// The organization's identity round: its new or changed Patients matched.
-    pub identity: IdentityReport,
+    /// The organization's identity round: its new or changed Patients matched (None when
+    /// the round failed: the sync stands, and the next round matches what this one did not).
+    pub identity: Option<IdentityReport>,
 }
 
 pub async fn after_sync(
@@ -35,7 +36,13 @@ pub async fn after_sync(
     let normalized = aqueduct_normalize::refresh(store, conn, &ctx, &[]).await?;
     let cfg = monitor_config(config)?;
     let findings = aqueduct_monitor::assess_run(store, conn, run, &cfg).await?;
-    let identity = crate::identity::update_identity(store, &conn.organization).await?;
+    let identity = match crate::identity::update_identity(store, &conn.organization).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = ?e, organization = %conn.organization, "patient identity not updated after the sync");
+            None
+        }
+    };
     Ok(AfterSync {
         normalized,
         findings,

@@ -15,8 +15,9 @@
 //! never overturns.
 //!
 //! The model: m and u estimated by EM on the organization's own records once it has
-//! [`TRAIN_AT`] of them, and again whenever it has doubled since; persons are not regrouped
-//! when the model changes (ids stay), the new model applies to what is matched next.
+//! [`TRAIN_AT`] of them, and again whenever it has doubled since. A new model does not regroup
+//! everyone: it applies to what later rounds compare (a person a round touches is regrouped
+//! under it, keeping its id for the larger part).
 //!
 //! [`StoreIdentity`] is the adapter from `aqueduct-match`'s [`IdentityStore`] to the store: it
 //! holds what was loaded and collects the round's changes in an [`IdentityUpdate`].
@@ -586,12 +587,32 @@ fn play(
     Ok((update, report))
 }
 
+/// One round at a time per organization in this process: syncs of two connections of one
+/// organization that end together would otherwise hand out the same person ids (the second
+/// round's commit would fail and wait for the next round). Across processes the store refuses
+/// the second commit the same way.
+async fn organization_lock(organization: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    static LOCKS: std::sync::OnceLock<
+        std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::OnceLock::new();
+    let lock = {
+        let mut map = LOCKS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::sync::Arc::clone(map.entry(organization.to_string()).or_default())
+    };
+    lock.lock_owned().await
+}
+
 /// One round of identity for an organization: its new or changed Patients matched against
-/// their blocks, new forced links from its sources, all written in one transaction.
+/// their blocks, new forced links from its sources, all written in one transaction. A round
+/// that fails leaves the store as it was; the next one matches what this one did not.
 pub async fn update_identity(
     store: &dyn Store,
     organization: &str,
 ) -> Result<IdentityReport, EngineError> {
+    let _one_at_a_time = organization_lock(organization).await;
     let mut round = open_round(store, organization).await?;
     let (update, mut report) = play(&mut round, None)?;
     store.apply_identity(organization, &update).await?;
@@ -611,6 +632,7 @@ pub async fn decide_pair(
     reviewer: &str,
     note: Option<&str>,
 ) -> Result<(Option<i64>, Option<i64>), EngineError> {
+    let _one_at_a_time = organization_lock(organization).await;
     let mut round = open_round(store, organization).await?;
     for r in [a, b] {
         if round.identity.matcher().number(r).is_none() {

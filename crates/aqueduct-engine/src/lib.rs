@@ -9,6 +9,12 @@
 //!   processes on one store do each request once, with coalescing, retries and an outcome
 //!   recorded per request; and every connection's schedule, fired once per slot.
 //!
+//! - [`update_identity`], [`decide_pair`], [`explain_pair`]: patient identity over the store
+//!   (`aqueduct-match`'s identity with the store behind its `IdentityStore`): a round after
+//!   every sync, Bulk import and HL7 refresh matches the organization's new or changed
+//!   Patients against their blocks, takes `Patient.link` and HL7 merges as forced links, and
+//!   records reviewers' decisions that no later round overturns.
+//!
 //! It owns the order of those steps and the glue between crates that do not know each other
 //! (config → vendor profile → SMART settings → token source). It must not know how it is
 //! called: no argument parsing, no terminal output, no HTTP serving, no process signals —
