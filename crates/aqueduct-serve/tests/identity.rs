@@ -254,7 +254,9 @@ async fn explain_shows_the_evidence_and_a_decision_needs_write_and_is_recorded()
     let (status, _) = s
         .get(&s.read, "/api/v1/match/explain?a=ehr/1&b=payer.x")
         .await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 404, "not a facade id: no such record");
+    let (status, _) = s.get(&s.read, "/api/v1/match/explain?a=ehr.1").await;
+    assert_eq!(status, 400, "b is required");
     // globex cannot explain acme's records
     let (status, _) = s
         .get(&s.other, "/api/v1/match/explain?a=ehr.1&b=payer.x")

@@ -19,11 +19,16 @@ use crate::AppState;
 use crate::fhir::ids::{facade_id, split};
 use crate::problem::Problem;
 
-/// The matcher's record id of a Patient's facade id.
+/// The matcher's record id of a Patient's facade id; anything that is not one names no
+/// record (404, as a facade id of another organization would).
 fn record_of(facade: &str) -> Result<String, Problem> {
     split(facade)
         .map(|(c, id)| format!("{c}/Patient/{id}"))
-        .ok_or_else(|| Problem::bad_request(format!("{facade:?} is not a Patient's facade id")))
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "no patient record {facade:?} (a Patient's facade id is {{connection}}.{{id}})"
+            ))
+        })
 }
 
 /// `(connection, Patient id)` of a matcher record id.
@@ -372,7 +377,7 @@ pub struct Decided {
     request_body = Decide,
     responses(
         (status = 200, description = "Decided, recorded with who and when; re-matching never overturns it", body = Decided),
-        (status = 400, description = "A malformed pair or JSON body", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed JSON body", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as application/json", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "The body is JSON of the wrong shape", body = crate::openapi::ProblemBody, content_type = "application/problem+json"),
@@ -392,7 +397,7 @@ pub async fn decide(
     caller.principal.require(ApiScope::Write)?;
     let (fa, fb) = pair
         .split_once('~')
-        .ok_or_else(|| Problem::bad_request("a pair is {a}~{b}, two facade ids"))?;
+        .ok_or_else(|| Problem::not_found("no such pair: a pair is {a}~{b}, two facade ids"))?;
     let (a, b) = (record_of(fa)?, record_of(fb)?);
     let link = match body.verdict.as_str() {
         "link" => true,
