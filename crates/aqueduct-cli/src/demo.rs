@@ -216,6 +216,10 @@ pub async fn run_demo(
         results.push(joined.context("a source's sync task panicked")?);
     }
     results.sort_by_key(|o| o.name);
+    // every source is in: one more round so the report counts all of them together
+    let identity = aqueduct_engine::update_identity(store.as_ref(), ORG)
+        .await
+        .context("matching the demo's patients across sources")?;
 
     if json {
         let out: Vec<serde_json::Value> = results
@@ -229,6 +233,7 @@ pub async fn run_demo(
                 Err(e) => serde_json::json!({"connection": o.name, "base_url": o.base, "error": format!("{e:#}")}),
             })
             .collect();
+        let out = serde_json::json!({"sources": out, "identity": identity});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for o in &results {
@@ -251,6 +256,8 @@ pub async fn run_demo(
                 Err(e) => println!("== {}  ({})\n   FAILED: {e:#}\n", o.name, o.base),
             }
         }
+        crate::report::print_identity(&identity);
+        println!();
         println!(
             "store: {store_location}  (inspect with `aqueduct status`, `aqueduct findings --org demo`)"
         );

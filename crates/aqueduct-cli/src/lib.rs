@@ -29,6 +29,7 @@ pub mod events_cmd;
 pub mod export_cmd;
 pub mod hl7_cli;
 pub mod keys;
+pub mod match_cmd;
 pub mod monitor_cli;
 pub mod monitor_cmd;
 pub mod normalize_cli;
@@ -112,6 +113,9 @@ enum Command {
     /// Findings, metrics and alerts from the sync ledger.
     #[command(flatten)]
     Monitor(monitor_cmd::MonitorCommand),
+    /// Patient identity: the evidence of a pair, the review queue and decisions.
+    #[command(subcommand, name = "match")]
+    Match(match_cmd::MatchCommand),
     /// HL7 v2 over MLLP: a durable listener and a sender.
     #[command(subcommand)]
     Hl7(events_cmd::Hl7Command),
@@ -243,6 +247,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => doctor_cmd::run(&ctx, args).await,
         Command::Monitor(cmd) => monitor_cmd::run(&ctx, cmd).await,
         Command::Hl7(cmd) => events_cmd::run(&ctx, cmd).await,
+        Command::Match(cmd) => match_cmd::run(&ctx, cmd).await,
         Command::Normalize(cmd) => normalize_cmd::run_normalize(&ctx, cmd).await,
         Command::Codes(cmd) => normalize_cmd::run_codes(&ctx, cmd).await,
     }

@@ -103,3 +103,28 @@ pub fn print_normalized(r: &aqueduct_normalize::RebuildReport) {
         r.derived_bmi
     );
 }
+
+/// One round of patient identity: who was matched across sources, what awaits a reviewer.
+pub fn print_identity(r: &aqueduct_engine::IdentityReport) {
+    println!(
+        "identity: {} people matched across sources ({} persons from {} patient records; {} compared this round{}{})",
+        r.across_sources,
+        r.persons,
+        r.records,
+        r.matched,
+        if r.forced > 0 {
+            format!(", {} links from sources", r.forced)
+        } else {
+            String::new()
+        },
+        if r.trained {
+            ", model estimated again"
+        } else {
+            ""
+        },
+    );
+    println!(
+        "   {} pairs await review (`aqueduct match review`)",
+        r.awaiting_review
+    );
+}

@@ -20,7 +20,8 @@ fn demo(dir: &std::path::Path) -> serde_json::Value {
 }
 
 fn source<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    v.as_array()
+    v["sources"]
+        .as_array()
         .unwrap()
         .iter()
         .find(|s| s["connection"] == name)
@@ -34,6 +35,19 @@ fn the_demo_syncs_every_source_honestly_and_repeats_without_false_alarms() {
     for round in 0..10 {
         let v = demo(dir.path());
         let epic = source(&v, "epic-main");
+        // every source's Patients are in the organization's identity, each once
+        let identity = &v["identity"];
+        assert!(identity["records"].as_u64().unwrap() >= 4, "{identity}");
+        assert!(
+            identity["persons"].as_u64().unwrap() <= identity["records"].as_u64().unwrap(),
+            "{identity}"
+        );
+        if round > 0 {
+            assert_eq!(
+                identity["matched"], 0,
+                "round {round}: nothing new to compare: {identity}"
+            );
+        }
         assert_eq!(
             epic["report"]["outcome"], "complete",
             "round {round}: {epic}"

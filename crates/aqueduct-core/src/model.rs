@@ -703,3 +703,157 @@ pub struct StoredAccessEvent {
     #[serde(flatten)]
     pub event: AccessEvent,
 }
+
+/// What a reviewer (or a source's hard evidence) says about two patient records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchVerdict {
+    Link,
+    Unlink,
+}
+
+impl MatchVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchVerdict::Link => "link",
+            MatchVerdict::Unlink => "unlink",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MatchVerdict> {
+        match s {
+            "link" => Some(MatchVerdict::Link),
+            "unlink" => Some(MatchVerdict::Unlink),
+            _ => None,
+        }
+    }
+}
+
+/// A reviewer's decision on a pair of patient records (record ids are the matcher's,
+/// `{connection}/Patient/{id}`), with who and when: the audit of a person's identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchDecision {
+    pub a: String,
+    pub b: String,
+    pub verdict: MatchVerdict,
+    /// `api-key:{id}`, `jwt:{issuer}#{subject}`, `cli:{user}`.
+    pub reviewer: String,
+    pub at: DateTime<Utc>,
+    pub note: Option<String>,
+}
+
+/// Hard evidence from a source that two records are one person (an HL7 merge or link, a FHIR
+/// `Patient.link`), with what said so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForcedMatch {
+    pub a: String,
+    pub b: String,
+    /// e.g. `HL7 ADT^A40 (Linkage merge-1-2)`, `FHIR Patient.link replaced-by`.
+    pub source: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Something that happened to persons (created, joined, merged, split), with its evidence as
+/// the matcher wrote it (JSON the store keeps without reading).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentityEventRecord {
+    pub at: DateTime<Utc>,
+    /// `created`, `joined`, `merged`, `split`.
+    pub kind: String,
+    /// The persons it concerns, the kept one first.
+    pub persons: Vec<i64>,
+    /// The records it moved or linked.
+    pub records: Vec<String>,
+    /// The whole event with its evidence, JSON.
+    pub detail: String,
+}
+
+/// An identity event as stored, with its id (order of recording).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredIdentityEvent {
+    pub id: i64,
+    pub event: IdentityEventRecord,
+}
+
+/// A pair of records whose score lies between the review and the link thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewPair {
+    /// The smaller record id of the two.
+    pub a: String,
+    pub b: String,
+    /// The total weight, bits.
+    pub weight: f64,
+    /// The evidence (each comparison's weight and the total), JSON.
+    pub evidence: String,
+    pub queued_at: DateTime<Utc>,
+}
+
+/// A record's person, and the content hash of the record as last matched (a record whose
+/// bytes are unchanged is not matched again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    pub record: String,
+    pub person: i64,
+    pub content_hash: String,
+}
+
+/// An organization's trained match model (JSON the store keeps without reading).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredMatchModel {
+    pub model: String,
+    /// How many records it was trained on.
+    pub records: u64,
+    pub trained_at: DateTime<Utc>,
+}
+
+/// Everything an organization's identity is rebuilt from.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct IdentityState {
+    /// The next person id to hand out (ids are never reused).
+    pub next_person: i64,
+    pub records: Vec<IdentityRecord>,
+    /// Oldest first.
+    pub decisions: Vec<MatchDecision>,
+    /// Oldest first.
+    pub forced: Vec<ForcedMatch>,
+    pub model: Option<StoredMatchModel>,
+}
+
+/// One round of identity changes, written in one transaction.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct IdentityUpdate {
+    /// Person ids handed out in this round; one already stored (another process handed it
+    /// out first) fails the whole update.
+    pub new_persons: Vec<i64>,
+    /// Records' persons and hashes (inserted or replaced).
+    pub records: Vec<IdentityRecord>,
+    pub events: Vec<IdentityEventRecord>,
+    /// New reviewer decisions; each takes its pair out of the review queue.
+    pub decisions: Vec<MatchDecision>,
+    /// New forced links (one already stored with the same source is kept once).
+    pub forced: Vec<ForcedMatch>,
+    /// Records matched again: their pairs leave the review queue before `review` is added.
+    pub review_cleared_for: Vec<String>,
+    pub review: Vec<ReviewPair>,
+    pub model: Option<StoredMatchModel>,
+}
+
+impl IdentityUpdate {
+    pub fn is_empty(&self) -> bool {
+        self.new_persons.is_empty()
+            && self.records.is_empty()
+            && self.events.is_empty()
+            && self.decisions.is_empty()
+            && self.forced.is_empty()
+            && self.review_cleared_for.is_empty()
+            && self.review.is_empty()
+            && self.model.is_none()
+    }
+}
+
+/// A person of an organization with its records, in record-id order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonSummary {
+    pub person: i64,
+    pub records: Vec<String>,
+}

@@ -1,6 +1,6 @@
 //! The store's contract, by role: tenants, raw resources, the sync ledger (runs, requests,
 //! leases, checkpoints), the credential vault, the audit log and findings, the inbox (inbound
-//! messages, the refresh-request queue, schedules), normalized data and monitoring. Both
+//! messages, the refresh-request queue, schedules), normalized data, monitoring and patient identity. Both
 //! backends implement every role; [`Store`] is all of them. A layer that needs one role can
 //! say so in its signature (`&dyn Inbox`); one that holds an `Arc<dyn Store>` calls any method
 //! without importing anything (a trait object's supertrait methods are always in scope); a
@@ -27,6 +27,7 @@ pub trait Store:
     + Normalized
     + Monitoring
     + Access
+    + Identities
     + Send
     + Sync
     + 'static
@@ -494,10 +495,56 @@ pub trait Access: Send + Sync {
     ) -> StoreResult<Vec<StoredAccessEvent>>;
 }
 
+/// Patient identity per organization: persons (ids never reused), each record's person,
+/// identity events with their evidence, reviewer decisions (who, when), hard evidence from
+/// sources, the review queue and the trained match model. The store keeps evidence and models
+/// as JSON it never reads; what they mean is the matcher's business.
+#[async_trait]
+pub trait Identities: Send + Sync {
+    /// Everything the organization's identity is rebuilt from.
+    async fn identity_state(&self, organization: &str) -> StoreResult<IdentityState>;
+    /// Writes one round of changes in ONE transaction: all of it or none. Two processes that
+    /// handed out the same person id cannot both commit: the second fails and writes nothing.
+    async fn apply_identity(&self, organization: &str, update: &IdentityUpdate) -> StoreResult<()>;
+    /// A person with its records; None when it has none (absorbed by a merge) or is not the
+    /// organization's.
+    async fn person(&self, organization: &str, person: i64) -> StoreResult<Option<PersonSummary>>;
+    /// The person of a record.
+    async fn person_of_record(&self, organization: &str, record: &str) -> StoreResult<Option<i64>>;
+    /// Persons with records, in id order after `after`.
+    async fn list_persons(
+        &self,
+        organization: &str,
+        after: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<PersonSummary>>;
+    /// Identity events, newest first, optionally only those naming a person, before an id.
+    async fn identity_events(
+        &self,
+        organization: &str,
+        person: Option<i64>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredIdentityEvent>>;
+    /// Pairs awaiting a reviewer, strongest first.
+    async fn review_queue(&self, organization: &str, limit: u32) -> StoreResult<Vec<ReviewPair>>;
+    /// The connections of the organization that hold Patient resources, registered or not
+    /// (an HL7 facility's `hl7-...` connection is not), in name order: where identity reads
+    /// its records.
+    async fn patient_sources(&self, organization: &str) -> StoreResult<Vec<String>>;
+    /// Reviewer decisions, newest first (the audit).
+    async fn match_decisions(
+        &self,
+        organization: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<MatchDecision>>;
+}
+
 /// The role traits, for `use aqueduct_core::store::prelude::*` where a store's methods are
 /// called.
 pub mod prelude {
     pub use super::{
-        Access, Audit, Inbox, Ledger, Monitoring, Normalized, Resources, Store, Tenants, Vault,
+        Access, Audit, Identities, Inbox, Ledger, Monitoring, Normalized, Resources, Store,
+        Tenants, Vault,
     };
 }

@@ -1,6 +1,7 @@
 //! What runs after every sync (and every Bulk import): normalization of what changed in the
 //! connection's raw data (sources whose raw content or rules/tables/mappings fingerprint
-//! changed) and the silent-failure checks. A sync that only looks successful is the failure
+//! changed), the silent-failure checks, and a round of the organization's patient identity
+//! (its new or changed Patients matched, see [`crate::identity`]). A sync that only looks successful is the failure
 //! Aqueduct exists to catch, so these run every time, not on request.
 
 use aqueduct_core::BoxFuture;
@@ -14,11 +15,15 @@ use aqueduct_normalize::{RebuildReport, Terminology};
 use serde::Serialize;
 
 use crate::EngineError;
+use crate::identity::IdentityReport;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AfterSync {
     pub normalized: RebuildReport,
     pub findings: Vec<Finding>,
+    /// The organization's identity round: its new or changed Patients matched (None when
+    /// the round failed: the sync stands, and the next round matches what this one did not).
+    pub identity: Option<IdentityReport>,
 }
 
 pub fn after_sync<'a>(
@@ -41,9 +46,17 @@ async fn after_sync_unboxed(
     let normalized = aqueduct_normalize::refresh(store, conn, &ctx, &[]).await?;
     let cfg = monitor_config(config)?;
     let findings = aqueduct_monitor::assess_run(store, conn, run, &cfg).await?;
+    let identity = match crate::identity::update_identity(store, &conn.organization).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = ?e, organization = %conn.organization, "patient identity not updated after the sync");
+            None
+        }
+    };
     Ok(AfterSync {
         normalized,
         findings,
+        identity,
     })
 }
 

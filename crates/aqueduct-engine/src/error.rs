@@ -50,6 +50,8 @@ pub enum EngineError {
         #[source]
         source: aqueduct_normalize::NormalizeError,
     },
+    #[error("patient identity")]
+    Identity(#[source] Box<aqueduct_match::MatchError>),
     #[error("silent-failure checks")]
     Monitor(#[from] aqueduct_monitor::MonitorError),
     #[error("aqueduct.toml [{table}]: {message}")]

@@ -12,6 +12,12 @@
 //!   through SQL on FHIR views into CSV or Parquet files per view, organization and source,
 //!   rewriting only the partitions whose resources changed.
 //!
+//! - [`update_identity`], [`decide_pair`], [`explain_pair`]: patient identity over the store
+//!   (`aqueduct-match`'s identity with the store behind its `IdentityStore`): a round after
+//!   every sync, Bulk import and HL7 refresh matches the organization's new or changed
+//!   Patients against their blocks, takes `Patient.link` and HL7 merges as forced links, and
+//!   records reviewers' decisions that no later round overturns.
+//!
 //! It owns the order of those steps and the glue between crates that do not know each other
 //! (config → vendor profile → SMART settings → token source). It must not know how it is
 //! called: no argument parsing, no terminal output, no HTTP serving, no process signals —
@@ -21,6 +27,7 @@ mod after_sync;
 mod connection;
 mod error;
 pub mod export;
+mod identity;
 mod refresh;
 mod runner;
 mod schedule;
@@ -30,6 +37,9 @@ mod sync_job;
 pub use after_sync::{AfterSync, after_sync, monitor_config, terminology};
 pub use connection::{ResolvedConnection, vault_key};
 pub use error::EngineError;
+pub use identity::{
+    IdentityReport, StoreIdentity, TRAIN_AT, decide_pair, explain_pair, update_identity,
+};
 pub use refresh::{RefreshTarget, WorkDone};
 pub use runner::RunSummary;
 pub use schedule::due_slot;

@@ -119,7 +119,14 @@ impl Engine {
             }))
         };
         let verdict = match self.targets(org, &claim.request).await? {
-            Err(result) => Verdict::Done(result),
+            Err(result) => {
+                // nothing to sync (an HL7 patient no connection holds, say): what the event
+                // wrote still joins the organization's identity, as a sync's Patients do
+                if let Err(e) = crate::identity::update_identity(self.store.as_ref(), org).await {
+                    tracing::warn!(error = ?e, "patient identity not updated");
+                }
+                Verdict::Done(result)
+            }
             Ok(targets) => self.execute(org, &claim, &targets).await,
         };
         let mut done = WorkDone {

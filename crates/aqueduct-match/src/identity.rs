@@ -184,6 +184,8 @@ pub struct Identity<S: IdentityStore> {
     review: BTreeMap<(String, String), Evidence>,
     members: HashMap<PersonId, BTreeSet<String>>,
     person_of: HashMap<String, PersonId>,
+    /// Records put back with [`Identity::restore`] whose scored links are not in memory yet.
+    restored: HashSet<String>,
 }
 
 impl<S: IdentityStore> Identity<S> {
@@ -199,6 +201,7 @@ impl<S: IdentityStore> Identity<S> {
             review: BTreeMap::new(),
             members: HashMap::new(),
             person_of: HashMap::new(),
+            restored: HashSet::new(),
         };
         for d in id.store.decisions()? {
             id.apply_decision(&d);
@@ -215,6 +218,11 @@ impl<S: IdentityStore> Identity<S> {
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// The store, to add what the caller keeps beside identity (an adapter's bookkeeping).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
     }
 
     /// The person a record belongs to.
@@ -321,10 +329,65 @@ impl<S: IdentityStore> Identity<S> {
                 .is_some_and(|r| !matches!(r, LinkReason::Matched(_)))
     }
 
+    /// Puts back a record matched in an earlier session, with the person it was given then,
+    /// without comparing it now: a process that keeps identity in a store restores every
+    /// record and upserts only the new or changed ones. A restored record's scored links are
+    /// worked out again (against its blocks only) when its person is next touched, so a
+    /// person is never split because its links were not kept in memory.
+    pub fn restore(&mut self, record: &Record, person: PersonId) -> Result<(), MatchError> {
+        self.matcher.insert(record)?;
+        if let Some(old) = self.person_of.insert(record.id.clone(), person) {
+            if old != person {
+                if let Some(m) = self.members.get_mut(&old) {
+                    m.remove(&record.id);
+                    if m.is_empty() {
+                        self.members.remove(&old);
+                    }
+                }
+            }
+        }
+        self.members
+            .entry(person)
+            .or_default()
+            .insert(record.id.clone());
+        self.restored.insert(record.id.clone());
+        Ok(())
+    }
+
+    /// Scores the restored records of `scope` against their blocks again, keeping the links
+    /// above the link threshold that no decision forbids (the review queue is left alone: it
+    /// was kept with the records).
+    fn hydrate(&mut self, scope: &BTreeSet<String>) {
+        let todo: Vec<String> = scope
+            .iter()
+            .filter(|r| self.restored.contains(*r))
+            .cloned()
+            .collect();
+        for r in todo {
+            self.restored.remove(&r);
+            let Some(n) = self.matcher.number(&r) else {
+                continue;
+            };
+            for p in self.matcher.match_number(n) {
+                if p.decision != Decision::Link {
+                    continue;
+                }
+                let other = self.matcher.id(p.b).to_string();
+                if self.decided(&r, &other) {
+                    continue;
+                }
+                let e = self.matcher.evidence_numbers(p.a, p.b);
+                self.add_link(&r, &other, LinkReason::Matched(Box::new(e)));
+            }
+        }
+    }
+
     /// Adds a new or changed record: compares it with its blocks, links it above the link
     /// threshold, queues pairs between the thresholds, and returns what happened to persons.
     pub fn upsert(&mut self, record: &Record) -> Result<Vec<IdentityEvent>, MatchError> {
         let id = record.id.clone();
+        // scored now, against its new content
+        self.restored.remove(&id);
         let mut touched: BTreeSet<String> = BTreeSet::new();
         touched.insert(id.clone());
         // the record's earlier scores no longer hold
@@ -453,6 +516,7 @@ impl<S: IdentityStore> Identity<S> {
                 Decision::NoLink => {}
             }
         }
+        self.restored.clear();
         let all: BTreeSet<String> = self.person_of.keys().cloned().collect();
         self.recluster(&all, "re-matching")
     }
@@ -473,6 +537,7 @@ impl<S: IdentityStore> Identity<S> {
                 scope.insert(r.clone());
             }
         }
+        self.hydrate(&scope);
         let list: Vec<String> = scope.iter().cloned().collect();
         let pos: HashMap<&str, usize> = list
             .iter()

@@ -654,3 +654,92 @@ fn a_changed_record_that_no_longer_links_splits_off_with_an_event() {
     assert_eq!(id.person(&b.id), split.1.first().copied());
     assert_eq!(id.persons(), 2);
 }
+
+#[test]
+fn a_restored_identity_keeps_its_persons_and_matches_only_what_is_new() {
+    let robert = person(
+        "ehr-a/1",
+        "ehr-a",
+        "Robert",
+        "Smith",
+        "1970-05-05",
+        Sex::Male,
+        "12 Main Street",
+        "2175550101",
+    );
+    let bob = person(
+        "payer/x",
+        "payer",
+        "Bob",
+        "Smith",
+        "1970-05-05",
+        Sex::Male,
+        "12 Main St",
+        "217-555-0101",
+    );
+    let ana = person(
+        "ehr-a/2",
+        "ehr-a",
+        "Ana",
+        "Garcia",
+        "1988-02-29",
+        Sex::Female,
+        "3 Pine Road",
+        "2175550102",
+    );
+    let mut first = identity();
+    for r in [&robert, &bob, &ana] {
+        first.upsert(r).expect("upsert");
+    }
+    let smith = first.person(&robert.id).expect("matched");
+    assert_eq!(first.person(&bob.id), Some(smith));
+
+    // a later session over the same store: every record put back with its person, none
+    // compared
+    let mut later =
+        Identity::new(matcher(), first.store().clone()).expect("the store of the first");
+    for r in [&robert, &bob, &ana] {
+        let p = first.person(&r.id).expect("matched");
+        later.restore(r, p).expect("restore");
+    }
+    assert_eq!(later.persons(), 2);
+    // a reviewer's word on a Smith record touches the Smiths: their links, not kept in memory,
+    // are worked out again rather than taken for a split
+    let events = later
+        .decide(
+            &robert.id,
+            &ana.id,
+            Verdict::Unlink,
+            "reviewer@example",
+            at(9),
+        )
+        .expect("decide");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, IdentityEvent::Split { .. })),
+        "{events:?}"
+    );
+    assert_eq!(later.person(&bob.id), Some(smith));
+    // a third source's Robert joins the Smiths
+    let third = person(
+        "clinic/9",
+        "clinic",
+        "Robert",
+        "Smith",
+        "1970-05-05",
+        Sex::Male,
+        "12 Main Street",
+        "",
+    );
+    let events = later.upsert(&third).expect("upsert");
+    assert_eq!(later.person(&third.id), Some(smith), "{events:?}");
+    assert_eq!(later.person(&robert.id), Some(smith));
+    assert_eq!(later.person(&bob.id), Some(smith));
+    // a changed record of the other person is matched on its own, the Smiths untouched
+    let mut moved = ana.clone();
+    moved.phone = Some("2175550999".into());
+    let events = later.upsert(&moved).expect("upsert");
+    assert_eq!(later.person(&ana.id), first.person(&ana.id), "{events:?}");
+    assert_eq!(later.records_of(smith).len(), 3);
+}

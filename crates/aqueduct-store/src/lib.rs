@@ -1,7 +1,8 @@
 //! The Aqueduct store: raw FHIR resources exactly as received, their history and tombstones,
 //! the sync ledger (one row per run and per HTTP request), checkpoints for resuming, encrypted
 //! credentials, the auth audit log, monitoring findings and alerts, inbound event messages and
-//! refresh requests, derived normalized rows with their lineage, and short leases that let
+//! refresh requests, derived normalized rows with their lineage, patient identity (persons,
+//! their records, identity events, reviewer decisions, the review queue), and short leases that let
 //! processes sharing a store coordinate. It implements the [`Store`] contract of
 //! `aqueduct-core` with two real backends: SQLite (a single file, the embedded default) and
 //! PostgreSQL (scale-out).
@@ -11,6 +12,7 @@
 //! and bytes — it never parses, validates or rewrites a resource — nor anything about vendors,
 //! HTTP or auth (secrets arrive already encrypted). The tables are documented in [`schema`].
 
+mod identity_text;
 pub mod postgres;
 pub mod sqlite;
 
@@ -26,7 +28,7 @@ pub use aqueduct_core::store::prelude::*;
 pub use aqueduct_core::{StoreError, StoreResult, content_hash};
 
 /// The newest schema version this build knows; migrations bring older stores up to it.
-pub const SCHEMA_VERSION: i64 = 13;
+pub const SCHEMA_VERSION: i64 = 14;
 
 /// Opens (creating and migrating as needed) the store at `location`: a `postgres://` or
 /// `postgresql://` URL selects PostgreSQL, anything else is a SQLite file path.

@@ -53,6 +53,9 @@ both_backends!(
     api_keys_are_bound_to_one_organization_and_can_be_revoked,
     access_events_are_listed_per_organization_newest_first,
     findings_are_acknowledged_once_and_kept,
+    identity_rounds_are_kept_per_organization,
+    a_person_id_handed_out_twice_fails_the_whole_round,
+    decisions_take_pairs_out_of_the_review_queue,
 );
 
 async fn stored_bytes_come_back_identical(t: TestStore) {
@@ -2218,4 +2221,320 @@ async fn findings_are_acknowledged_once_and_kept(t: TestStore) {
         "acknowledged findings stay"
     );
     assert_eq!(open(&t).await, 1, "status counts the open findings");
+}
+
+fn event(kind: &str, persons: &[i64], records: &[&str]) -> IdentityEventRecord {
+    IdentityEventRecord {
+        at: Utc::now(),
+        kind: kind.into(),
+        persons: persons.to_vec(),
+        records: records.iter().map(|r| r.to_string()).collect(),
+        detail: format!(r#"{{"kind":"{kind}"}}"#),
+    }
+}
+
+fn id_record(record: &str, person: i64) -> IdentityRecord {
+    IdentityRecord {
+        record: record.into(),
+        person,
+        content_hash: format!("hash-{record}"),
+    }
+}
+
+fn review(a: &str, b: &str, weight: f64) -> ReviewPair {
+    ReviewPair {
+        a: a.into(),
+        b: b.into(),
+        weight,
+        evidence: format!(r#"{{"total":{weight}}}"#),
+        queued_at: Utc::now(),
+    }
+}
+
+async fn identity_rounds_are_kept_per_organization(t: TestStore) {
+    // where identity reads its records: every connection holding Patients, registered or not
+    let patient = |id: &str| {
+        resource(
+            "Patient",
+            id,
+            &format!(r#"{{"resourceType":"Patient","id":"{id}"}}"#),
+        )
+    };
+    t.store
+        .write_resources(&conn("acme", "hl7-lab"), &[patient("h1")])
+        .await
+        .unwrap();
+    t.store
+        .write_resources(
+            &conn("acme", "epic"),
+            &[patient("e1"), observation("o1", 1.0)],
+        )
+        .await
+        .unwrap();
+    t.store
+        .write_resources(&conn("acme", "labs"), &[observation("o2", 1.0)])
+        .await
+        .unwrap();
+    t.store
+        .write_resources(&conn("other", "payer"), &[patient("x1")])
+        .await
+        .unwrap();
+    assert_eq!(
+        t.store.patient_sources("acme").await.unwrap(),
+        vec!["epic", "hl7-lab"]
+    );
+    assert!(t.store.patient_sources("nobody").await.unwrap().is_empty());
+
+    let empty = t.store.identity_state("acme").await.unwrap();
+    assert_eq!(empty.next_person, 1);
+    assert!(empty.records.is_empty() && empty.model.is_none());
+
+    let link = ForcedMatch {
+        a: "epic/Patient/1".into(),
+        b: "epic/Patient/9".into(),
+        source: "FHIR Patient.link replaced-by".into(),
+        at: Utc::now(),
+    };
+    let round = IdentityUpdate {
+        new_persons: vec![1, 2],
+        records: vec![
+            id_record("epic/Patient/1", 1),
+            id_record("payer/Patient/x", 1),
+            id_record("epic/Patient/2", 2),
+        ],
+        events: vec![
+            event("created", &[1], &["epic/Patient/1"]),
+            event("joined", &[1], &["payer/Patient/x"]),
+            event("created", &[2], &["epic/Patient/2"]),
+        ],
+        // the same link read twice (two syncs of the same Patient) is kept once
+        forced: vec![link.clone(), link.clone()],
+        review: vec![review("payer/Patient/x", "epic/Patient/2", 4.5)],
+        model: Some(StoredMatchModel {
+            model: r#"{"prior":0.001}"#.into(),
+            records: 3,
+            trained_at: Utc::now(),
+        }),
+        ..IdentityUpdate::default()
+    };
+    t.store.apply_identity("acme", &round).await.unwrap();
+
+    let state = t.store.identity_state("acme").await.unwrap();
+    assert_eq!(state.next_person, 3, "ids are handed out after the highest");
+    assert_eq!(
+        state
+            .records
+            .iter()
+            .map(|r| (r.record.as_str(), r.person))
+            .collect::<Vec<_>>(),
+        vec![
+            ("epic/Patient/1", 1),
+            ("epic/Patient/2", 2),
+            ("payer/Patient/x", 1)
+        ]
+    );
+    assert_eq!(state.records[0].content_hash, "hash-epic/Patient/1");
+    assert_eq!(state.forced.len(), 1);
+    assert_eq!(state.forced[0].source, link.source);
+    assert_eq!(state.model.as_ref().unwrap().records, 3);
+
+    let p1 = t.store.person("acme", 1).await.unwrap().unwrap();
+    assert_eq!(p1.records, vec!["epic/Patient/1", "payer/Patient/x"]);
+    assert_eq!(t.store.person("acme", 99).await.unwrap(), None);
+    assert_eq!(
+        t.store
+            .person_of_record("acme", "payer/Patient/x")
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    let all = t.store.list_persons("acme", None, 10).await.unwrap();
+    assert_eq!(all.iter().map(|p| p.person).collect::<Vec<_>>(), vec![1, 2]);
+    let after = t.store.list_persons("acme", Some(1), 10).await.unwrap();
+    assert_eq!(
+        after,
+        vec![PersonSummary {
+            person: 2,
+            records: vec!["epic/Patient/2".into()]
+        }]
+    );
+
+    // a record moves to another person (a merge): the absorbed person has no records left
+    let merge = IdentityUpdate {
+        records: vec![id_record("epic/Patient/2", 1)],
+        events: vec![event("merged", &[1, 2], &["epic/Patient/2"])],
+        ..IdentityUpdate::default()
+    };
+    t.store.apply_identity("acme", &merge).await.unwrap();
+    assert_eq!(t.store.person("acme", 2).await.unwrap(), None);
+    assert_eq!(
+        t.store.list_persons("acme", None, 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(t.store.identity_state("acme").await.unwrap().next_person, 3);
+
+    let of_two = t
+        .store
+        .identity_events("acme", Some(2), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        of_two
+            .iter()
+            .map(|e| e.event.kind.as_str())
+            .collect::<Vec<_>>(),
+        vec!["merged", "created"],
+        "newest first, only the events naming person 2"
+    );
+    assert_eq!(of_two[0].event.persons, vec![1, 2]);
+    assert_eq!(of_two[0].event.records, vec!["epic/Patient/2"]);
+    assert_eq!(of_two[0].event.detail, r#"{"kind":"merged"}"#);
+    let older = t
+        .store
+        .identity_events("acme", None, Some(of_two[0].id), 10)
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 3);
+
+    // the review pair is kept in record order, whatever order it came in
+    let queue = t.store.review_queue("acme", 10).await.unwrap();
+    assert_eq!(queue.len(), 1);
+    assert_eq!(
+        (queue[0].a.as_str(), queue[0].b.as_str()),
+        ("epic/Patient/2", "payer/Patient/x")
+    );
+    assert_eq!(queue[0].weight, 4.5);
+
+    // another organization sees none of it
+    let other = t.store.identity_state("other").await.unwrap();
+    assert_eq!(
+        other,
+        IdentityState {
+            next_person: 1,
+            ..IdentityState::default()
+        }
+    );
+    assert_eq!(t.store.person("other", 1).await.unwrap(), None);
+    assert!(t.store.review_queue("other", 10).await.unwrap().is_empty());
+    assert!(
+        t.store
+            .identity_events("other", None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        t.store
+            .person_of_record("other", "epic/Patient/1")
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn a_person_id_handed_out_twice_fails_the_whole_round(t: TestStore) {
+    let first = IdentityUpdate {
+        new_persons: vec![1],
+        records: vec![id_record("epic/Patient/1", 1)],
+        ..IdentityUpdate::default()
+    };
+    t.store.apply_identity("acme", &first).await.unwrap();
+    // a second process loaded the state before the first committed and handed out 1 again
+    let racing = IdentityUpdate {
+        new_persons: vec![1],
+        records: vec![id_record("cerner/Patient/7", 1)],
+        events: vec![event("created", &[1], &["cerner/Patient/7"])],
+        review: vec![review("cerner/Patient/7", "epic/Patient/1", 3.0)],
+        ..IdentityUpdate::default()
+    };
+    assert!(t.store.apply_identity("acme", &racing).await.is_err());
+    let state = t.store.identity_state("acme").await.unwrap();
+    assert_eq!(
+        state.records.len(),
+        1,
+        "nothing of the failed round was written"
+    );
+    assert!(
+        t.store
+            .identity_events("acme", None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(t.store.review_queue("acme", 10).await.unwrap().is_empty());
+    // the same ids are free in another organization
+    t.store.apply_identity("other", &racing).await.unwrap();
+}
+
+async fn decisions_take_pairs_out_of_the_review_queue(t: TestStore) {
+    let round = IdentityUpdate {
+        new_persons: vec![1, 2, 3],
+        records: vec![
+            id_record("a/Patient/1", 1),
+            id_record("b/Patient/1", 2),
+            id_record("c/Patient/1", 3),
+        ],
+        review: vec![
+            review("a/Patient/1", "b/Patient/1", 5.0),
+            review("b/Patient/1", "c/Patient/1", 7.0),
+            review("a/Patient/1", "c/Patient/1", 2.0),
+        ],
+        ..IdentityUpdate::default()
+    };
+    t.store.apply_identity("acme", &round).await.unwrap();
+    let queue = t.store.review_queue("acme", 10).await.unwrap();
+    assert_eq!(
+        queue.iter().map(|p| p.weight).collect::<Vec<_>>(),
+        vec![7.0, 5.0, 2.0],
+        "strongest first"
+    );
+    assert_eq!(t.store.review_queue("acme", 1).await.unwrap().len(), 1);
+
+    // a reviewer decides one pair (named in either order)
+    let decision = MatchDecision {
+        a: "c/Patient/1".into(),
+        b: "b/Patient/1".into(),
+        verdict: MatchVerdict::Unlink,
+        reviewer: "api-key:k1".into(),
+        at: Utc::now(),
+        note: Some("different mothers' names".into()),
+    };
+    let decided = IdentityUpdate {
+        decisions: vec![decision.clone()],
+        ..IdentityUpdate::default()
+    };
+    t.store.apply_identity("acme", &decided).await.unwrap();
+    let queue = t.store.review_queue("acme", 10).await.unwrap();
+    assert_eq!(
+        queue.iter().map(|p| p.weight).collect::<Vec<_>>(),
+        vec![5.0, 2.0]
+    );
+    let audit = t.store.match_decisions("acme", 10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].reviewer, "api-key:k1");
+    assert_eq!(audit[0].verdict, MatchVerdict::Unlink);
+    assert_eq!(audit[0].note.as_deref(), Some("different mothers' names"));
+    assert_eq!(
+        t.store.identity_state("acme").await.unwrap().decisions,
+        audit
+    );
+    assert!(
+        t.store
+            .match_decisions("other", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // a record matched again leaves the queue with all its pairs, then its new ones come in
+    let rematched = IdentityUpdate {
+        review_cleared_for: vec!["a/Patient/1".into()],
+        review: vec![review("c/Patient/1", "a/Patient/1", 3.0)],
+        ..IdentityUpdate::default()
+    };
+    t.store.apply_identity("acme", &rematched).await.unwrap();
+    let queue = t.store.review_queue("acme", 10).await.unwrap();
+    assert_eq!(queue.len(), 1);
+    assert_eq!(queue[0].weight, 3.0);
+    assert_eq!(queue[0].a, "a/Patient/1");
 }

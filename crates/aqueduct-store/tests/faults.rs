@@ -196,7 +196,7 @@ async fn a_version_1_store_is_migrated_with_its_data() {
         .await
         .unwrap();
     // Roll the file back to what version 1 wrote.
-    t.raw_sql("DROP INDEX resources_by_patient; CREATE INDEX resources_by_patient ON resources (organization, connection, patient_id, resource_type); DROP TABLE alerts; DROP TABLE normalized; DROP TABLE code_mappings; DROP TABLE inbound_messages; DROP TABLE refresh_requests; DROP TABLE leases; DROP TABLE schedules; DROP TABLE resource_identifiers; DROP TABLE api_keys; DROP TABLE access_log; ALTER TABLE sync_runs DROP COLUMN heartbeat_at; ALTER TABLE findings DROP COLUMN acknowledged_at; ALTER TABLE findings DROP COLUMN acknowledged_by; ALTER TABLE findings DROP COLUMN acknowledgement_note; DELETE FROM aqueduct_schema WHERE version >= 2;").await;
+    t.raw_sql("DROP INDEX resources_by_patient; CREATE INDEX resources_by_patient ON resources (organization, connection, patient_id, resource_type); DROP TABLE alerts; DROP TABLE normalized; DROP TABLE code_mappings; DROP TABLE inbound_messages; DROP TABLE refresh_requests; DROP TABLE leases; DROP TABLE schedules; DROP TABLE resource_identifiers; DROP TABLE api_keys; DROP TABLE access_log; ALTER TABLE sync_runs DROP COLUMN heartbeat_at; ALTER TABLE findings DROP COLUMN acknowledged_at; ALTER TABLE findings DROP COLUMN acknowledged_by; ALTER TABLE findings DROP COLUMN acknowledgement_note; DROP TABLE identity_records; DROP TABLE identity_persons; DROP TABLE identity_events; DROP TABLE match_decisions; DROP TABLE match_forced; DROP TABLE match_review; DROP TABLE match_models; DELETE FROM aqueduct_schema WHERE version >= 2;").await;
     let reopened = t.reopen().await.unwrap();
     assert_eq!(reopened.schema_version().await.unwrap(), SCHEMA_VERSION);
     assert_eq!(
@@ -266,6 +266,9 @@ async fn a_version_8_store_keeps_its_messages_and_tells_resends_by_their_bytes()
          ALTER TABLE findings DROP COLUMN acknowledged_at;
          ALTER TABLE findings DROP COLUMN acknowledged_by;
          ALTER TABLE findings DROP COLUMN acknowledgement_note;
+         DROP TABLE identity_records; DROP TABLE identity_persons; DROP TABLE identity_events;
+         DROP TABLE match_decisions; DROP TABLE match_forced; DROP TABLE match_review;
+         DROP TABLE match_models;
          CREATE TABLE refresh_requests (
              id INTEGER PRIMARY KEY, organization TEXT NOT NULL, patient_key TEXT NOT NULL,
              connection TEXT, reason TEXT NOT NULL, source TEXT NOT NULL,

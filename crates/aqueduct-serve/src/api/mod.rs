@@ -1,6 +1,7 @@
 //! The REST API (`/api/v1`, JSON): the caller's organization, its connections with status and
 //! completeness, sync runs and their ledger, findings, alerts, the terminology review queue,
-//! patients and their records per source, actions (start a sync, raise a refresh request,
+//! patients and their records per source, persons across sources and the match review
+//! queue, actions (start a sync, raise a refresh request,
 //! map a code) and the audit log. Every route is bound to the caller's organization.
 
 pub(crate) mod admin;
@@ -8,6 +9,7 @@ pub(crate) mod connections;
 
 pub use connections::ConnectionView;
 pub mod extract;
+pub(crate) mod identity;
 pub(crate) mod records;
 
 pub(crate) use records::log_read as records_log;
@@ -57,6 +59,11 @@ pub fn routes(state: Arc<AppState>) -> Router {
             "/connections/{connection}/patients/{patient}",
             get(records::patient_record),
         )
+        .route("/persons", get(identity::persons))
+        .route("/persons/{id}", get(identity::person))
+        .route("/match/review", get(identity::review))
+        .route("/match/review/{pair}/decide", post(identity::decide))
+        .route("/match/explain", get(identity::explain))
         .route("/alerts", get(connections::alerts))
         .route("/terminology/unmapped", get(records::unmapped))
         .route(

@@ -18,6 +18,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../../migrations/postgres/0011_access.sql")),
     (12, include_str!("../../migrations/postgres/0012_live_patient_index.sql")),
     (13, include_str!("../../migrations/postgres/0013_finding_acknowledgement.sql")),
+    (14, include_str!("../../migrations/postgres/0014_identity.sql")),
 ];
 
 /// Arbitrary constant shared by every Aqueduct process: "aqueduct" in ASCII, truncated.

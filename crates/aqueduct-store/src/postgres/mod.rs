@@ -6,6 +6,7 @@
 //! makes PostgreSQL keep up with a sync on loopback.
 
 mod access;
+mod identity;
 mod inbound;
 mod migrate;
 mod monitor;
@@ -722,5 +723,62 @@ impl Monitoring for PgStore {
 
     async fn list_alerts(&self, org: &str, only_firing: bool) -> StoreResult<Vec<Alert>> {
         monitor::list_alerts(self, org, only_firing).await
+    }
+}
+
+#[async_trait]
+impl Identities for PgStore {
+    async fn identity_state(&self, organization: &str) -> StoreResult<IdentityState> {
+        identity::state(self, organization).await
+    }
+
+    async fn apply_identity(&self, organization: &str, update: &IdentityUpdate) -> StoreResult<()> {
+        if update.is_empty() {
+            return Ok(());
+        }
+        identity::apply(self, organization, update).await
+    }
+
+    async fn person(&self, organization: &str, person: i64) -> StoreResult<Option<PersonSummary>> {
+        identity::person(self, organization, person).await
+    }
+
+    async fn person_of_record(&self, organization: &str, record: &str) -> StoreResult<Option<i64>> {
+        identity::person_of(self, organization, record).await
+    }
+
+    async fn list_persons(
+        &self,
+        organization: &str,
+        after: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<PersonSummary>> {
+        identity::list_persons(self, organization, after, limit).await
+    }
+
+    async fn identity_events(
+        &self,
+        organization: &str,
+        person: Option<i64>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredIdentityEvent>> {
+        identity::events(self, organization, person, before_id, limit).await
+    }
+
+    async fn review_queue(&self, organization: &str, limit: u32) -> StoreResult<Vec<ReviewPair>> {
+        identity::review_queue(self, organization, limit).await
+    }
+
+    async fn patient_sources(&self, organization: &str) -> StoreResult<Vec<String>> {
+        identity::patient_sources(self, organization).await
+    }
+
+    async fn match_decisions(
+        &self,
+        organization: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<MatchDecision>> {
+        identity::decisions(self, organization, limit).await
     }
 }

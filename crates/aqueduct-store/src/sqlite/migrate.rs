@@ -20,6 +20,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../../migrations/sqlite/0011_access.sql")),
     (12, include_str!("../../migrations/sqlite/0012_live_patient_index.sql")),
     (13, include_str!("../../migrations/sqlite/0013_finding_acknowledgement.sql")),
+    (14, include_str!("../../migrations/sqlite/0014_identity.sql")),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection, location: &str) -> StoreResult<i64> {

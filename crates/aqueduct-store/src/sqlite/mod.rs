@@ -7,6 +7,7 @@
 //! in the WAL whole or not at all.
 
 mod access;
+mod identity;
 mod inbound;
 mod migrate;
 mod monitor;
@@ -1186,6 +1187,88 @@ impl Monitoring for SqliteStore {
     async fn list_alerts(&self, organization: &str, only_firing: bool) -> StoreResult<Vec<Alert>> {
         let (loc, org) = (self.location.clone(), organization.to_string());
         self.read(move |c| monitor::list_alerts(c, &loc, &org, only_firing))
+            .await
+    }
+}
+
+#[async_trait]
+impl Identities for SqliteStore {
+    async fn identity_state(&self, organization: &str) -> StoreResult<IdentityState> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| identity::state(c, &loc, &org)).await
+    }
+
+    async fn apply_identity(&self, organization: &str, update: &IdentityUpdate) -> StoreResult<()> {
+        if update.is_empty() {
+            return Ok(());
+        }
+        let (loc, org, u) = (
+            self.location.clone(),
+            organization.to_string(),
+            update.clone(),
+        );
+        self.write(move |c| identity::apply(c, &loc, &org, &u))
+            .await
+    }
+
+    async fn person(&self, organization: &str, person: i64) -> StoreResult<Option<PersonSummary>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| identity::person(c, &loc, &org, person))
+            .await
+    }
+
+    async fn person_of_record(&self, organization: &str, record: &str) -> StoreResult<Option<i64>> {
+        let (loc, org, r) = (
+            self.location.clone(),
+            organization.to_string(),
+            record.to_string(),
+        );
+        self.read(move |c| identity::person_of(c, &loc, &org, &r))
+            .await
+    }
+
+    async fn list_persons(
+        &self,
+        organization: &str,
+        after: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<PersonSummary>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| identity::list_persons(c, &loc, &org, after, limit))
+            .await
+    }
+
+    async fn identity_events(
+        &self,
+        organization: &str,
+        person: Option<i64>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredIdentityEvent>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| identity::events(c, &loc, &org, person, before_id, limit))
+            .await
+    }
+
+    async fn review_queue(&self, organization: &str, limit: u32) -> StoreResult<Vec<ReviewPair>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| identity::review_queue(c, &loc, &org, limit))
+            .await
+    }
+
+    async fn patient_sources(&self, organization: &str) -> StoreResult<Vec<String>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| identity::patient_sources(c, &loc, &org))
+            .await
+    }
+
+    async fn match_decisions(
+        &self,
+        organization: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<MatchDecision>> {
+        let (loc, org) = (self.location.clone(), organization.to_string());
+        self.read(move |c| identity::decisions(c, &loc, &org, limit))
             .await
     }
 }
